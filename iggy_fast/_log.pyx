@@ -1,0 +1,437 @@
+# cython: language_level=3
+"""One segment of a partition's log: the storage hot path.
+
+Files (named by the segment's base offset, zero-padded so a listing sorts by offset):
+
+    00000000000000001000.log    batches back to back, byte for byte as they are served
+    00000000000000001000.index  one 24-byte entry per batch:
+                                [offset_delta u32][message_count u32][position u64][timestamp u64]
+                                offset_delta = batch base offset - segment base offset
+
+Invariants: batches are appended whole and in offset order, and offsets are dense, so the
+index is sorted by offset, position and (server-stamped, non-decreasing) timestamp; a lookup
+by either is a bisection, O(log batches). The log is the truth: the index may lag behind it
+(entries are written in groups, not per batch) and is completed from the log on open, where
+every batch after the last indexed one is verified (length, header, checksum) and a torn or
+corrupt tail is cut off.
+
+Costs: an append is one write(2) of the batch straight from the caller's buffer (the receive
+buffer); a read is one pread(2) of a contiguous run of batches, plus a sliced copy of the
+first and last batch when only part of them is asked for.
+"""
+
+from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING
+from libc.errno cimport errno, EINTR
+from libc.stdint cimport uint8_t, uint32_t, uint64_t, int64_t
+from libc.stdlib cimport malloc, realloc, free
+from libc.string cimport memcpy
+
+import os
+
+from iggy_fast._wire import slice_batch
+
+cdef extern from "<unistd.h>" nogil:
+    ssize_t write(int fd, const void *buf, size_t count)
+    ssize_t pread(int fd, void *buf, size_t count, long offset)
+    int ftruncate(int fd, long length)
+    int fdatasync(int fd)
+
+cdef extern from "_xxhash.h" nogil:
+    uint64_t iggy_xxh3_64(const void *data, size_t length)
+
+cdef enum:
+    BATCH_HDR = 256
+    MSG_HDR = 48
+    ENTRY = 24
+    # Index entries are written once this many are pending (and at every flush and close).
+    INDEX_GROUP = 64
+
+cdef struct Entry:
+    uint32_t delta
+    uint32_t count
+    uint64_t position
+    uint64_t timestamp
+
+
+cdef inline uint32_t ld32(const uint8_t *p) noexcept nogil:
+    cdef uint32_t v
+    memcpy(&v, p, 4)
+    return v
+
+cdef inline uint64_t ld64(const uint8_t *p) noexcept nogil:
+    cdef uint64_t v
+    memcpy(&v, p, 8)
+    return v
+
+
+def segment_name(uint64_t base_offset):
+    return f"{base_offset:020d}"
+
+
+cdef class Segment:
+    """An append-only log file and its batch index (see the module docstring)."""
+
+    cdef readonly uint64_t base_offset
+    cdef readonly uint64_t end_offset      # the next offset this segment would assign
+    cdef readonly uint64_t size            # bytes of batches in the log file
+    cdef readonly str log_path
+    cdef readonly str index_path
+    cdef readonly bint sealed
+    cdef readonly list problems            # what recovery found and repaired (strings)
+    cdef int fd
+    cdef int index_fd
+    cdef Entry *entries
+    cdef Py_ssize_t n
+    cdef Py_ssize_t cap
+    cdef Py_ssize_t indexed                # entries already in the index file
+    cdef uint64_t synced_size              # log bytes known to be on disk
+
+    def __cinit__(self):
+        self.fd = -1
+        self.index_fd = -1
+        self.entries = NULL
+        self.n = self.cap = self.indexed = 0
+        self.problems = []
+
+    def __dealloc__(self):
+        if self.fd >= 0:
+            os.close(self.fd)
+        if self.index_fd >= 0:
+            os.close(self.index_fd)
+        free(self.entries)
+
+    @staticmethod
+    def open(str directory, uint64_t base_offset, bint verify=True):
+        """Open (creating if needed) the segment starting at `base_offset` and recover it.
+
+        The index file is trusted up to its last whole entry that agrees with the log; the
+        log after that is scanned batch by batch, re-indexed, and cut at the first batch that
+        is short or fails its checks.
+        """
+        cdef Segment s = Segment.__new__(Segment)
+        name = os.path.join(directory, segment_name(base_offset))
+        s.base_offset = base_offset
+        s.end_offset = base_offset
+        s.log_path = name + ".log"
+        s.index_path = name + ".index"
+        s.fd = os.open(s.log_path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+        s.index_fd = os.open(s.index_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        s._recover(verify)
+        return s
+
+    cdef int _grow(self) except -1:
+        cdef Py_ssize_t cap = self.cap * 2 if self.cap else 256
+        cdef Entry *e = <Entry *>realloc(self.entries, cap * sizeof(Entry))
+        if e == NULL:
+            raise MemoryError()
+        self.entries = e
+        self.cap = cap
+        return 0
+
+    cdef int _push(self, uint32_t delta, uint32_t count, uint64_t position,
+                   uint64_t timestamp) except -1:
+        if self.n == self.cap:
+            self._grow()
+        self.entries[self.n].delta = delta
+        self.entries[self.n].count = count
+        self.entries[self.n].position = position
+        self.entries[self.n].timestamp = timestamp
+        self.n += 1
+        return 0
+
+    cdef _recover(self, bint verify):
+        cdef uint64_t log_size = os.fstat(self.fd).st_size
+        cdef bytes raw = os.pread(self.index_fd, os.fstat(self.index_fd).st_size, 0)
+        cdef const uint8_t *p = <const uint8_t *>PyBytes_AS_STRING(raw)
+        cdef Py_ssize_t whole = len(raw) // ENTRY, i
+        cdef uint64_t expect_pos = 0, expect_delta = 0, ts = 0
+        cdef uint32_t delta, count
+        cdef uint64_t pos
+        if len(raw) % ENTRY:
+            self.problems.append(f"{self.index_path}: partial index entry dropped")
+        # Trust index entries only while they chain: each starts where the previous ended.
+        for i in range(whole):
+            delta = ld32(p + i * ENTRY)
+            count = ld32(p + i * ENTRY + 4)
+            pos = ld64(p + i * ENTRY + 8)
+            ts = ld64(p + i * ENTRY + 16)
+            if (delta != expect_delta or count == 0 or pos >= log_size
+                    or (i > 0 and pos <= expect_pos)):
+                self.problems.append(
+                    f"{self.index_path}: entry {i} inconsistent, rebuilding from the log")
+                break
+            self._push(delta, count, pos, ts)
+            expect_delta = delta + count
+            expect_pos = pos
+        # The last trusted entry must describe a batch that is really there; re-verify it.
+        if self.n:
+            self.n -= 1
+            expect_pos = self.entries[self.n].position
+            expect_delta = self.entries[self.n].delta
+        self.indexed = self.n
+        good_end = self._scan(expect_pos, log_size, expect_delta, verify)
+        if good_end < log_size:
+            self.problems.append(
+                f"{self.log_path}: torn or corrupt tail at byte {good_end} "
+                f"({log_size - good_end} bytes) truncated")
+            os.ftruncate(self.fd, good_end)
+        self.size = good_end
+        self.synced_size = good_end
+        self.end_offset = self.base_offset + (
+            self.entries[self.n - 1].delta + self.entries[self.n - 1].count if self.n else 0)
+        # Rewrite the index if it disagreed with the log in any way.
+        if self.indexed != whole or len(raw) % ENTRY or self.indexed < self.n:
+            os.ftruncate(self.index_fd, self.indexed * ENTRY)
+            self.flush_index()
+
+    cdef uint64_t _scan(self, uint64_t pos, uint64_t log_size, uint64_t delta, bint verify):
+        """Index verified batches from `pos`; return where the valid log ends."""
+        cdef bytes chunk
+        cdef const uint8_t *b
+        cdef uint64_t length
+        cdef uint32_t count
+        cdef uint64_t base, last_ts = self.entries[self.n - 1].timestamp if self.n else 0
+        while pos + BATCH_HDR <= log_size:
+            header = os.pread(self.fd, BATCH_HDR, pos)
+            b = <const uint8_t *>PyBytes_AS_STRING(header)
+            length = ld64(b + 32)
+            count = ld32(b + 48)
+            base = ld64(b + 8)
+            if (length < BATCH_HDR + MSG_HDR or pos + length > log_size or count == 0
+                    or base != self.base_offset + delta or ld64(b + 16) < last_ts):
+                break
+            if verify:
+                chunk = os.pread(self.fd, length, pos)
+                if not batch_is_intact(<const uint8_t *>PyBytes_AS_STRING(chunk), length):
+                    break
+            last_ts = ld64(b + 16)
+            self._push(<uint32_t>delta, count, pos, last_ts)
+            delta += count
+            pos += length
+        return pos
+
+    # ------------------------------------------------------------------------------------
+    # Writing
+
+    def append(self, const uint8_t[::1] batch not None, uint64_t base_offset,
+               uint32_t count, uint64_t timestamp):
+        """Append one stamped batch with a single write(2) from the caller's memory.
+
+        On failure (ENOSPC, EIO) the file is cut back to its previous length, so the log
+        never holds a partial batch, and the OSError propagates.
+        """
+        if self.sealed:
+            raise RuntimeError("segment is sealed")
+        if base_offset != self.end_offset:
+            raise ValueError(f"batch offset {base_offset} does not continue the log at "
+                             f"{self.end_offset}")
+        cdef const uint8_t *p = &batch[0]
+        cdef size_t left = batch.shape[0]
+        cdef ssize_t w
+        cdef int err = 0
+        with nogil:
+            while left:
+                w = write(self.fd, p, left)
+                if w < 0:
+                    if errno == EINTR:
+                        continue
+                    err = errno
+                    break
+                p += w
+                left -= w
+        if err:
+            os.ftruncate(self.fd, self.size)
+            raise OSError(err, os.strerror(err), self.log_path)
+        self._push(<uint32_t>(base_offset - self.base_offset), count, self.size, timestamp)
+        self.size += batch.shape[0]
+        self.end_offset = base_offset + count
+        if self.n - self.indexed >= INDEX_GROUP:
+            self.flush_index()
+
+    def flush_index(self):
+        """Write the index entries not yet in the index file."""
+        if self.indexed == self.n:
+            return
+        data = PyBytes_FromStringAndSize(<const char *>(self.entries + self.indexed),
+                                         (self.n - self.indexed) * ENTRY)
+        os.pwrite(self.index_fd, data, self.indexed * ENTRY)
+        self.indexed = self.n
+
+    def sync(self):
+        """fdatasync the log (and the index); returns the log size now durable."""
+        cdef uint64_t size = self.size
+        cdef int rc
+        self.flush_index()
+        with nogil:
+            rc = fdatasync(self.fd)
+        if rc != 0:
+            raise OSError(errno, os.strerror(errno), self.log_path)
+        with nogil:
+            fdatasync(self.index_fd)
+        if size > self.synced_size:
+            self.synced_size = size
+        return size
+
+    @property
+    def unsynced_bytes(self):
+        return self.size - self.synced_size
+
+    def seal(self):
+        """Make the segment read-only: flush its index; later appends go elsewhere."""
+        self.flush_index()
+        self.sealed = True
+
+    def close(self):
+        self.flush_index()
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+        if self.index_fd >= 0:
+            os.close(self.index_fd)
+            self.index_fd = -1
+
+    def delete(self):
+        """Close and remove both files."""
+        self.close()
+        for path in (self.log_path, self.index_path):
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+
+    def fileno(self):
+        return self.fd
+
+    # ------------------------------------------------------------------------------------
+    # Reading
+
+    @property
+    def batches(self):
+        return self.n
+
+    @property
+    def first_timestamp(self):
+        return self.entries[0].timestamp if self.n else 0
+
+    @property
+    def last_timestamp(self):
+        return self.entries[self.n - 1].timestamp if self.n else 0
+
+    cdef Py_ssize_t _find_offset(self, uint64_t offset) noexcept:
+        """Index of the batch holding `offset` (offset within this segment's range)."""
+        cdef uint64_t d = offset - self.base_offset
+        cdef Py_ssize_t lo = 0, hi = self.n - 1, mid
+        while lo < hi:
+            mid = (lo + hi + 1) >> 1
+            if self.entries[mid].delta <= d:
+                lo = mid
+            else:
+                hi = mid - 1
+        return lo
+
+    def offset_for_timestamp(self, uint64_t timestamp):
+        """The first offset whose batch timestamp is >= `timestamp`, or None."""
+        cdef Py_ssize_t lo = 0, hi = self.n, mid
+        while lo < hi:
+            mid = (lo + hi) >> 1
+            if self.entries[mid].timestamp < timestamp:
+                lo = mid + 1
+            else:
+                hi = mid
+        if lo == self.n:
+            return None
+        return self.base_offset + self.entries[lo].delta
+
+    def plan(self, uint64_t first, uint64_t last):
+        """Byte range of the batches covering offsets [first, last] and whether the first
+        and last of them must be sliced: (position, length, head_partial, tail_partial,
+        first_batch_count, last_batch_count). Offsets are clamped to the segment."""
+        if self.n == 0 or first >= self.end_offset or last < first:
+            return None
+        if last >= self.end_offset:
+            last = self.end_offset - 1
+        cdef Py_ssize_t i = self._find_offset(first), j = self._find_offset(last)
+        cdef Entry *a = &self.entries[i]
+        cdef Entry *z = &self.entries[j]
+        cdef uint64_t end_pos = (self.entries[j + 1].position if j + 1 < self.n else self.size)
+        return (a.position, end_pos - a.position,
+                self.base_offset + a.delta < first,
+                self.base_offset + z.delta + z.count - 1 > last,
+                i, j)
+
+    def read(self, uint64_t first, uint64_t last):
+        """The stored batches covering [first, last], sliced to exactly that range.
+
+        Returns (chunks, message_count): chunks are bytes objects to send back to back.
+        """
+        plan = self.plan(first, last)
+        if plan is None:
+            return [], 0
+        position, length, head_partial, tail_partial, i, j = plan
+        if last >= self.end_offset:
+            last = self.end_offset - 1
+        data = os.pread(self.fd, length, position)
+        if len(data) != length:
+            raise OSError(f"{self.log_path}: short read at {position}")
+        if not head_partial and not tail_partial:
+            return [data], last - first + 1
+        cdef uint64_t base_pos = position
+        chunks = []
+        view = memoryview(data)
+        # First batch, maybe sliced.
+        cdef uint64_t a_len = (self.entries[i + 1].position if i + 1 < self.n
+                               else self.size) - self.entries[i].position
+        if i == j:
+            chunks.append(slice_batch(view, first, last))
+            return chunks, last - first + 1
+        chunks.append(slice_batch(view[:a_len], first, last) if head_partial
+                      else view[:a_len])
+        z_pos = self.entries[j].position - base_pos
+        if z_pos > a_len:
+            chunks.append(view[a_len:z_pos])
+        chunks.append(slice_batch(view[z_pos:], first, last) if tail_partial
+                      else view[z_pos:])
+        return chunks, last - first + 1
+
+
+cdef bint batch_is_intact(const uint8_t *b, uint64_t length) noexcept nogil:
+    """Every frame tiles the batch and carries the checksum it claims; so does the batch."""
+    cdef uint32_t count = ld32(b + 48), i
+    cdef uint64_t pos = BATCH_HDR, flen
+    cdef uint64_t scratch_len = 44 + 8 * <uint64_t>count
+    cdef uint8_t *scratch
+    cdef const uint8_t *f
+    cdef bint ok = True
+    scratch = <uint8_t *>malloc(scratch_len)
+    if scratch == NULL:
+        return False
+    memcpy(scratch, b, 40)
+    memcpy(scratch + 40, b + 48, 4)
+    for i in range(count):
+        if pos + MSG_HDR > length:
+            ok = False
+            break
+        f = b + pos
+        flen = MSG_HDR + <uint64_t>ld32(f + 32) + ld32(f + 36)
+        if pos + flen > length or iggy_xxh3_64(f + 8, flen - 8) != ld64(f):
+            ok = False
+            break
+        memcpy(scratch + 44 + 8 * i, f, 8)
+        pos += flen
+    if ok:
+        ok = pos == length and iggy_xxh3_64(scratch, scratch_len) == ld64(b + 40)
+    free(scratch)
+    return ok
+
+
+def verify_batches(const uint8_t[::1] data not None):
+    """Walk batches back to back; return (valid_bytes, batch_count) up to the first bad one."""
+    cdef uint64_t pos = 0, n = data.shape[0], length
+    cdef Py_ssize_t batches = 0
+    while pos + BATCH_HDR <= n:
+        length = ld64(&data[0] + pos + 32)
+        if length < BATCH_HDR or pos + length > n or not batch_is_intact(&data[0] + pos, length):
+            break
+        pos += length
+        batches += 1
+    return pos, batches

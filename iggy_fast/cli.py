@@ -1,0 +1,48 @@
+"""The `iggy-fast` command: `iggy-fast server` runs the server, `iggy-fast bench` benchmarks it."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+
+def _server(args) -> int:
+    from iggy_fast.config import load_config
+    from iggy_fast.server.app import run
+
+    overrides: dict = {}
+    if args.data_dir:
+        overrides.setdefault("system", {})["path"] = args.data_dir
+    if args.tcp_address:
+        overrides.setdefault("tcp", {})["address"] = args.tcp_address
+    if args.with_default_root_credentials and not os.environ.get("IGGY_ROOT_PASSWORD"):
+        overrides["root"] = {"username": os.environ.get("IGGY_ROOT_USERNAME", "iggy"),
+                             "password": "iggy"}
+    cfg = load_config(args.config, overrides=overrides)
+    run(cfg)
+    return 0
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="iggy-fast", description=__doc__)
+    parser.add_argument("--log-level", default="INFO")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    srv = sub.add_parser("server", help="run the server")
+    srv.add_argument("--config", help="TOML configuration file (Iggy's server.toml keys)")
+    srv.add_argument("--data-dir", help="where streams and metadata live (system.path)")
+    srv.add_argument("--tcp-address", help="host:port for the TCP listener")
+    srv.add_argument("--with-default-root-credentials", action="store_true",
+                     help="root user iggy/iggy unless IGGY_ROOT_PASSWORD says otherwise")
+    srv.set_defaults(func=_server)
+
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,118 @@
+"""The client side of the Iggy protocol, without I/O: requests out, replies in.
+
+`ClientProtocol` numbers requests and tracks the session the way the official SDK does
+(PROTOCOL.md §1.5): it builds each request as a list of buffers (header, body pieces) for one
+vectored write, and `parse_reply()` turns a received frame into a `Reply` (status, body) or
+raises the IggyError a status or an eviction stands for. Bodies of SendMessages are built from
+the caller's batch without copying it.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from iggy_fast import _wire
+from iggy_fast._wire import Writer
+from iggy_fast.errors import IggyError
+
+PROTOCOL_VERSION = 11 << 10
+RESULT_FRAMED = set(range(128, 138)) | set(range(139, 150)) | {161, 162}
+OPERATIONS = {39: 3, 202: 128, 204: 129, 203: 130, 205: 131, 302: 132, 304: 133, 303: 134,
+              305: 135, 402: 136, 403: 137, 503: 138, 602: 139, 603: 140, 33: 141, 35: 142,
+              34: 143, 37: 144, 36: 145, 42: 146, 43: 147, 604: 148, 605: 149, 101: 160,
+              121: 161, 122: 162}
+# Eviction reason -> the error the official SDK raises (PROTOCOL.md §1.7).
+EVICTION_ERRORS = {1: 40, 2: 3, 3: 3, 4: 3, 5: 3, 6: 3, 7: 40, 8: 40, 9: 42, 10: 53, 11: 40,
+                   12: 40, 13: 30, 14: 14003, 15: 4}
+
+
+class Reply:
+    __slots__ = ("operation", "status", "body")
+
+    def __init__(self, operation: int, status: int, body):
+        self.operation = operation
+        self.status = status
+        self.body = body
+
+
+class ClientProtocol:
+    def __init__(self):
+        self.client_id = os.urandom(16)
+        self.session = 0
+        self.request = 1
+
+    def request_frame(self, code: int, body=b"", extra=()) -> list:
+        """Buffers for one request: header, body, then `extra` pieces appended to the body."""
+        op = OPERATIONS.get(code, 2)
+        length = len(body) + sum(len(p) if not isinstance(p, memoryview) else p.nbytes
+                                 for p in extra)
+        checksum = 0
+        if op == 3 or 128 <= op <= 149:
+            checksum = _wire.xxh3_64(bytes(body))
+        req = self.request
+        if op != 2:
+            self.request += 1
+        header = _wire.request_header(op, code if op == 2 else 0, self.session, req,
+                                      self.client_id, length, checksum)
+        return [header, body, *extra]
+
+    def login_frame(self, username: str, password: str) -> list:
+        body = (Writer().u32(PROTOCOL_VERSION).name("iggy-fast").name("0.1.0").name(username)
+                .raw(bytes([len(password.encode())])).raw(password.encode()).u32(0).getvalue())
+        return self._register(body)
+
+    def token_login_frame(self, token: str) -> list:
+        raw = token.encode()
+        body = (Writer().u32(PROTOCOL_VERSION).name("iggy-fast").name("0.1.0")
+                .raw(bytes([len(raw)])).raw(raw).u32(0).getvalue())
+        return self._register(body)
+
+    def _register(self, body: bytes) -> list:
+        self.client_id = os.urandom(16)
+        self.session = 0
+        self.request = 0
+        header = _wire.request_header(1, 0, 0, 0, self.client_id, len(body),
+                                      _wire.xxh3_64(body))
+        return [header, body]
+
+    def parse_reply(self, header, body) -> Reply:
+        size, command, operation, status, reason = _wire.parse_reply_header(header)
+        if command == _wire.COMMAND_EVICTION:
+            raise IggyError.from_code(EVICTION_ERRORS.get(reason, 40),
+                                      f"evicted by the server (reason {reason})")
+        if command != _wire.COMMAND_REPLY:
+            raise IggyError.from_code(3, f"unexpected reply command {command}")
+        if status:
+            raise IggyError.from_code(status)
+        if operation in RESULT_FRAMED or (operation == 1 and len(body)):
+            if len(body) < 4:
+                raise IggyError.from_code(4, "reply shorter than its result section")
+            count = int.from_bytes(body[:4], "little")
+            if count:
+                raise IggyError.from_code(int.from_bytes(body[8:12], "little"))
+            body = body[4:]
+        if operation == 1:
+            if len(body) < 12:
+                raise IggyError.from_code(4, "empty login reply")
+            self.session = int.from_bytes(body[4:12], "little")
+            self.request = 1
+        return Reply(operation, status, body)
+
+
+def now_us() -> int:
+    return time.time_ns() // 1000
+
+
+def send_messages_body(stream, topic, partition_id: int, count: int) -> bytes:
+    """The metadata part of a SendMessages body; the batch follows it as its own buffer."""
+    meta = (Writer().identifier(stream).identifier(topic).u8(2).u8(4).u32(partition_id)
+            .u32(count).getvalue())
+    return len(meta).to_bytes(4, "little") + meta
+
+
+def poll_body(stream, topic, partition_id: int | None, strategy: int, value: int, count: int,
+              auto_commit: bool, consumer_id=1, consumer_kind: int = 1) -> bytes:
+    w = Writer().u8(consumer_kind).identifier(consumer_id).identifier(stream).identifier(topic)
+    w.u8(0 if partition_id is None else 1).u32(partition_id or 0)
+    return w.u8(strategy).u64(value).u32(count).u8(1 if auto_commit else 0).getvalue()

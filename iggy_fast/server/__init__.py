@@ -1,0 +1,1 @@
+"""The iggy-fast server: state, storage, command handlers and transports."""

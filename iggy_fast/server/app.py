@@ -1,0 +1,65 @@
+"""Running the server: build it from the configuration, open the listeners, stop cleanly.
+
+`serve(cfg)` starts every enabled transport, logs one line per listener, and on SIGINT or
+SIGTERM stops accepting, closes connections and flushes storage (indexes, metadata).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from iggy_fast.config import split_address
+from iggy_fast.server.core import Server
+from iggy_fast.server.tcp import start_tcp
+
+log = logging.getLogger("iggy_fast")
+
+
+async def serve(cfg: dict, ready=None) -> None:
+    server = Server(cfg)
+    if server.generated_root_password:
+        log.warning("created root user %r with generated password: %s (shown once)",
+                    cfg["root"]["username"], server.generated_root_password)
+    listeners = []
+    try:
+        if cfg["tcp"]["enabled"]:
+            host, port = split_address(cfg["tcp"]["address"])
+            ssl_context = None
+            if cfg["tcp"]["tls"]["enabled"]:
+                from iggy_fast.server.tls import server_context
+                ssl_context = server_context(cfg["tcp"]["tls"], server.data_dir)
+            tcp = await start_tcp(server, host, port, ssl_context)
+            listeners.append(tcp)
+            port = tcp.sockets[0].getsockname()[1]
+            server.listen_ports["tcp"] = port
+            log.info("TCP%s listening on %s:%d", " (TLS)" if ssl_context else "", host, port)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        log.info("iggy-fast started, data in %s", server.data_dir)
+        if ready is not None:
+            ready(server)
+        await stop.wait()
+        log.info("shutting down")
+    finally:
+        for listener in listeners:
+            listener.close()
+        for listener in listeners:
+            try:
+                await asyncio.wait_for(listener.wait_closed(), 2)
+            except (asyncio.TimeoutError, Exception):
+                pass
+        server.close()
+        log.info("stopped")
+
+
+def run(cfg: dict) -> None:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        asyncio.run(serve(cfg))
+    else:
+        uvloop.run(serve(cfg))

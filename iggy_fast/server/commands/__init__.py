@@ -1,0 +1,3 @@
+"""Command handlers, one module per area; importing this package registers them all."""
+
+from iggy_fast.server.commands import messages, session, streams, system  # noqa: F401

@@ -1,0 +1,220 @@
+"""Topic options: the TLV option blocks of CreateTopic/UpdateTopic and their catalog.
+
+A TLV entry is [key_kind u8][key_len u32][key][value_kind u8][value_len u32][value]
+(PROTOCOL.md §3). Known keys are checked and resolved to typed settings; a numeric key may
+come typed (Uint64, ...) or as a String ("7 days", "1 GiB"), as the official SDK's
+`options={...}` dict sends them. Unknown keys are kept and echoed, so newer clients work.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from iggy_fast.config import NEVER, parse_bool, parse_duration_us, parse_size
+from iggy_fast.errors import IggyError
+
+RAW, STRING, BOOL, UINT32, UINT64 = 1, 2, 3, 11, 12
+_INT_KINDS = {4: (1, True), 5: (2, True), 6: (4, True), 7: (8, True), 8: (16, True),
+              9: (1, False), 10: (2, False), 11: (4, False), 12: (8, False), 13: (16, False)}
+
+MAX_BLOCK = 100_000
+MAX_ENTRIES = 1024
+
+COMPRESSION = {"none": 1, "gzip": 2}
+COMPRESSION_NAMES = {v: k for k, v in COMPRESSION.items()}
+
+
+def parse_tlv(block: bytes) -> list[tuple[int, bytes, int, bytes]]:
+    """Split a TLV block into (key_kind, key, value_kind, value) entries."""
+    if len(block) > MAX_BLOCK:
+        raise IggyError.from_code(4043)
+    out, pos, n = [], 0, len(block)
+    while pos < n:
+        entry = []
+        for _ in range(2):
+            if pos + 5 > n:
+                raise IggyError.from_code(3, "truncated TLV entry")
+            kind = block[pos]
+            length = int.from_bytes(block[pos + 1:pos + 5], "little")
+            if kind == 0 or not 1 <= length <= 255 or pos + 5 + length > n:
+                raise IggyError.from_code(3, "bad TLV entry")
+            entry += [kind, bytes(block[pos + 5:pos + 5 + length])]
+            pos += 5 + length
+        out.append(tuple(entry))
+    if len(out) > MAX_ENTRIES:
+        raise IggyError.from_code(4043)
+    return out
+
+
+def encode_tlv(entries) -> bytes:
+    parts = []
+    for key_kind, key, value_kind, value in entries:
+        parts.append(struct.pack("<BI", key_kind, len(key)) + key
+                     + struct.pack("<BI", value_kind, len(value)) + value)
+    return b"".join(parts)
+
+
+def _int_value(kind: int, value: bytes) -> int:
+    width, signed = _INT_KINDS[kind]
+    if len(value) != width:
+        raise ValueError("width")
+    return int.from_bytes(value, "little", signed=signed)
+
+
+def _as_text(kind: int, value: bytes) -> str | None:
+    return value.decode("utf-8") if kind == STRING else None
+
+
+class TopicSettings:
+    """The resolved settings of one topic (what storage and retention act on)."""
+
+    FIELDS = ("compression", "message_expiry", "max_topic_size", "segment_size",
+              "enforce_fsync", "messages_required_to_save",
+              "size_of_messages_required_to_save", "preallocate_segments",
+              "durability", "consumer_offset_durability")
+
+    def __init__(self, **values):
+        for field in self.FIELDS:
+            setattr(self, field, values[field])
+
+    def to_dict(self) -> dict:
+        return {f: getattr(self, f) for f in self.FIELDS}
+
+
+# key -> (wire kind, description, parser(kind, bytes) -> value, encoder(value) -> bytes)
+def _u64_parser(text_parser):
+    def parse(kind, value):
+        if kind in _INT_KINDS:
+            return _int_value(kind, value)
+        text = _as_text(kind, value)
+        if text is None:
+            raise ValueError("kind")
+        return text_parser(text) if not text.strip().isdigit() else int(text)
+    return parse
+
+
+def _bool_parser(kind, value):
+    if kind == BOOL:
+        return value != b"\x00"
+    text = _as_text(kind, value)
+    if text is None:
+        raise ValueError("kind")
+    return parse_bool(text)
+
+
+def _compression_parser(kind, value):
+    text = _as_text(kind, value)
+    if text is None or text.lower() not in COMPRESSION:
+        raise ValueError("compression")
+    return COMPRESSION[text.lower()]
+
+
+def _durability_parser(kind, value):
+    text = _as_text(kind, value)
+    if text not in ("replicated", "persisted"):
+        raise ValueError("durability")
+    return text
+
+
+CATALOG = {
+    "compression_algorithm": (STRING, "compression", "Compression of message payloads: none or gzip (metadata only).",
+                              _compression_parser, lambda v: COMPRESSION_NAMES[v].encode()),
+    "message_expiry": (UINT64, "message_expiry", "How long messages are kept, in microseconds (u64::MAX = never).",
+                       _u64_parser(parse_duration_us), lambda v: struct.pack("<Q", v)),
+    "max_topic_size": (UINT64, "max_topic_size", "Largest size of the topic in bytes before the oldest segments are deleted (u64::MAX = unlimited).",
+                       _u64_parser(parse_size), lambda v: struct.pack("<Q", v)),
+    "segment_size": (UINT64, "segment_size", "Size of a segment file in bytes (512-multiple, 1 MiB..1 GiB).",
+                     _u64_parser(parse_size), lambda v: struct.pack("<Q", v)),
+    "enforce_fsync": (BOOL, "enforce_fsync", "Acknowledge a send only once its bytes are on disk.",
+                      _bool_parser, lambda v: b"\x01" if v else b"\x00"),
+    "messages_required_to_save": (UINT32, "messages_required_to_save", "Messages appended before the partition is synced to disk.",
+                                  _u64_parser(int), lambda v: struct.pack("<I", v)),
+    "size_of_messages_required_to_save": (UINT64, "size_of_messages_required_to_save", "Bytes appended before the partition is synced to disk.",
+                                          _u64_parser(parse_size), lambda v: struct.pack("<Q", v)),
+    "preallocate_segments": (BOOL, "preallocate_segments", "Reserve a segment's bytes when it is opened.",
+                             _bool_parser, lambda v: b"\x01" if v else b"\x00"),
+    "durability": (STRING, "durability", "When a send is acknowledged: replicated or persisted.",
+                   _durability_parser, lambda v: v.encode()),
+    "consumer_offset_durability": (STRING, "consumer_offset_durability", "When an offset store is acknowledged: replicated or persisted.",
+                                   _durability_parser, lambda v: v.encode()),
+}
+
+# Keys UpdateTopic may change (others there are refused, as Iggy does).
+UPDATABLE = {"compression_algorithm", "message_expiry", "max_topic_size"}
+
+
+def default_settings(cfg: dict) -> dict:
+    system = cfg["system"]
+    part = system["partition"]
+    return {
+        "compression": 1,
+        "message_expiry": parse_duration_us(system["topic"]["message_expiry"]),
+        "max_topic_size": parse_size(system["topic"]["max_size"]),
+        "segment_size": parse_size(system["segment"]["size"]),
+        "enforce_fsync": bool(part["enforce_fsync"]),
+        "messages_required_to_save": int(part["messages_required_to_save"]),
+        "size_of_messages_required_to_save": parse_size(part["size_of_messages_required_to_save"]),
+        "preallocate_segments": False,
+        "durability": "replicated",
+        "consumer_offset_durability": "replicated",
+    }
+
+
+def resolve(entries, defaults: dict, current: dict | None = None,
+            updatable_only: bool = False) -> tuple[dict, list]:
+    """Apply option entries on top of `current` (or the defaults).
+
+    Returns (settings, explicit entries to keep). Sentinels: 0 means "server default" for
+    message_expiry and max_topic_size, as on the wire.
+    """
+    settings = dict(current or defaults)
+    seen = set()
+    kept = []
+    for key_kind, key, value_kind, value in entries:
+        if key_kind != STRING:
+            raise IggyError.from_code(4041, "option keys must be strings")
+        name = key.decode("utf-8", "replace")
+        if name in seen:
+            raise IggyError.from_code(4042, f"duplicate option {name}")
+        seen.add(name)
+        spec = CATALOG.get(name)
+        if spec is None:
+            if updatable_only:
+                raise IggyError.from_code(4041, name)
+            kept.append((key_kind, key, value_kind, value))
+            continue
+        if updatable_only and name not in UPDATABLE:
+            raise IggyError.from_code(4041, name)
+        try:
+            parsed = spec[3](value_kind, value)
+        except (ValueError, KeyError, UnicodeDecodeError):
+            raise IggyError.from_code(4042, name) from None
+        field = spec[1]
+        if field in ("message_expiry", "max_topic_size") and parsed == 0:
+            parsed = defaults[field]
+        if field == "segment_size" and not (1 << 20 <= parsed <= 1 << 30 and parsed % 512 == 0):
+            raise IggyError.from_code(4042, name)
+        if field == "messages_required_to_save" and parsed < 1:
+            raise IggyError.from_code(4042, name)
+        settings[field] = parsed
+        kept.append((key_kind, key, value_kind, value))
+    if settings["max_topic_size"] != NEVER and settings["max_topic_size"] < settings["segment_size"]:
+        raise IggyError.from_code(1019, "max_topic_size is smaller than one segment")
+    return settings, kept
+
+
+def derived_block(settings: dict, explicit_keys: set[str]) -> bytes:
+    """The catalog keys the client did not set, with the values the server resolved."""
+    entries = []
+    for name in sorted(CATALOG):
+        if name in explicit_keys:
+            continue
+        kind, field, _desc, _parse, encode = CATALOG[name]
+        entries.append((STRING, name.encode(), kind, encode(settings[field])))
+    return encode_tlv(entries)
+
+
+def describe(defaults: dict) -> list[tuple[str, int, bytes, str]]:
+    """(key, kind, default value bytes, description) for DescribeOptions, topic scope."""
+    return [(name, kind, encode(defaults[field]), desc)
+            for name, (kind, field, desc, _parse, encode) in sorted(CATALOG.items())]

@@ -1,0 +1,91 @@
+"""The TCP (and TLS-TCP) transport: asyncio BufferedProtocol feeding the dispatcher.
+
+The event loop reads straight into the connection's FrameReader buffer; complete frames are
+dispatched where they sit and replies leave with one writelines() of header + payload pieces.
+Requests are answered strictly in order: when a reply must wait (an fsync'd send), reading is
+paused until it is written, so the receive buffer is not reused under the waiting request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import socket
+import time
+
+from iggy_fast._wire import FrameReader
+from iggy_fast.errors import ProtocolViolation
+
+log = logging.getLogger("iggy_fast.tcp")
+
+
+class Connection(asyncio.BufferedProtocol):
+    def __init__(self, server, transport_name: str = "TCP"):
+        self.server = server
+        self.transport_name = transport_name
+        self.frames = FrameReader()
+        self.transport = None
+        self.client = None
+        self.waiting = None
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        peer = transport.get_extra_info("peername")
+        address = f"{peer[0]}:{peer[1]}" if peer else "unknown"
+        self.client = self.server.connect(self.transport_name, address)
+
+    def get_buffer(self, sizehint: int):
+        return self.frames.get_buffer(sizehint)
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.frames.buffer_updated(nbytes)
+        self._process()
+
+    def _process(self) -> None:
+        dispatcher = self.server.dispatcher
+        while self.waiting is None and self.transport is not None:
+            try:
+                frame = self.frames.next_frame()
+            except ProtocolViolation as e:
+                log.warning("closing connection %s: %s", self.client.address, e)
+                self.transport.close()
+                return
+            if frame is None:
+                return
+            out = dispatcher.handle(self.client, frame[0], frame[1], time.time_ns() // 1000)
+            if inspect.isawaitable(out):
+                self.transport.pause_reading()
+                self.waiting = asyncio.ensure_future(out)
+                self.waiting.add_done_callback(self._finished)
+                return
+            self.transport.writelines(out)
+
+    def _finished(self, fut) -> None:
+        self.waiting = None
+        if self.transport is None or fut.cancelled():
+            return
+        self.transport.writelines(fut.result())
+        self.transport.resume_reading()
+        self._process()
+
+    def eof_received(self):
+        return False
+
+    def connection_lost(self, exc) -> None:
+        self.transport = None
+        if self.waiting is not None:
+            # The reply can no longer be delivered, but the work (an fsync) is allowed to end.
+            self.waiting = None
+        if self.client is not None:
+            self.server.disconnect(self.client)
+
+
+async def start_tcp(server, host: str, port: int, ssl_context=None):
+    loop = asyncio.get_running_loop()
+    name = "TCP"
+    return await loop.create_server(lambda: Connection(server, name), host, port,
+                                    ssl=ssl_context, reuse_address=True, backlog=1024)

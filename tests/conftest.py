@@ -1,0 +1,115 @@
+"""Test harness: the real server as a subprocess on free ports with a temporary data dir.
+
+`server` starts one per test module (tests in a module share it and use unique names);
+`fresh_server` starts one per test for tests that restart or crash it. Clients are the
+official `apache-iggy` SDK and our own raw-frame helpers in tests/wire_client.py.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+
+ROOT = ("iggy", "iggy")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ServerProcess:
+    """One `iggy-fast server` process; restartable on the same ports and data dir."""
+
+    def __init__(self, data_dir, env=None, args=()):
+        self.data_dir = str(data_dir)
+        self.tcp_port = free_port()
+        self.env = {**os.environ, **(env or {})}
+        self.args = list(args)
+        self.proc = None
+        self.log_path = os.path.join(self.data_dir + ".log")
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.tcp_port}"
+
+    def start(self, timeout: float = 20.0) -> "ServerProcess":
+        cmd = [sys.executable, "-m", "iggy_fast.cli", "server", "--data-dir", self.data_dir,
+               "--tcp-address", self.address, "--with-default-root-credentials", *self.args]
+        self._log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(cmd, env=self.env, stdout=self._log, stderr=self._log)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log()}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.tcp_port), timeout=0.2):
+                    return self
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"server did not listen in {timeout}s:\n{self.log()}")
+
+    def log(self) -> str:
+        with open(self.log_path, "rb") as f:
+            return f.read().decode(errors="replace")
+
+    def stop(self, sig=signal.SIGTERM, timeout: float = 20.0) -> int:
+        if self.proc is None:
+            return 0
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            rc = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            rc = self.proc.wait()
+        self.proc = None
+        self._log.close()
+        return rc
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    srv = ServerProcess(tmp_path_factory.mktemp("data") / "server").start()
+    yield srv
+    rc = srv.stop()
+    assert rc == 0, f"server exited with {rc}:\n{srv.log()}"
+    assert "Traceback" not in srv.log(), srv.log()
+
+
+@pytest.fixture
+def fresh_server(tmp_path):
+    srv = ServerProcess(tmp_path / "server")
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def unique():
+    def make(prefix: str = "t") -> str:
+        return f"{prefix}-{uuid.uuid4().hex[:12]}"
+    return make
+
+
+@pytest.fixture
+async def client(server):
+    from apache_iggy import IggyClient
+
+    c = IggyClient(server.address)
+    await c.connect()
+    await c.login_user(*ROOT)
+    return c

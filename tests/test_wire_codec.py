@@ -1,0 +1,166 @@
+"""The compiled codec on its own: checksums against the xxhash package, golden bytes from the
+captures in PROTOCOL.md, batch validation, stamping and slicing, frame cutting."""
+
+from __future__ import annotations
+
+import os
+import random
+
+import pytest
+import xxhash
+
+from iggy_fast import _wire
+from iggy_fast.errors import IggyError, ProtocolViolation
+
+
+def test_xxh3_64_matches_xxhash_for_every_length_class():
+    rng = random.Random(1)
+    lengths = list(range(0, 600)) + [1023, 1024, 1025, 4096, 65536, 1_000_003]
+    for n in lengths:
+        data = rng.randbytes(n)
+        assert _wire.xxh3_64(data) == xxhash.xxh3_64_intdigest(data), n
+
+
+def test_xxh32_matches_xxhash():
+    rng = random.Random(2)
+    for n in list(range(0, 100)) + [255, 4096, 100_001]:
+        data = rng.randbytes(n)
+        for seed in (0, 1, 0xDEADBEEF):
+            assert _wire.xxh32(data, seed) == xxhash.xxh32_intdigest(data, seed=seed)
+
+
+def test_key_routing_matches_the_sdk_capture():
+    # PROTOCOL.md §7.6: XXH32(b"user-123") = 214559884 -> partition 1 of 3.
+    assert _wire.xxh32(b"user-123") == 214559884
+    assert _wire.partition_for_key(b"user-123", 3) == 1
+
+
+def test_logout_checksum_of_empty_body():
+    # PROTOCOL.md §1.8: xxh3-64 of empty input.
+    assert _wire.xxh3_64(b"") == 0x2D06800538D394C2
+
+
+def test_login_body_capture_parses():
+    body = bytes.fromhex("002c0000 08 727573742d73646b 06 302e31312e30 04 69676779 04 69676779"
+                         " 00000000".replace(" ", ""))
+    r = _wire.Reader(body)
+    assert r.u32() == 11264
+    assert r.name() == "rust-sdk" and r.name() == "0.11.0"
+    assert r.name() == "iggy" and r.short_string() == "iggy" and r.long_string() == ""
+    r.expect_end()
+
+
+def test_store_offset_capture_parses():
+    # PROTOCOL.md §5.9: store for group "grp", stream "cs", topic "ct", partition 0, offset 2.
+    body = bytes.fromhex("020203677270" "02026373" "02026374" "0100000000"
+                         "0200000000000000" "01")
+    r = _wire.Reader(body)
+    assert r.consumer() == (2, "grp")
+    assert r.identifier() == "cs" and r.identifier() == "ct"
+    assert r.optional_partition() == 0
+    assert r.u64() == 2 and r.u8() == 1
+    r.expect_end()
+
+
+def test_send_metadata_capture():
+    from iggy_fast.client.protocol import send_messages_body
+    meta = send_messages_body("s1", "t1", 0, 2)
+    assert meta == bytes.fromhex("12000000" "02027331" "02027431" "020400000000" "02000000")
+
+
+def test_identifier_and_names_reject_bad_input():
+    with pytest.raises(IggyError) as e:
+        _wire.Reader(b"\x01\x02\x00\x00").identifier()
+    assert e.value.code == 6
+    with pytest.raises(IggyError) as e:
+        _wire.Reader(b"\x00").name()
+    assert e.value.code == 3
+    with pytest.raises(IggyError) as e:
+        _wire.Reader(b"\x05ab").name()
+    assert e.value.code == 3
+
+
+def make_batch(n=3, size=10, headers=b""):
+    msgs = [(i + 1, bytes([65 + i]) * size, headers, i) for i in range(n)]
+    return _wire.build_batch(msgs, 1_000_000)
+
+
+def test_batch_checksums_match_the_spec_formula():
+    batch = make_batch(4)
+    b = bytes(batch)
+    # per message: xxh3 over frame[8:]
+    pos = 256
+    checksums = []
+    for _ in range(4):
+        hlen = int.from_bytes(b[pos + 32:pos + 36], "little")
+        plen = int.from_bytes(b[pos + 36:pos + 40], "little")
+        frame = b[pos:pos + 48 + hlen + plen]
+        assert int.from_bytes(frame[:8], "little") == xxhash.xxh3_64_intdigest(frame[8:])
+        checksums.append(frame[:8])
+        pos += len(frame)
+    expected = xxhash.xxh3_64_intdigest(b[0:40] + b[48:52] + b"".join(checksums))
+    assert int.from_bytes(b[40:48], "little") == expected
+    assert _wire.validate_batch(batch, 4) == 0
+
+
+def test_validate_batch_finds_each_fault():
+    good = make_batch(3)
+    assert _wire.validate_batch(good, 3) == 0
+    assert _wire.validate_batch(good, 2) == 4009          # count mismatch
+    bad = bytearray(good)
+    bad[256 + 48] ^= 1                                    # payload byte of message 0
+    assert _wire.validate_batch(bad, 3) == 4027
+    bad = bytearray(good)
+    bad[40] ^= 1                                          # batch checksum
+    assert _wire.validate_batch(bad, 3) == 4039
+    bad = bytearray(good)
+    bad[100] = 1                                          # reserved byte
+    assert _wire.validate_batch(bad, 3) == 3
+    assert _wire.validate_batch(good[:-1], 3) == 3        # frames do not tile the batch
+    assert _wire.validate_batch(good + b"\0", 3) == 3
+    assert _wire.validate_batch(good[:256], 0) == 4009
+
+
+def test_stamp_keeps_the_batch_valid_and_slices_recompute_the_checksum():
+    batch = make_batch(5)
+    _wire.stamp_batch(batch, 7, 100, 123456)
+    assert _wire.validate_batch(batch, 5) == 0
+    assert _wire.batch_info(batch)[:2] == (100, 123456)
+    part = _wire.slice_batch(batch, 101, 103)
+    assert _wire.validate_batch(bytearray(part), 3) == 3   # offset deltas start at 1, as served
+    assert _wire.batch_checksum(part) == int.from_bytes(part[40:48], "little")
+    msgs = _wire.iter_messages(part)
+    assert [m[0] for m in msgs] == [101, 102, 103]
+    assert [m[4] for m in msgs] == [b"B" * 10, b"C" * 10, b"D" * 10]
+    assert _wire.slice_batch(batch, 200, 300) is None
+
+
+def test_frame_reader_cuts_frames_across_chunks_and_grows():
+    frames = []
+    for n in (0, 10, 300_000, 5):
+        body = os.urandom(n)
+        frames.append(_wire.request_header(2, 1, 0, 1, b"\x01" * 16, n) + body)
+    stream = b"".join(frames)
+    reader = _wire.FrameReader(1024)
+    got = []
+    pos = 0
+    rng = random.Random(3)
+    while pos < len(stream):
+        buf = reader.get_buffer()
+        n = min(len(buf), rng.randint(1, 70_000), len(stream) - pos)
+        buf[:n] = stream[pos:pos + n]
+        reader.buffer_updated(n)
+        pos += n
+        while (frame := reader.next_frame()) is not None:
+            got.append(bytes(frame[0]) + bytes(frame[1]))
+    assert got == frames
+
+
+def test_frame_reader_rejects_bad_sizes():
+    for size in (255, 64 * 1024 * 1024 + 1):
+        reader = _wire.FrameReader()
+        header = bytearray(256)
+        header[48:52] = size.to_bytes(4, "little")
+        reader.feed(header)
+        with pytest.raises(ProtocolViolation):
+            reader.next_frame()
