@@ -9,12 +9,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import time
 
 from iggy_fast.config import split_address
 from iggy_fast.server.core import Server
 from iggy_fast.server.tcp import start_tcp
 
 log = logging.getLogger("iggy_fast")
+
+
+async def _every(seconds: float, task) -> None:
+    while True:
+        await asyncio.sleep(seconds)
+        try:
+            task(time.time_ns() // 1000)
+        except Exception:
+            log.exception("background task %s failed", getattr(task, "__name__", task))
 
 
 async def serve(cfg: dict, ready=None) -> None:
@@ -39,14 +49,21 @@ async def serve(cfg: dict, ready=None) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        background = [asyncio.ensure_future(_every(seconds, task))
+                      for seconds, task in server.periodic_tasks]
         log.info("iggy-fast started, data in %s", server.data_dir)
         if ready is not None:
             ready(server)
         await stop.wait()
         log.info("shutting down")
+        for task in background:
+            task.cancel()
     finally:
         for listener in listeners:
             listener.close()
+        for client in list(server.clients.values()):
+            if client.close is not None:
+                client.close()
         for listener in listeners:
             try:
                 await asyncio.wait_for(listener.wait_closed(), 2)

@@ -29,7 +29,8 @@ TRANSPORTS = {"TCP": 1, "QUIC": 2, "HTTP": 3, "WebSocket": 4}
 class Client:
     """One connection's view of the server: who is logged in, which session, which groups."""
 
-    __slots__ = ("id", "transport", "address", "user_id", "session", "groups", "extra")
+    __slots__ = ("id", "transport", "address", "user_id", "session", "groups", "extra",
+                 "last_seen", "close")
 
     def __init__(self, cid: int, transport: str, address: str):
         self.id = cid
@@ -39,6 +40,8 @@ class Client:
         self.session = 0
         self.groups: set = set()      # (stream_id, topic_id, group_id) memberships
         self.extra: dict = {}
+        self.last_seen = 0            # µs of the last request (heartbeat timeouts)
+        self.close = None             # set by the transport: ends this connection
 
 
 class Server:
@@ -64,6 +67,9 @@ class Server:
         self._next_client_id = 1
         self._next_session = 1
         self.disconnect_hooks = []        # callables(client): consumer groups leave, ...
+        # (interval in seconds, callable(now_us)) run by the app in the background:
+        # retention, token expiry, heartbeat timeouts, background syncs.
+        self.periodic_tasks: list = []
         self.listen_ports = {"tcp": 0, "quic": 0, "http": 0, "websocket": 0}
         self.dispatcher = Dispatcher(self)
 

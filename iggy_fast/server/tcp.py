@@ -37,6 +37,7 @@ class Connection(asyncio.BufferedProtocol):
         peer = transport.get_extra_info("peername")
         address = f"{peer[0]}:{peer[1]}" if peer else "unknown"
         self.client = self.server.connect(self.transport_name, address)
+        self.client.close = transport.close
 
     def get_buffer(self, sizehint: int):
         return self.frames.get_buffer(sizehint)
@@ -56,7 +57,9 @@ class Connection(asyncio.BufferedProtocol):
                 return
             if frame is None:
                 return
-            out = dispatcher.handle(self.client, frame[0], frame[1], time.time_ns() // 1000)
+            now = time.time_ns() // 1000
+            self.client.last_seen = now
+            out = dispatcher.handle(self.client, frame[0], frame[1], now)
             if inspect.isawaitable(out):
                 self.transport.pause_reading()
                 self.waiting = asyncio.ensure_future(out)
