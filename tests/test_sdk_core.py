@@ -274,3 +274,20 @@ async def test_purge_topic_and_stream(client, unique):
     await client.send_messages(stream, topic, 0, [Message("y")])
     await client.purge_stream(stream)
     assert (await client.get_stream(stream)).messages_count == 0
+
+
+async def test_captured_user_header_block_is_served_verbatim(server, client, unique):
+    # PROTOCOL.md §3: the captured block for {'k': 'v', 'n': UnsignedInt64(7), 'b': True},
+    # sent by our raw client and read back by the official SDK.
+    from iggy_fast import _wire
+    from iggy_fast.client import BlockingClient
+
+    block = bytes.fromhex("02010000006203010000000102010000006b02010000007602010000006e0c08"
+                          "000000" "0700000000000000")
+    stream, topic = await make_topic(client, unique)
+    with BlockingClient(server.address) as raw:
+        raw.login()
+        raw.send_batch(stream, topic, 0, _wire.build_batch([(5, b"hdr", block, 0)], 1), 1)
+        assert raw.poll_messages(stream, topic, 0, 3, 0, 1)[0][5] == block
+    got = (await poll(client, stream, topic, PollingStrategy.First()))[0]
+    assert got.user_headers().to_scalar_dict() == {"k": "v", "n": 7, "b": True}

@@ -1,0 +1,69 @@
+"""A partition log on its own: offsets, reads at any offset across segments and batch edges,
+timestamp lookup, and a follower's append of batches that already carry their offsets."""
+
+from __future__ import annotations
+
+import pytest
+
+from iggy_fast import _wire
+from iggy_fast.errors import IggyError
+from iggy_fast.server.storage import PartitionLog
+
+
+def batch(n, tag=b"m", size=100):
+    return _wire.build_batch([(i + 1, tag + b"%05d" % i + b"." * size, b"", i)
+                              for i in range(n)], 1_000)
+
+
+def payloads(chunks):
+    return [m[4] for c in chunks for m in _wire.iter_messages(c)]
+
+
+def test_offsets_reads_and_rollover(tmp_path):
+    log = PartitionLog(str(tmp_path / "p0"), 0, segment_size=4096)
+    expected = []
+    for k in range(20):
+        b = batch(7, b"b%02d-" % k)
+        expected += [m[4] for m in _wire.iter_messages(b)]
+        assert log.append(b, 7, now_us=1_000 + k) == 7 * k
+    assert log.next_offset == 140 and log.current_offset == 139
+    assert len(log.segments) > 3                     # rolled over at 4 KiB
+    for start, count in [(0, 140), (3, 10), (6, 2), (50, 90), (139, 5), (10, 1)]:
+        chunks, got = log.read(start, count)
+        assert got == min(count, 140 - start)
+        assert payloads(chunks) == expected[start:start + got]
+    assert log.read(140, 10) == ([], 0)
+    assert log.offset_for_timestamp(1_005) == 35
+    assert log.offset_for_timestamp(10**12) is None
+    log.close()
+    reopened = PartitionLog(str(tmp_path / "p0"), 0, segment_size=4096)
+    assert reopened.next_offset == 140
+    assert payloads(reopened.read(0, 140)[0]) == expected
+
+
+def test_follower_append_continues_the_log_exactly(tmp_path):
+    leader = PartitionLog(str(tmp_path / "leader"), 3, segment_size=1 << 20)
+    follower = PartitionLog(str(tmp_path / "follower"), 3, segment_size=1 << 20)
+    for k in range(3):
+        leader.append(batch(5), 5, now_us=10 + k)
+    stored, _ = leader.read(0, 15)
+    whole = bytes(b"".join(bytes(c) for c in stored))
+    pos = 0
+    while pos < len(whole):
+        length = int.from_bytes(whole[pos + 32:pos + 40], "little")
+        follower.append_replicated(bytearray(whole[pos:pos + length]))
+        pos += length
+    assert follower.next_offset == 15
+    assert b"".join(bytes(c) for c in follower.read(0, 15)[0]) == whole
+    # A batch that does not continue the log, or that was altered, is refused.
+    first = bytearray(whole[:int.from_bytes(whole[32:40], "little")])
+    with pytest.raises(IggyError):
+        follower.append_replicated(first)
+    tail = bytearray(leader.read(10, 5)[0][0])
+    tail[-1] ^= 1
+    other = PartitionLog(str(tmp_path / "other"), 3, segment_size=1 << 20)
+    for k in range(2):
+        other.append(batch(5), 5, now_us=1)
+    with pytest.raises(IggyError):
+        other.append_replicated(tail)
+    assert other.next_offset == 10
