@@ -64,6 +64,7 @@ cdef enum:
     BATCH_FIELDS = 44
     # Frames bigger than this are not read in one go into a small buffer; the buffer grows.
     INITIAL_RECEIVE = 256 * 1024
+    SHRINK_ABOVE = 8 * 1024 * 1024
 
 
 # ----------------------------------------------------------------------------------------
@@ -148,6 +149,10 @@ cdef class FrameReader:
         cdef char *base
         if self.start == self.end:
             self.start = self.end = 0
+            if cap > SHRINK_ABOVE and self.need == 0:
+                # A connection that once sent a huge frame does not keep its buffer forever.
+                self.buf = bytearray(INITIAL_RECEIVE)
+                return memoryview(self.buf)
         if want > cap:
             fresh = bytearray(max(want, 2 * cap))
             base = fresh

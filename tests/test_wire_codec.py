@@ -164,3 +164,13 @@ def test_frame_reader_rejects_bad_sizes():
         reader.feed(header)
         with pytest.raises(ProtocolViolation):
             reader.next_frame()
+
+
+def test_frame_reader_gives_back_a_huge_buffer_once_drained():
+    big = _wire.request_header(2, 1, 0, 1, b"\x01" * 16, 20_000_000) + bytes(20_000_000)
+    reader = _wire.FrameReader()
+    reader.feed(big)
+    header, body = reader.next_frame()
+    assert body.nbytes == 20_000_000
+    del header, body
+    assert len(reader.get_buffer()) <= 256 * 1024
