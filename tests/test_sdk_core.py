@@ -291,3 +291,34 @@ async def test_captured_user_header_block_is_served_verbatim(server, client, uni
         assert raw.poll_messages(stream, topic, 0, 3, 0, 1)[0][5] == block
     got = (await poll(client, stream, topic, PollingStrategy.First()))[0]
     assert got.user_headers().to_scalar_dict() == {"k": "v", "n": 7, "b": True}
+
+
+async def test_consumer_offset_commands_through_the_sdk(client, unique):
+    # GetConsumerOffset (120), StoreConsumerOffset (121) and DeleteConsumerOffset (122) for a
+    # single consumer, through the SDK's raw request path (it frames 121/122 as op 161/162).
+    from iggy_fast._wire import Writer
+
+    stream, topic = await make_topic(client, unique)
+
+    def target():
+        return Writer().u8(1).identifier("reader").identifier(stream).identifier(topic) \
+            .u8(1).u32(0)
+
+    assert await client.send_binary_request(120, target().getvalue()) == b""
+    with pytest.raises(RuntimeError):          # 4100: nothing to point at yet
+        await client.send_binary_request(121, target().u64(0).u8(1).getvalue())
+    await client.send_messages(stream, topic, 0, [Message(f"o{i}") for i in range(5)])
+    assert await client.send_binary_request(121, target().u64(2).u8(1).getvalue()) == b""
+    reply = await client.send_binary_request(120, target().getvalue())
+    assert (int.from_bytes(reply[0:4], "little"), int.from_bytes(reply[4:12], "little"),
+            int.from_bytes(reply[12:20], "little")) == (0, 4, 2)
+    got = await client.poll_messages(stream=stream, topic=topic, consumer=Consumer.Single("reader"),
+                                     partition_id=0, polling_strategy=PollingStrategy.Next(),
+                                     count=10, auto_commit=False)
+    assert [m.offset() for m in got] == [3, 4]
+    with pytest.raises(RuntimeError):          # beyond the last offset
+        await client.send_binary_request(121, target().u64(5).u8(1).getvalue())
+    assert await client.send_binary_request(122, target().u8(1).getvalue()) == b""
+    assert await client.send_binary_request(120, target().getvalue()) == b""
+    with pytest.raises(RuntimeError):          # 3021: nothing stored any more
+        await client.send_binary_request(122, target().u8(1).getvalue())
