@@ -1,9 +1,12 @@
 # cython: language_level=3
 """One segment of a partition's log: the storage hot path.
 
-Files (named by the segment's base offset, zero-padded so a listing sorts by offset):
+Files are named by the offsets they hold, zero-padded so a listing sorts by offset: the active
+segment by its base offset, a sealed one by its first and last offset:
 
-    00000000000000001000.log    batches back to back, byte for byte as they are served
+    00000000000000000000-00000000000000000999.log    sealed: offsets 0..999
+    00000000000000001000.log                         active: batches back to back, byte for
+                                                     byte as they are served
     00000000000000001000.index  one 24-byte entry per batch:
                                 [offset_delta u32][message_count u32][position u64][timestamp u64]
                                 offset_delta = batch base offset - segment base offset
@@ -13,7 +16,9 @@ index is sorted by offset, position and (server-stamped, non-decreasing) timesta
 by either is a bisection, O(log batches). The log is the truth: the index may lag behind it
 (entries are written in groups, not per batch) and is completed from the log on open, where
 every batch after the last indexed one is verified (length, header, checksum) and a torn or
-corrupt tail is cut off.
+corrupt tail is cut off. Batches already on disk when the segment is opened are verified
+lazily, the first time a read reaches them; a corrupt one is logged with its position and never
+served (reads skip it), and the rest of the segment is served as usual.
 
 Costs: an append is one write(2) of the batch straight from the caller's buffer (the receive
 buffer); a read is one pread(2) of a contiguous run of batches, plus a sliced copy of the
@@ -26,9 +31,12 @@ from libc.stdint cimport uint8_t, uint32_t, uint64_t, int64_t
 from libc.stdlib cimport malloc, realloc, free
 from libc.string cimport memcpy
 
+import logging
 import os
 
 from iggy_fast._wire import slice_batch
+
+log = logging.getLogger("iggy_fast.storage")
 
 cdef extern from "<unistd.h>" nogil:
     ssize_t write(int fd, const void *buf, size_t count)
@@ -85,13 +93,16 @@ cdef class Segment:
     cdef Py_ssize_t cap
     cdef Py_ssize_t indexed                # entries already in the index file
     cdef uint64_t synced_size              # log bytes known to be on disk
+    cdef Py_ssize_t verified               # batches [0, verified) checked since open
+    cdef readonly set bad                  # indexes of batches that failed verification
 
     def __cinit__(self):
         self.fd = -1
         self.index_fd = -1
         self.entries = NULL
-        self.n = self.cap = self.indexed = 0
+        self.n = self.cap = self.indexed = self.verified = 0
         self.problems = []
+        self.bad = set()
 
     def __dealloc__(self):
         if self.fd >= 0:
@@ -101,22 +112,25 @@ cdef class Segment:
         free(self.entries)
 
     @staticmethod
-    def open(str directory, uint64_t base_offset, bint verify=True):
+    def open(str directory, uint64_t base_offset, bint verify=True, str stem=None):
         """Open (creating if needed) the segment starting at `base_offset` and recover it.
 
         The index file is trusted up to its last whole entry that agrees with the log; the
         log after that is scanned batch by batch, re-indexed, and cut at the first batch that
-        is short or fails its checks.
+        is short or fails its checks. With `verify` false, stored batches are trusted.
         """
         cdef Segment s = Segment.__new__(Segment)
-        name = os.path.join(directory, segment_name(base_offset))
+        name = os.path.join(directory, stem or segment_name(base_offset))
         s.base_offset = base_offset
         s.end_offset = base_offset
         s.log_path = name + ".log"
         s.index_path = name + ".index"
+        s.sealed = stem is not None and "-" in stem
         s.fd = os.open(s.log_path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
         s.index_fd = os.open(s.index_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         s._recover(verify)
+        if not verify:
+            s.verified = s.n
         return s
 
     cdef int _grow(self) except -1:
@@ -243,6 +257,8 @@ cdef class Segment:
             os.ftruncate(self.fd, self.size)
             raise OSError(err, os.strerror(err), self.log_path)
         self._push(<uint32_t>(base_offset - self.base_offset), count, self.size, timestamp)
+        if self.verified == self.n - 1:
+            self.verified = self.n             # validated on ingest
         self.size += batch.shape[0]
         self.end_offset = base_offset + count
         if self.n - self.indexed >= INDEX_GROUP:
@@ -250,24 +266,29 @@ cdef class Segment:
 
     def flush_index(self):
         """Write the index entries not yet in the index file."""
-        if self.indexed == self.n:
+        cdef Py_ssize_t n = self.n
+        if self.indexed == n or self.index_fd < 0:
             return
         data = PyBytes_FromStringAndSize(<const char *>(self.entries + self.indexed),
-                                         (self.n - self.indexed) * ENTRY)
+                                         (n - self.indexed) * ENTRY)
         os.pwrite(self.index_fd, data, self.indexed * ENTRY)
-        self.indexed = self.n
+        self.indexed = n
 
     def sync(self):
-        """fdatasync the log (and the index); returns the log size now durable."""
+        """fdatasync the log; returns the log size now durable.
+
+        Safe to call from a worker thread while the event loop appends: the size is taken
+        before the sync, so everything appended before the call is covered. The index is not
+        synced: recovery rebuilds it from the log.
+        """
         cdef uint64_t size = self.size
-        cdef int rc
-        self.flush_index()
+        cdef int rc, fd = self.fd
+        if fd < 0:
+            return self.synced_size
         with nogil:
-            rc = fdatasync(self.fd)
+            rc = fdatasync(fd)
         if rc != 0:
             raise OSError(errno, os.strerror(errno), self.log_path)
-        with nogil:
-            fdatasync(self.index_fd)
         if size > self.synced_size:
             self.synced_size = size
         return size
@@ -276,10 +297,23 @@ cdef class Segment:
     def unsynced_bytes(self):
         return self.size - self.synced_size
 
+    @property
+    def synced_bytes(self):
+        return self.synced_size
+
     def seal(self):
-        """Make the segment read-only: flush its index; later appends go elsewhere."""
+        """Make the segment read-only and rename it to show its offset range."""
         self.flush_index()
         self.sealed = True
+        if self.n == 0 or "-" in os.path.basename(self.log_path):
+            return
+        stem = f"{segment_name(self.base_offset)}-{segment_name(self.end_offset - 1)}"
+        directory = os.path.dirname(self.log_path)
+        log_path = os.path.join(directory, stem + ".log")
+        index_path = os.path.join(directory, stem + ".index")
+        os.rename(self.index_path, index_path)
+        os.rename(self.log_path, log_path)
+        self.log_path, self.index_path = log_path, index_path
 
     def close(self):
         self.flush_index()
@@ -342,56 +376,112 @@ cdef class Segment:
             return None
         return self.base_offset + self.entries[lo].delta
 
-    def plan(self, uint64_t first, uint64_t last):
-        """Byte range of the batches covering offsets [first, last] and whether the first
-        and last of them must be sliced: (position, length, head_partial, tail_partial,
-        first_batch_count, last_batch_count). Offsets are clamped to the segment."""
-        if self.n == 0 or first >= self.end_offset or last < first:
-            return None
-        if last >= self.end_offset:
-            last = self.end_offset - 1
-        cdef Py_ssize_t i = self._find_offset(first), j = self._find_offset(last)
-        cdef Entry *a = &self.entries[i]
-        cdef Entry *z = &self.entries[j]
-        cdef uint64_t end_pos = (self.entries[j + 1].position if j + 1 < self.n else self.size)
-        return (a.position, end_pos - a.position,
-                self.base_offset + a.delta < first,
-                self.base_offset + z.delta + z.count - 1 > last,
-                i, j)
+    cdef int _verify_through(self, Py_ssize_t j) except -1:
+        """Check stored batches [verified, j] once; remember the ones that fail."""
+        cdef Py_ssize_t k
+        cdef uint64_t pos, length
+        cdef bytes data
+        while self.verified <= j:
+            k = self.verified
+            pos = self.entries[k].position
+            length = (self.entries[k + 1].position if k + 1 < self.n else self.size) - pos
+            data = os.pread(self.fd, length, pos)
+            if (<uint64_t>len(data) != length or ld64(<const uint8_t *>PyBytes_AS_STRING(data) + 32) != length
+                    or not batch_is_intact(<const uint8_t *>PyBytes_AS_STRING(data), length)):
+                self.bad.add(k)
+                self.problems.append(
+                    f"{self.log_path}: corrupt batch at byte {pos} (offsets "
+                    f"{self.base_offset + self.entries[k].delta}.."
+                    f"{self.base_offset + self.entries[k].delta + self.entries[k].count - 1}) "
+                    f"is not served")
+                log.error("%s", self.problems[-1])
+            self.verified = k + 1
+        return 0
 
-    def read(self, uint64_t first, uint64_t last):
-        """The stored batches covering [first, last], sliced to exactly that range.
+    def read(self, uint64_t first, uint64_t last, bint regions=False):
+        """The stored batches covering offsets [first, last], sliced to exactly that range.
 
-        Returns (chunks, message_count): chunks are bytes objects to send back to back.
+        Returns (chunks, message_count, next_offset): chunks to send back to back (bytes, or
+        FileRegion for whole batches when `regions` is true), how many messages they hold, and
+        the offset after the last one covered (corrupt batches are skipped, not served).
         """
-        plan = self.plan(first, last)
-        if plan is None:
-            return [], 0
-        position, length, head_partial, tail_partial, i, j = plan
+        if self.n == 0 or first >= self.end_offset or last < first:
+            return [], 0, first
         if last >= self.end_offset:
             last = self.end_offset - 1
-        data = os.pread(self.fd, length, position)
-        if len(data) != length:
-            raise OSError(f"{self.log_path}: short read at {position}")
-        if not head_partial and not tail_partial:
-            return [data], last - first + 1
-        cdef uint64_t base_pos = position
+        cdef Py_ssize_t i = self._find_offset(first), j = self._find_offset(last), k, run
+        self._verify_through(j)
         chunks = []
-        view = memoryview(data)
-        # First batch, maybe sliced.
-        cdef uint64_t a_len = (self.entries[i + 1].position if i + 1 < self.n
-                               else self.size) - self.entries[i].position
-        if i == j:
-            chunks.append(slice_batch(view, first, last))
-            return chunks, last - first + 1
-        chunks.append(slice_batch(view[:a_len], first, last) if head_partial
-                      else view[:a_len])
-        z_pos = self.entries[j].position - base_pos
-        if z_pos > a_len:
-            chunks.append(view[a_len:z_pos])
-        chunks.append(slice_batch(view[z_pos:], first, last) if tail_partial
-                      else view[z_pos:])
-        return chunks, last - first + 1
+        cdef uint64_t count = 0, lo, hi, a, z
+        k = i
+        while k <= j:
+            if k in self.bad:
+                k += 1
+                continue
+            run = k
+            while run + 1 <= j and (run + 1) not in self.bad:
+                run += 1
+            self._emit(chunks, k, run, first, last, regions)
+            a = self.base_offset + self.entries[k].delta
+            z = self.base_offset + self.entries[run].delta + self.entries[run].count - 1
+            lo = a if a > first else first
+            hi = z if z < last else last
+            count += hi - lo + 1
+            k = run + 1
+        return chunks, count, last + 1
+
+    cdef _emit(self, list chunks, Py_ssize_t k, Py_ssize_t run, uint64_t first, uint64_t last,
+               bint regions):
+        """Append batches k..run (a run of good ones), slicing the first and last if needed."""
+        cdef uint64_t start = self.entries[k].position
+        cdef uint64_t end = self.entries[run + 1].position if run + 1 < self.n else self.size
+        cdef bint head = self.base_offset + self.entries[k].delta < first
+        cdef bint tail = (self.base_offset + self.entries[run].delta
+                          + self.entries[run].count - 1 > last)
+        cdef uint64_t head_end = self.entries[k + 1].position if k + 1 < self.n else self.size
+        cdef uint64_t tail_start = self.entries[run].position
+        if head:
+            chunks.append(slice_batch(os.pread(self.fd, head_end - start, start), first, last))
+            if run == k:
+                return
+            start = head_end
+        if tail:
+            middle_end = tail_start
+        else:
+            middle_end = end
+        if middle_end > start:
+            if regions:
+                chunks.append(FileRegion(self.fd, start, middle_end - start))
+            else:
+                data = os.pread(self.fd, middle_end - start, start)
+                if len(data) != middle_end - start:
+                    raise OSError(f"{self.log_path}: short read at {start}")
+                chunks.append(data)
+        if tail and not (head and run == k):
+            chunks.append(slice_batch(os.pread(self.fd, end - tail_start, tail_start),
+                                      first, last))
+
+
+cdef class FileRegion:
+    """Bytes of a segment file to be sent as they are (sendfile), or read when that cannot be."""
+
+    cdef readonly int fd
+    cdef readonly uint64_t offset
+    cdef readonly uint64_t length
+
+    def __cinit__(self, int fd, uint64_t offset, uint64_t length):
+        self.fd = fd
+        self.offset = offset
+        self.length = length
+
+    def __len__(self):
+        return self.length
+
+    def read(self):
+        data = os.pread(self.fd, self.length, self.offset)
+        if <uint64_t>len(data) != self.length:
+            raise OSError(f"short read of {self.length} bytes at {self.offset}")
+        return data
 
 
 cdef bint batch_is_intact(const uint8_t *b, uint64_t length) noexcept nogil:

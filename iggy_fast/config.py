@@ -50,6 +50,7 @@ DEFAULTS: dict[str, Any] = {
             "enforce_fsync": False,
             "messages_required_to_save": 1024,
             "size_of_messages_required_to_save": "1 MiB",
+            "sync_interval": "1 s",
             "validate_checksum": True,
         },
         "state": {"enforce_fsync": False},

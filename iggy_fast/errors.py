@@ -71,6 +71,7 @@ _TABLE = [
     (2021, "TooManyTopics", "too_many_topics"),
     (3007, "PartitionNotFound", "partition_not_found"),
     (3021, "ConsumerOffsetNotFound", "consumer_offset_not_found"),
+    (4006, "CannotSaveMessagesToSegment", "cannot_save_messages_to_segment"),
     (4009, "InvalidMessagesCount", "invalid_messages_count"),
     (4025, "InvalidMessagePayloadLength", "invalid_message_payload_length"),
     (4027, "InvalidMessageChecksum", "invalid_message_checksum"),
@@ -84,8 +85,6 @@ _TABLE = [
     (5004, "ConsumerGroupNameAlreadyExists", "consumer_group_name_already_exists"),
     (5006, "ConsumerGroupMemberNotFound", "consumer_group_member_not_found"),
     (5009, "ConsumerGroupPartitionNotOwned", "consumer_group_partition_not_owned"),
-    (6000, "StorageError", "storage_error"),
-    (6001, "NoSpaceLeft", "no_space_left"),
     (14001, "InvalidSession", "invalid_session"),
     (14003, "IncompatibleProtocolVersion", "incompatible_protocol_version"),
 ]

@@ -29,10 +29,10 @@ def test_offsets_reads_and_rollover(tmp_path):
     assert log.next_offset == 140 and log.current_offset == 139
     assert len(log.segments) > 3                     # rolled over at 4 KiB
     for start, count in [(0, 140), (3, 10), (6, 2), (50, 90), (139, 5), (10, 1)]:
-        chunks, got = log.read(start, count)
+        chunks, got, after = log.read(start, count)
         assert got == min(count, 140 - start)
         assert payloads(chunks) == expected[start:start + got]
-    assert log.read(140, 10) == ([], 0)
+    assert log.read(140, 10) == ([], 0, 140)
     assert log.offset_for_timestamp(1_005) == 35
     assert log.offset_for_timestamp(10**12) is None
     log.close()
@@ -46,7 +46,7 @@ def test_follower_append_continues_the_log_exactly(tmp_path):
     follower = PartitionLog(str(tmp_path / "follower"), 3, segment_size=1 << 20)
     for k in range(3):
         leader.append(batch(5), 5, now_us=10 + k)
-    stored, _ = leader.read(0, 15)
+    stored, _, _ = leader.read(0, 15)
     whole = bytes(b"".join(bytes(c) for c in stored))
     pos = 0
     while pos < len(whole):

@@ -14,6 +14,7 @@ import time
 from iggy_fast.server.authz import Authorizer
 from iggy_fast.server.dispatch import Dispatcher
 from iggy_fast.server.durability import Durability
+from iggy_fast.server.maintenance import Maintenance
 from iggy_fast.server.metadata import SqliteMetadataStore
 from iggy_fast.server.state import State
 from iggy_fast.server.users import Users
@@ -59,17 +60,18 @@ class Server:
         self.users.load()
         self.generated_root_password = self.users.ensure_root(
             cfg["root"]["username"], cfg["root"]["password"], now)
+        # (interval in seconds, callable(now_us)) run by the app in the background:
+        # retention, token expiry, heartbeat timeouts, background syncs.
+        self.periodic_tasks: list = []
         self.authz = Authorizer(self.users)
         self.durability = Durability(self)
+        self.maintenance = Maintenance(self)
         self.groups = None                # consumer groups, when enabled
         self.tokens = None                # personal access tokens, when enabled
         self.clients: dict[int, Client] = {}
         self._next_client_id = 1
         self._next_session = 1
         self.disconnect_hooks = []        # callables(client): consumer groups leave, ...
-        # (interval in seconds, callable(now_us)) run by the app in the background:
-        # retention, token expiry, heartbeat timeouts, background syncs.
-        self.periodic_tasks: list = []
         self.listen_ports = {"tcp": 0, "quic": 0, "http": 0, "websocket": 0}
         self.dispatcher = Dispatcher(self)
 
@@ -95,5 +97,6 @@ class Server:
         self.clients.pop(client.id, None)
 
     def close(self) -> None:
+        self.durability.close()
         self.state.close()
         self.store.close()

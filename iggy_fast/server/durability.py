@@ -1,32 +1,163 @@
-"""When appended messages reach the disk (the fsync policy).
+"""When appended messages reach the disk: the fsync policy, with group commit.
 
-Every append goes to the kernel at once (one write per batch). With `enforce_fsync` on a topic
-a send is acknowledged only after fdatasync; otherwise the kernel writes the pages back.
+Every append goes to the kernel at once (one write per batch). What differs is when it is made
+durable with fdatasync, which happens on one worker thread so the event loop never waits:
+
+* `enforce_fsync` topics: a SendMessages is acknowledged only once a sync that started after
+  its append has finished. Sends that arrive while a sync runs wait for the next one and share
+  it (group commit): N concurrent producers cost one fdatasync per round, not N.
+* other topics: a background sync is requested once `messages_required_to_save` messages or
+  `size_of_messages_required_to_save` bytes are unsynced, and every `sync_interval` anyway.
+
+A failed sync fails the sends waiting on it (CannotSaveMessagesToSegment, 4006). At shutdown
+every partition is synced.
 """
 
 from __future__ import annotations
 
+import asyncio
 import errno
+import logging
+import threading
 
+from iggy_fast.config import parse_duration_us
 from iggy_fast.errors import IggyError
+
+log = logging.getLogger("iggy_fast.durability")
+
+CANNOT_SAVE = 4006
 
 
 class Durability:
     def __init__(self, server):
         self.server = server
+        self._cv = threading.Condition()
+        self._queue: set = set()
+        self._waiters: dict = {}              # PartitionLog -> [(target bytes, future)]
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+        self._loop = None
+        self.syncs = 0                        # fdatasync rounds done (for tests and stats)
+        interval = parse_duration_us(server.cfg["system"]["partition"]["sync_interval"])
+        server.periodic_tasks.append((interval / 1e6, self.sync_idle))
+
+    # -- the send path -------------------------------------------------------------------
 
     def append(self, partition, batch, count: int, now: int) -> int:
         try:
             return partition.log.append(batch, count, now)
         except OSError as e:
-            code = 6001 if e.errno == errno.ENOSPC else 6000
-            raise IggyError.from_code(code, f"append failed: {e}") from None
+            if e.errno == errno.ENOSPC:
+                log.error("partition %s: disk full, append refused: %s", partition.key, e)
+            raise IggyError.from_code(CANNOT_SAVE, f"append failed: {e}") from None
 
     def acknowledge(self, partition, reply):
-        if partition.topic.settings["enforce_fsync"]:
-            partition.log.sync()
+        """The reply now, or an awaitable of it once the append is durable."""
+        plog = partition.log
+        settings = partition.topic.settings
+        if settings["enforce_fsync"]:
+            return self._after_sync(plog, reply)
+        if (plog.unsynced_messages >= settings["messages_required_to_save"]
+                or plog.unsynced_bytes >= settings["size_of_messages_required_to_save"]):
+            self._request(plog)
         return reply
 
     def sync_now(self, partition):
-        partition.log.sync()
-        return None
+        """An awaitable that completes when everything appended so far is durable."""
+        return self._after_sync(partition.log, None)
+
+    def _after_sync(self, plog, reply):
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        future = loop.create_future()
+        self._waiters.setdefault(plog, []).append((plog.appended, future))
+        self._request(plog)
+        return self._wait(future, reply)
+
+    @staticmethod
+    async def _wait(future, reply):
+        await future
+        return reply
+
+    # -- the worker ----------------------------------------------------------------------
+
+    def _request(self, plog) -> None:
+        with self._cv:
+            self._queue.add(plog)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="iggy-fsync",
+                                                daemon=True)
+                self._thread.start()
+            self._cv.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._cv:
+                while not self._queue and not self._stopping:
+                    self._cv.wait()
+                if self._stopping and not self._queue:
+                    return
+                batch, self._queue = self._queue, set()
+            failures = {}
+            for plog in batch:
+                try:
+                    plog.sync()
+                except OSError as e:
+                    log.error("fdatasync of %s failed: %s", plog.directory, e)
+                    failures[plog] = e
+            self.syncs += 1
+            loop = self._loop
+            if loop is not None and not loop.is_closed():
+                try:
+                    loop.call_soon_threadsafe(self._resolve, batch, failures)
+                except RuntimeError:   # the loop closed meanwhile
+                    pass
+
+    def _resolve(self, batch, failures) -> None:
+        for plog in batch:
+            waiters = self._waiters.get(plog)
+            if not waiters:
+                continue
+            still = []
+            for target, future in waiters:
+                if future.done():
+                    continue
+                if plog in failures:
+                    future.set_exception(IggyError.from_code(CANNOT_SAVE, str(failures[plog])))
+                elif target <= plog.durable:
+                    future.set_result(None)
+                else:
+                    still.append((target, future))
+            if still:
+                self._waiters[plog] = still
+                self._request(plog)
+            else:
+                del self._waiters[plog]
+
+    # -- background and shutdown ---------------------------------------------------------
+
+    def _logs(self):
+        for stream in self.server.state.streams.values():
+            for topic in stream.topics.values():
+                for partition in topic.partitions.values():
+                    yield partition.log
+
+    def sync_idle(self, now: int) -> None:
+        """The time rule: anything left unsynced for a whole interval is synced now."""
+        for plog in self._logs():
+            if plog.unsynced_bytes:
+                self._request(plog)
+            plog.flush_index()
+
+    def close(self) -> None:
+        """Stop the worker and make every partition durable."""
+        with self._cv:
+            self._stopping = True
+            self._cv.notify()
+        if self._thread is not None:
+            self._thread.join()
+        for plog in self._logs():
+            try:
+                plog.sync()
+            except OSError as e:
+                log.error("final fdatasync of %s failed: %s", plog.directory, e)

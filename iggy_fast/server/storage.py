@@ -5,6 +5,11 @@ and a new one opened at the next offset once it holds `segment_size` bytes. Appe
 two kinds: a producer's batch, which the partition stamps with its id, the next offset and the
 append time, and a replicated batch that already carries its offsets (a follower's append),
 accepted only if it continues the log exactly.
+
+Durability bookkeeping: `appended` counts bytes appended since start and `durable` the part of
+them known to be on disk. `sync()` may run on a worker thread while the event loop appends: it
+reads the target before the segment, and a segment is synced when it is sealed, so everything
+counted before the call is covered. `_io_lock` keeps files from being closed under a sync.
 """
 
 from __future__ import annotations
@@ -12,7 +17,9 @@ from __future__ import annotations
 import bisect
 import logging
 import os
+import re
 import shutil
+import threading
 
 from iggy_fast import _wire
 from iggy_fast._log import Segment, verify_batches
@@ -27,16 +34,12 @@ class PartitionLog:
         self.directory = directory
         self.partition_id = partition_id
         self.segment_size = segment_size
+        self.verify = verify_on_open
         os.makedirs(directory, exist_ok=True)
-        bases = sorted(int(name[:-4]) for name in os.listdir(directory)
-                       if name.endswith(".log") and name[:-4].isdigit())
         self.segments: list[Segment] = []
-        for i, base in enumerate(bases):
-            # Only the last segment can have a torn tail; sealed ones are checked by the
-            # maintenance scan, not on every start (that would read the whole partition).
-            seg = Segment.open(directory, base, verify_on_open and i == len(bases) - 1)
-            for problem in seg.problems:
-                log.warning("recovery: %s", problem)
+        for base, stem in self._stems():
+            seg = Segment.open(directory, base, verify_on_open, stem)
+            self._report(seg)
             self.segments.append(seg)
         if not self.segments:
             self.segments.append(Segment.open(directory, 0))
@@ -44,7 +47,33 @@ class PartitionLog:
             seg.seal()
         self._bases = [s.base_offset for s in self.segments]
         self.last_timestamp = max((s.last_timestamp for s in self.segments), default=0)
-        self.unsynced_messages = 0
+        self.appended = self.durable = 0
+        self.appended_messages = self.durable_messages = 0
+        self._io_lock = threading.Lock()
+
+    _NAME = re.compile(r"^(\d{20})(?:-(\d{20}))?\.(log|index)$")
+
+    def _stems(self) -> list[tuple[int, str]]:
+        """Segment files by base offset; index files without their log are removed."""
+        logs, indexes = {}, []
+        for name in os.listdir(self.directory):
+            m = self._NAME.match(name)
+            if m is None:
+                continue
+            stem = name.rsplit(".", 1)[0]
+            if m.group(3) == "log":
+                logs[stem] = int(m.group(1))
+            else:
+                indexes.append(stem)
+        for stem in indexes:
+            if stem not in logs:   # left by a crash between the two renames of a seal
+                os.unlink(os.path.join(self.directory, stem + ".index"))
+        return sorted(((base, stem) for stem, base in logs.items()))
+
+    @staticmethod
+    def _report(seg: Segment) -> None:
+        for problem in seg.problems:
+            log.warning("recovery: %s", problem)
 
     # -- facts ---------------------------------------------------------------------------
 
@@ -75,13 +104,19 @@ class PartitionLog:
 
     @property
     def unsynced_bytes(self) -> int:
-        return self.segments[-1].unsynced_bytes
+        return self.appended - self.durable
+
+    @property
+    def unsynced_messages(self) -> int:
+        return self.appended_messages - self.durable_messages
 
     # -- writing -------------------------------------------------------------------------
 
     def _active(self, incoming: int) -> Segment:
         seg = self.segments[-1]
         if seg.size and seg.size + incoming > self.segment_size:
+            # Sync before sealing so a worker's sync of the new segment covers all before it.
+            seg.sync()
             seg.seal()
             seg = Segment.open(self.directory, seg.end_offset)
             self.segments.append(seg)
@@ -96,7 +131,8 @@ class PartitionLog:
         _wire.stamp_batch(batch, self.partition_id, base, timestamp)
         seg.append(batch, base, count, timestamp)
         self.last_timestamp = timestamp
-        self.unsynced_messages += count
+        self.appended += len(batch)
+        self.appended_messages += count
         return base
 
     def append_replicated(self, batch) -> int:
@@ -110,35 +146,53 @@ class PartitionLog:
         seg = self._active(len(batch))
         seg.append(batch, base, count, timestamp)
         self.last_timestamp = max(self.last_timestamp, timestamp)
-        self.unsynced_messages += count
+        self.appended += length
+        self.appended_messages += count
         return base
 
-    def sync(self) -> None:
-        self.segments[-1].sync()
-        self.unsynced_messages = 0
+    def sync(self) -> int:
+        """Make everything appended so far durable; returns the byte count covered.
+
+        Runs on the durability worker thread as well as on the event loop.
+        """
+        target, messages = self.appended, self.appended_messages
+        with self._io_lock:
+            self.segments[-1].sync()
+        if target > self.durable:
+            self.durable = target
+        if messages > self.durable_messages:
+            self.durable_messages = messages
+        return target
 
     def flush_index(self) -> None:
         self.segments[-1].flush_index()
 
     # -- reading -------------------------------------------------------------------------
 
-    def read(self, start: int, count: int) -> tuple[list, int]:
-        """Up to `count` messages from offset `start`: (chunks of batches, message count)."""
+    def read(self, start: int, count: int, regions: bool = False) -> tuple[list, int, int]:
+        """Up to `count` messages from offset `start`.
+
+        Returns (chunks of batches, message count, offset after the last one covered).
+        `regions` lets whole stored batches come back as FileRegion for sendfile.
+        """
         if count <= 0 or start >= self.next_offset:
-            return [], 0
+            return [], 0, start
         start = max(start, self.first_offset)
         chunks: list = []
         got = 0
+        position = start
         i = max(0, bisect.bisect_right(self._bases, start) - 1)
         while got < count and i < len(self.segments):
             seg = self.segments[i]
-            first = start + got
-            if first < seg.end_offset:
-                part, n = seg.read(first, first + (count - got) - 1)
+            if position < seg.end_offset:
+                part, n, position = seg.read(position, position + (count - got) - 1, regions)
                 chunks.extend(part)
                 got += n
+                if seg.problems:
+                    self._report(seg)
+                    seg.problems.clear()
             i += 1
-        return chunks, got
+        return chunks, got, position
 
     def offset_for_timestamp(self, timestamp: int) -> int | None:
         for seg in self.segments:
@@ -148,28 +202,32 @@ class PartitionLog:
 
     # -- lifecycle -----------------------------------------------------------------------
 
-    def delete_oldest_segments(self, n: int) -> list[Segment]:
-        """Delete up to n sealed segments, oldest first; the active one is never deleted."""
+    def delete_oldest_segments(self, n: int) -> list[str]:
+        """Delete up to n sealed segments, oldest first (never the active one); their names."""
         gone = []
         while n > 0 and len(self.segments) > 1:
             seg = self.segments.pop(0)
             self._bases.pop(0)
+            gone.append(os.path.basename(seg.log_path))
             seg.delete()
-            gone.append(seg)
             n -= 1
         return gone
 
     def purge(self) -> None:
         """Remove every message; offsets start again at 0."""
-        for seg in self.segments:
-            seg.delete()
-        self.segments = [Segment.open(self.directory, 0)]
+        with self._io_lock:
+            for seg in self.segments:
+                seg.delete()
+            self.segments = [Segment.open(self.directory, 0)]
         self._bases = [0]
         self.last_timestamp = 0
+        self.durable = self.appended
+        self.durable_messages = self.appended_messages
 
     def close(self) -> None:
-        for seg in self.segments:
-            seg.close()
+        with self._io_lock:
+            for seg in self.segments:
+                seg.close()
 
     def destroy(self) -> None:
         self.close()

@@ -2,6 +2,9 @@
 
 The event loop reads straight into the connection's FrameReader buffer; complete frames are
 dispatched where they sit and replies leave with one writelines() of header + payload pieces.
+Stored batches in a poll reply arrive as FileRegion pieces: on plain TCP they go from the page
+cache to the socket with sendfile(2) when nothing is queued ahead of them in the transport, and
+are pread into bytes otherwise (TLS, or a socket that is not keeping up).
 Requests are answered strictly in order: when a reply must wait (an fsync'd send), reading is
 paused until it is written, so the receive buffer is not reused under the waiting request.
 """
@@ -11,9 +14,11 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import os
 import socket
 import time
 
+from iggy_fast._log import FileRegion
 from iggy_fast._wire import FrameReader
 from iggy_fast.errors import ProtocolViolation
 
@@ -28,12 +33,15 @@ class Connection(asyncio.BufferedProtocol):
         self.transport = None
         self.client = None
         self.waiting = None
+        self.sendfile_fd = None      # the socket's fd when sendfile(2) can be used
 
     def connection_made(self, transport) -> None:
         self.transport = transport
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if transport.get_extra_info("ssl_object") is None:
+                self.sendfile_fd = sock.fileno()
         peer = transport.get_extra_info("peername")
         address = f"{peer[0]}:{peer[1]}" if peer else "unknown"
         self.client = self.server.connect(self.transport_name, address)
@@ -65,13 +73,52 @@ class Connection(asyncio.BufferedProtocol):
                 self.waiting = asyncio.ensure_future(out)
                 self.waiting.add_done_callback(self._finished)
                 return
-            self.transport.writelines(out)
+            self._write(out)
+
+    def _write(self, pieces) -> None:
+        transport = self.transport
+        queued = []
+        for piece in pieces:
+            if type(piece) is not FileRegion:
+                queued.append(piece)
+                continue
+            if self.sendfile_fd is not None:
+                if queued:
+                    transport.writelines(queued)
+                    queued = []
+                if transport.get_write_buffer_size() == 0:
+                    sent = self._sendfile(piece)
+                    if sent == piece.length:
+                        continue
+                    piece = FileRegion(piece.fd, piece.offset + sent, piece.length - sent)
+            queued.append(piece.read())
+        if queued:
+            transport.writelines(queued)
+
+    def _sendfile(self, region) -> int:
+        """Send as much of the region as the socket takes now; returns the bytes sent."""
+        sent = 0
+        while sent < region.length:
+            try:
+                n = os.sendfile(self.sendfile_fd, region.fd, region.offset + sent,
+                                region.length - sent)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as e:
+                # The peer is gone (EPIPE, ECONNRESET): this connection ends here.
+                log.info("connection %s: %s", self.client.address, e)
+                self.transport.close()
+                return region.length
+            if n == 0:
+                break
+            sent += n
+        return sent
 
     def _finished(self, fut) -> None:
         self.waiting = None
         if self.transport is None or fut.cancelled():
             return
-        self.transport.writelines(fut.result())
+        self._write(fut.result())
         self.transport.resume_reading()
         self._process()
 

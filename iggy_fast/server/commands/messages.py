@@ -4,7 +4,8 @@ The hot path. A send body is [metadata_length u32][stream][topic][partitioning]
 [messages_count u32][batch]; the batch stays where it was received: it is validated in place,
 stamped in place by the partition and written to the log from that memory. A poll reply is
 [partition_id u32][current_offset u64][count u32] followed by stored batches as read from the
-segment files (sliced only at the edges); no message becomes a Python object.
+segment files (sliced only at the edges, and sent with sendfile where the transport allows); no
+message becomes a Python object.
 """
 
 from __future__ import annotations
@@ -110,10 +111,10 @@ def poll_messages(server, client, r: Reader, now: int):
         return Writer().u32(FENCED).u64(0).u32(0).buf
     log = partition.log
     start = _start_offset(server.state, log, partition, ckey, strategy, value, count)
-    chunks, got = ([], 0) if start is None else log.read(start, count)
+    # Whole stored batches travel as file regions: the transport sendfile()s them.
+    chunks, got, after = ([], 0, 0) if start is None else log.read(start, count, regions=True)
     if auto_commit and got:
-        # read() starts at the oldest stored message when `start` is below it.
-        server.state.store_offset(partition, ckey, max(start, log.first_offset) + got - 1)
+        server.state.store_offset(partition, ckey, after - 1)
     head = Writer().u32(partition.id).u64(log.current_offset).u32(got).buf
     return [head, *chunks]
 
