@@ -112,7 +112,8 @@ cdef class Segment:
         free(self.entries)
 
     @staticmethod
-    def open(str directory, uint64_t base_offset, bint verify=True, str stem=None):
+    def open(str directory, uint64_t base_offset, bint verify=True, str stem=None,
+             bint tail=True):
         """Open (creating if needed) the segment starting at `base_offset` and recover it.
 
         The index file is trusted up to its last whole entry that agrees with the log; the
@@ -128,7 +129,7 @@ cdef class Segment:
         s.sealed = stem is not None and "-" in stem
         s.fd = os.open(s.log_path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
         s.index_fd = os.open(s.index_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        s._recover(verify)
+        s._recover(verify, tail)
         if not verify:
             s.verified = s.n
         return s
@@ -153,7 +154,7 @@ cdef class Segment:
         self.n += 1
         return 0
 
-    cdef _recover(self, bint verify):
+    cdef _recover(self, bint verify, bint tail):
         cdef uint64_t log_size = os.fstat(self.fd).st_size
         cdef bytes raw = os.pread(self.index_fd, os.fstat(self.index_fd).st_size, 0)
         cdef const uint8_t *p = <const uint8_t *>PyBytes_AS_STRING(raw)
@@ -183,12 +184,17 @@ cdef class Segment:
             expect_pos = self.entries[self.n].position
             expect_delta = self.entries[self.n].delta
         self.indexed = self.n
-        good_end = self._scan(expect_pos, log_size, expect_delta, verify)
-        if good_end < log_size:
+        # A sealed segment's batches are checked lazily on read, not here.
+        good_end = self._scan(expect_pos, log_size, expect_delta, verify and tail)
+        if good_end < log_size and tail:
             self.problems.append(
                 f"{self.log_path}: torn or corrupt tail at byte {good_end} "
                 f"({log_size - good_end} bytes) truncated")
             os.ftruncate(self.fd, good_end)
+        elif good_end < log_size:
+            self.problems.append(
+                f"{self.log_path}: bytes {good_end}..{log_size} cannot be indexed and are "
+                f"not served")
         self.size = good_end
         self.synced_size = good_end
         self.end_offset = self.base_offset + (
@@ -389,12 +395,13 @@ cdef class Segment:
             if (<uint64_t>len(data) != length or ld64(<const uint8_t *>PyBytes_AS_STRING(data) + 32) != length
                     or not batch_is_intact(<const uint8_t *>PyBytes_AS_STRING(data), length)):
                 self.bad.add(k)
-                self.problems.append(
-                    f"{self.log_path}: corrupt batch at byte {pos} (offsets "
-                    f"{self.base_offset + self.entries[k].delta}.."
-                    f"{self.base_offset + self.entries[k].delta + self.entries[k].count - 1}) "
-                    f"is not served")
-                log.error("%s", self.problems[-1])
+                # (No negative indexing here: the module is compiled with wraparound off.)
+                problem = (f"{self.log_path}: corrupt batch at byte {pos} (offsets "
+                           f"{self.base_offset + self.entries[k].delta}.."
+                           f"{self.base_offset + self.entries[k].delta + self.entries[k].count - 1}"
+                           f") is not served")
+                self.problems.append(problem)
+                log.error("%s", problem)
             self.verified = k + 1
         return 0
 
@@ -405,6 +412,8 @@ cdef class Segment:
         FileRegion for whole batches when `regions` is true), how many messages they hold, and
         the offset after the last one covered (corrupt batches are skipped, not served).
         """
+        if first < self.base_offset:
+            first = self.base_offset
         if self.n == 0 or first >= self.end_offset or last < first:
             return [], 0, first
         if last >= self.end_offset:

@@ -37,8 +37,9 @@ class PartitionLog:
         self.verify = verify_on_open
         os.makedirs(directory, exist_ok=True)
         self.segments: list[Segment] = []
-        for base, stem in self._stems():
-            seg = Segment.open(directory, base, verify_on_open, stem)
+        stems = self._stems()
+        for i, (base, stem) in enumerate(stems):
+            seg = Segment.open(directory, base, verify_on_open, stem, i == len(stems) - 1)
             self._report(seg)
             self.segments.append(seg)
         if not self.segments:

@@ -1,0 +1,175 @@
+"""Faults on disk: a torn tail, a lost or short index, a flipped bit in a sealed segment, a full
+disk, and fsync'd sends from many producers at once. Nothing acknowledged is lost, nothing
+corrupt is served, and the server keeps serving."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+
+import pytest
+from apache_iggy import Consumer, IggyClient, PollingStrategy
+from apache_iggy import SendMessage as Message
+
+from conftest import ServerProcess
+from iggy_fast import _wire
+from iggy_fast.client import BlockingClient
+from iggy_fast.errors import IggyError
+
+SMALL = {"IGGY_SYSTEM_SEGMENT_SIZE": "8 KiB"}
+
+
+def pdir(srv):
+    return os.path.join(srv.data_dir, "streams", "0", "topics", "0", "partitions", "0")
+
+
+def setup_topic(srv, options=b""):
+    c = BlockingClient(srv.address)
+    c.login()
+    c.call(202, _wire.Writer().name("s").getvalue())
+    c.call(302, _wire.Writer().identifier("s").u32(1).name("t").raw(options).getvalue())
+    return c
+
+
+def send(c, n_batches, per_batch=10, size=500, start=0):
+    for b in range(start, start + n_batches):
+        msgs = [(b * 1000 + i + 1, b"%06d-%03d|" % (b, i) + b"x" * size, b"", i)
+                for i in range(per_batch)]
+        c.send_batch("s", "t", 0, _wire.build_batch(msgs, 1), per_batch)
+
+
+def offsets_and_payloads(c):
+    msgs = c.poll_messages("s", "t", 0, 3, 0, 100_000)
+    return [m[0] for m in msgs], [m[4] for m in msgs]
+
+
+def test_torn_tail_is_truncated_and_logged(tmp_path):
+    srv = ServerProcess(tmp_path / "torn").start()
+    c = setup_topic(srv)
+    send(c, 5)
+    before = offsets_and_payloads(c)
+    c.close()
+    assert srv.stop() == 0
+    with open(os.path.join(pdir(srv), f"{0:020d}.log"), "ab") as f:
+        f.write(os.urandom(700))            # half-written batch after a crash
+    srv.start()
+    c = BlockingClient(srv.address)
+    c.login()
+    assert offsets_and_payloads(c) == before
+    assert "torn or corrupt tail" in srv.log()
+    send(c, 1, start=5)
+    assert offsets_and_payloads(c)[0] == list(range(60))
+    c.close()
+    assert srv.stop() == 0
+
+
+def test_missing_and_short_indexes_are_rebuilt(tmp_path):
+    srv = ServerProcess(tmp_path / "index", env=SMALL).start()
+    c = setup_topic(srv)
+    send(c, 6)
+    before = offsets_and_payloads(c)
+    c.close()
+    assert srv.stop() == 0
+    indexes = sorted(n for n in os.listdir(pdir(srv)) if n.endswith(".index"))
+    os.unlink(os.path.join(pdir(srv), indexes[0]))           # a sealed segment's index gone
+    with open(os.path.join(pdir(srv), indexes[-1]), "r+b") as f:
+        f.truncate(10)                                         # the active one cut short
+    srv.start()
+    c = BlockingClient(srv.address)
+    c.login()
+    assert offsets_and_payloads(c) == before
+    assert c.poll_messages("s", "t", 0, 1, 35, 3)[0][0] == 35  # lookups work again
+    c.close()
+    assert srv.stop() == 0
+
+
+def test_flipped_bit_in_a_sealed_segment_is_never_served(tmp_path):
+    srv = ServerProcess(tmp_path / "flip", env=SMALL).start()
+    c = setup_topic(srv)
+    send(c, 6)
+    c.close()
+    assert srv.stop() == 0
+    sealed = sorted(n for n in os.listdir(pdir(srv)) if n.endswith(".log"))[1]   # offsets 10..19
+    with open(os.path.join(pdir(srv), sealed), "r+b") as f:
+        f.seek(256 + 48 + 20)                                  # inside message 10's payload
+        byte = f.read(1)
+        f.seek(-1, 1)
+        f.write(bytes([byte[0] ^ 0x01]))
+    srv.start()
+    c = BlockingClient(srv.address)
+    c.login()
+    offsets, payloads = offsets_and_payloads(c)
+    assert offsets == list(range(10)) + list(range(20, 60))
+    for off, payload in zip(offsets, payloads):
+        assert payload.startswith(b"%06d-%03d|" % (off // 10, off % 10))
+    assert "corrupt batch at byte 0" in srv.log() and sealed in srv.log()
+    assert c.poll_messages("s", "t", 0, 1, 12, 5)[0][0] == 20  # reads skip the bad batch
+    send(c, 1, start=6)
+    assert offsets_and_payloads(c)[0][-1] == 69
+    c.close()
+    assert srv.stop() == 0
+
+
+@pytest.fixture
+def tiny_filesystem(tmp_path):
+    mount = tmp_path / "tiny"
+    mount.mkdir()
+    if os.geteuid() != 0 or subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)]).returncode != 0:
+        pytest.skip("needs root to mount a small tmpfs")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)])
+
+
+def test_full_disk_fails_the_send_and_appends_resume_when_space_returns(tiny_filesystem):
+    srv = ServerProcess(tiny_filesystem / "data").start()
+    c = setup_topic(srv)
+    send(c, 3)
+    filler = tiny_filesystem / "filler"
+    free = os.statvfs(tiny_filesystem).f_bavail * os.statvfs(tiny_filesystem).f_frsize
+    with open(filler, "wb") as f:
+        f.write(b"\0" * (free - 2048))
+    with pytest.raises(IggyError) as e:
+        send(c, 5, start=3)
+    assert e.value.code == 4006
+    c.ping()
+    offsets, _ = offsets_and_payloads(c)
+    assert offsets == list(range(offsets[-1] + 1)) and offsets[-1] >= 29
+    filler.unlink()
+    next_batch = (offsets[-1] + 1) // 10
+    send(c, 2, start=next_batch)
+    offsets, payloads = offsets_and_payloads(c)
+    assert offsets == list(range(len(offsets)))
+    assert payloads[-1].startswith(b"%06d-009|" % (next_batch + 1))
+    assert "disk full" in srv.log()
+    c.close()
+    assert srv.stop() == 0
+
+
+async def test_fsync_enforced_concurrent_producers_all_acknowledged(tmp_path):
+    srv = ServerProcess(tmp_path / "fsync").start()
+    c = IggyClient(srv.address)
+    await c.connect()
+    await c.login_user("iggy", "iggy")
+    await c.create_stream("s")
+    await c.create_topic(stream="s", name="t", partitions_count=1,
+                         options={"enforce_fsync": "true"})
+    topic = await c.get_topic("s", "t")
+    assert topic.options.to_scalar_dict()["enforce_fsync"] == "true"
+
+    async def producer(k):
+        p = IggyClient(srv.address)
+        await p.connect()
+        await p.login_user("iggy", "iggy")
+        for i in range(20):
+            await p.send_messages("s", "t", 0, [Message(f"{k}-{i}")])
+
+    await asyncio.gather(*(producer(k) for k in range(8)))
+    msgs = await c.poll_messages(stream="s", topic="t", consumer=Consumer.Single(1),
+                                 partition_id=0, polling_strategy=PollingStrategy.First(),
+                                 count=1000, auto_commit=False)
+    assert sorted(m.payload().decode() for m in msgs) == sorted(
+        f"{k}-{i}" for k in range(8) for i in range(20))
+    assert [m.offset() for m in msgs] == list(range(160))
+    assert srv.stop() == 0
