@@ -38,6 +38,13 @@ def main(argv=None) -> int:
                      help="root user iggy/iggy unless IGGY_ROOT_PASSWORD says otherwise")
     srv.set_defaults(func=_server)
 
+    from iggy_fast.bench import runner
+    bench = sub.add_parser("bench", help="benchmark a server (or one it starts itself)",
+                           description=runner.__doc__,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+    runner.add_arguments(bench)
+    bench.set_defaults(func=runner.main)
+
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

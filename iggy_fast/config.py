@@ -47,9 +47,12 @@ DEFAULTS: dict[str, Any] = {
         "segment": {"size": "1 GiB"},
         "topic": {"message_expiry": "never", "max_size": "unlimited"},
         "partition": {
+            # Without enforce_fsync, appends are synced in the background once this many
+            # messages or bytes are unsynced, and at least every sync_interval (like Redis'
+            # appendfsync everysec): at most about a second of data is at risk on power loss.
             "enforce_fsync": False,
-            "messages_required_to_save": 1024,
-            "size_of_messages_required_to_save": "1 MiB",
+            "messages_required_to_save": 1_000_000,
+            "size_of_messages_required_to_save": "256 MiB",
             "sync_interval": "1 s",
             "validate_checksum": True,
         },

@@ -1,0 +1,98 @@
+"""Benchmark actors: each runs in its own process with its own connection.
+
+A producer sends one prebuilt batch over and over (the server stamps offsets, so re-sending the
+same bytes is valid and the client copies nothing per send); a consumer polls by offset until
+it has read its share. Each records the latency of every batch round trip, in microseconds.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from array import array
+
+from iggy_fast import _wire
+from iggy_fast.client import BlockingClient
+
+OFFSET, NEXT = 1, 5
+
+
+def _connect(address: str) -> BlockingClient:
+    client = BlockingClient(address)
+    client.login()
+    return client
+
+
+def make_batch(messages: int, size: int, origin_us: int = 1) -> bytearray:
+    payload = os.urandom(size)
+    return _wire.build_batch([(i + 1, payload, b"", 0) for i in range(messages)], origin_us)
+
+
+def producer(spec: dict, progress, result_queue) -> None:
+    client = _connect(spec["address"])
+    batch = make_batch(spec["messages_per_batch"], spec["message_size"])
+    per_batch = spec["messages_per_batch"]
+    targets = spec["targets"]              # [(stream, topic, partition)] used round-robin
+    latencies = array("d")
+    deadline = time.monotonic() + spec["duration"] if spec["duration"] else None
+    sent = 0
+    start = time.perf_counter()
+    while (sent < spec["batches"]) if deadline is None else (time.monotonic() < deadline):
+        stream, topic, partition = targets[sent % len(targets)]
+        if spec["end_to_end"]:
+            batch = make_batch(per_batch, spec["message_size"], time.time_ns() // 1000)
+        t0 = time.perf_counter_ns()
+        client.send_batch(stream, topic, partition, batch, per_batch)
+        latencies.append((time.perf_counter_ns() - t0) / 1000)
+        sent += 1
+        with progress.get_lock():
+            progress.value += per_batch
+    elapsed = time.perf_counter() - start
+    client.close()
+    result_queue.put({"actor": spec["name"], "role": "producer", "messages": sent * per_batch,
+                      "bytes": sent * len(batch), "seconds": elapsed,
+                      "latencies_us": latencies.tolist()})
+
+
+def consumer(spec: dict, progress, result_queue) -> None:
+    """Poll each target partition from offset 0 until `expected` messages have been read."""
+    client = _connect(spec["address"])
+    latencies = array("d")
+    e2e = array("d")
+    got = received_bytes = 0
+    offsets = {tuple(t): 0 for t in spec["targets"]}
+    expected = spec["expected"]
+    idle_since = None
+    start = time.perf_counter()
+    while got < expected:
+        progressed = False
+        for target in offsets:
+            stream, topic, partition = target
+            t0 = time.perf_counter_ns()
+            reply = client.poll(stream, topic, partition, OFFSET, offsets[target],
+                                spec["messages_per_batch"])
+            latencies.append((time.perf_counter_ns() - t0) / 1000)
+            count = int.from_bytes(reply.body[12:16], "little")
+            if count:
+                progressed = True
+                offsets[target] += count
+                got += count
+                received_bytes += len(reply.body) - 16
+                if spec["end_to_end"]:
+                    now = time.time_ns() // 1000
+                    origin = int.from_bytes(reply.body[16 + 24:16 + 32], "little")
+                    e2e.append(now - origin)
+                with progress.get_lock():
+                    progress.value += count
+        if progressed:
+            idle_since = None
+        else:
+            idle_since = idle_since or time.monotonic()
+            if time.monotonic() - idle_since > spec["idle_timeout"]:
+                break
+            time.sleep(0.0005)
+    elapsed = time.perf_counter() - start
+    client.close()
+    result_queue.put({"actor": spec["name"], "role": "consumer", "messages": got,
+                      "bytes": received_bytes, "seconds": elapsed,
+                      "latencies_us": latencies.tolist(), "end_to_end_us": e2e.tolist()})
