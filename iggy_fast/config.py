@@ -21,6 +21,7 @@ DEFAULTS: dict[str, Any] = {
         "enabled": True,
         "address": "127.0.0.1:8090",
         "socket": {"nodelay": True},
+        "sendfile": True,             # polls go from the page cache to the socket directly
         "tls": {"enabled": False, "self_signed": True, "cert_file": "", "key_file": ""},
     },
     "quic": {

@@ -40,7 +40,8 @@ class Connection(asyncio.BufferedProtocol):
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            if transport.get_extra_info("ssl_object") is None:
+            if (transport.get_extra_info("ssl_object") is None
+                    and self.server.cfg["tcp"]["sendfile"]):
                 self.sendfile_fd = sock.fileno()
         peer = transport.get_extra_info("peername")
         address = f"{peer[0]}:{peer[1]}" if peer else "unknown"
