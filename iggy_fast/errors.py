@@ -83,6 +83,7 @@ _TABLE = [
     (4100, "InvalidOffset", "invalid_offset"),
     (5000, "ConsumerGroupIdNotFound", "consumer_group_id_not_found"),
     (5004, "ConsumerGroupNameAlreadyExists", "consumer_group_name_already_exists"),
+    (5005, "InvalidConsumerGroupName", "invalid_consumer_group_name"),
     (5006, "ConsumerGroupMemberNotFound", "consumer_group_member_not_found"),
     (5009, "ConsumerGroupPartitionNotOwned", "consumer_group_partition_not_owned"),
     (14001, "InvalidSession", "invalid_session"),

@@ -14,9 +14,11 @@ import time
 from iggy_fast.server.authz import Authorizer
 from iggy_fast.server.dispatch import Dispatcher
 from iggy_fast.server.durability import Durability
+from iggy_fast.server.groups import Groups
 from iggy_fast.server.maintenance import Maintenance
 from iggy_fast.server.metadata import SqliteMetadataStore
 from iggy_fast.server.state import State
+from iggy_fast.server.tokens import Tokens
 from iggy_fast.server.users import Users
 
 log = logging.getLogger("iggy_fast.server")
@@ -66,12 +68,13 @@ class Server:
         self.authz = Authorizer(self.users)
         self.durability = Durability(self)
         self.maintenance = Maintenance(self)
-        self.groups = None                # consumer groups, when enabled
-        self.tokens = None                # personal access tokens, when enabled
         self.clients: dict[int, Client] = {}
         self._next_client_id = 1
         self._next_session = 1
         self.disconnect_hooks = []        # callables(client): consumer groups leave, ...
+        self.tokens = Tokens(self)
+        self.groups = Groups(self)
+        self.users.changed += [self.authz.forget, self.tokens.forget_user]
         self.listen_ports = {"tcp": 0, "quic": 0, "http": 0, "websocket": 0}
         self.dispatcher = Dispatcher(self)
 

@@ -230,7 +230,8 @@ class State:
         sid = stream.id
         self.store.apply(deletes=[f"streams/{sid}"],
                          delete_prefixes=[f"{kind}/{sid}/" for kind in
-                                          ("topics", "partitions", "offsets", "groups")])
+                                          ("topics", "partitions", "offsets", "groups",
+                                           "groupseq")])
         for topic in list(stream.topics.values()):
             self._emit("topic_deleted", topic)
             for part in topic.partitions.values():
@@ -287,7 +288,7 @@ class State:
     def delete_topic(self, stream_ident, topic_ident) -> None:
         topic = self.topic(stream_ident, topic_ident)
         sid, tid = topic.stream.id, topic.id
-        self.store.apply(deletes=[f"topics/{sid}/{tid}"],
+        self.store.apply(deletes=[f"topics/{sid}/{tid}", f"groupseq/{sid}/{tid}"],
                          delete_prefixes=[f"{kind}/{sid}/{tid}/" for kind in
                                           ("partitions", "offsets", "groups")])
         self._emit("topic_deleted", topic)

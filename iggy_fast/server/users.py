@@ -1,7 +1,8 @@
-"""Users and their credentials.
+"""Users and their credentials (PROTOCOL.md §5.3, §10).
 
 Passwords are stored only as argon2id hashes (argon2-cffi). The root user has id 0, is created
-on first start with the configured credentials and can be neither deleted nor restricted.
+on first start with the configured credentials and can be neither deleted nor restricted; other
+users get the lowest free id. Permissions are kept as the wire block of §3.1 (None = none).
 Users persist under "users/<id>" in the MetadataStore.
 """
 
@@ -20,6 +21,8 @@ log = logging.getLogger("iggy_fast.users")
 
 ROOT_ID = 0
 ACTIVE, INACTIVE = 1, 2
+USERNAME_LENGTH = (3, 50)
+PASSWORD_LENGTH = (3, 100)
 
 # Cheaper than argon2-cffi's defaults (64 MiB, 3 passes) but still memory-hard: a login must
 # not stall the event loop for long. Verification reads the parameters from the hash itself.
@@ -35,6 +38,18 @@ def verify_password(stored_hash: str, password: str) -> bool:
         return _hasher.verify(stored_hash, password)
     except (VerificationError, InvalidHashError):
         return False
+
+
+def check_username(name: str) -> str:
+    if not USERNAME_LENGTH[0] <= len(name) <= USERNAME_LENGTH[1] or name.strip() != name:
+        raise IggyError.from_code(43)
+    return name
+
+
+def check_password(password: str) -> str:
+    if not PASSWORD_LENGTH[0] <= len(password) <= PASSWORD_LENGTH[1]:
+        raise IggyError.from_code(44)
+    return password
 
 
 class User:
@@ -62,6 +77,7 @@ class Users:
     def __init__(self, store: MetadataStore):
         self.store = store
         self.by_id: dict[int, User] = {}
+        self.changed = []               # callables(user_id): caches to drop, sessions to end
 
     def load(self) -> None:
         for key, v in self.store.scan("users/"):
@@ -82,6 +98,8 @@ class Users:
     def save(self, user: User) -> None:
         self.store.apply(puts=[(f"users/{user.id}", user.record())])
         self.by_id[user.id] = user
+        for hook in self.changed:
+            hook(user.id)
 
     def find(self, ident) -> User | None:
         if isinstance(ident, int):
@@ -105,3 +123,63 @@ class Users:
         if user.status != ACTIVE:
             raise IggyError.from_code(47)
         return user
+
+    # -- management ----------------------------------------------------------------------
+
+    def create(self, username: str, password: str, status: int, permissions: bytes | None,
+               now: int) -> User:
+        check_username(username)
+        check_password(password)
+        if status not in (ACTIVE, INACTIVE):
+            raise IggyError.from_code(3, f"user status {status}")
+        if self.find(username) is not None:
+            raise IggyError.from_code(46)
+        uid = 0
+        while uid in self.by_id:
+            uid += 1
+        user = User(uid, username, hash_password(password), status, now, permissions)
+        self.save(user)
+        return user
+
+    def update(self, ident, username: str | None, status: int | None) -> User:
+        user = self.get(ident)
+        if username is not None:
+            check_username(username)
+            other = self.find(username)
+            if other is not None and other is not user:
+                raise IggyError.from_code(46)
+        if status is not None and status not in (ACTIVE, INACTIVE):
+            raise IggyError.from_code(3, f"user status {status}")
+        if user.id == ROOT_ID and status == INACTIVE:
+            raise IggyError.from_code(48, "root cannot be deactivated")
+        if username is not None:
+            user.username = username
+        if status is not None:
+            user.status = status
+        self.save(user)
+        return user
+
+    def delete(self, ident) -> User:
+        user = self.get(ident)
+        if user.id == ROOT_ID:
+            raise IggyError.from_code(48)
+        self.store.apply(deletes=[f"users/{user.id}"], delete_prefixes=[f"tokens/{user.id}/"])
+        del self.by_id[user.id]
+        for hook in self.changed:
+            hook(user.id)
+        return user
+
+    def set_permissions(self, ident, permissions: bytes | None) -> None:
+        user = self.get(ident)
+        if user.id == ROOT_ID:
+            raise IggyError.from_code(49)
+        user.permissions = permissions
+        self.save(user)
+
+    def change_password(self, ident, current: str, new: str) -> None:
+        user = self.get(ident)
+        check_password(new)
+        if not verify_password(user.password_hash, current):
+            raise IggyError.from_code(42)
+        user.password_hash = hash_password(new)
+        self.save(user)

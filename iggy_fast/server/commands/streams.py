@@ -67,10 +67,10 @@ def get_stream(server, client, r: Reader, now: int):
 
 @command(201, "get_streams")
 def get_streams(server, client, r: Reader, now: int):
+    server.authz.require_global(client, "read_streams")
     w = Writer()
     for s in sorted(server.state.streams.values(), key=lambda s: s.id):
-        if server.authz.allowed(client, "read_stream", s.id):
-            stream_record(w, s)
+        stream_record(w, s)
     return w.buf
 
 
@@ -124,8 +124,8 @@ def get_topics(server, client, r: Reader, now: int):
     s = server.state.find_stream(r.identifier())
     if s is None:
         return b"\x00\x00\x00\x00"
-    topics = [t for t in sorted(s.topics.values(), key=lambda t: t.id)
-              if server.authz.allowed(client, "read_topic", s.id, t.id)]
+    server.authz.require(client, "read_topics", s.id)
+    topics = sorted(s.topics.values(), key=lambda t: t.id)
     w = Writer().u32(len(topics))
     for t in topics:
         topic_record(w, t)

@@ -1,0 +1,141 @@
+"""Users and personal access tokens: PROTOCOL.md §5.3 and §5.4.
+
+A User record is [id u32][created_at u64][status u8][username Name][options_len u32][options];
+UserDetails appends `00 00 00 00` (no permissions) or `01 [perms_len u32][permissions]`.
+Anyone may read and change their own record's password; everything else needs read_users or
+manage_users.
+"""
+
+from __future__ import annotations
+
+from iggy_fast._wire import Reader, Writer
+from iggy_fast.errors import IggyError
+from iggy_fast.server.authz import Grants
+from iggy_fast.server.dispatch import command
+from iggy_fast.server.options import parse_tlv
+
+
+def user_record(w: Writer, u) -> Writer:
+    return w.u32(u.id).u64(u.created_at).u8(u.status).name(u.username).u32(0)
+
+
+def user_details(u) -> bytearray:
+    w = user_record(Writer(), u)
+    if u.permissions is None:
+        return w.u32(0).buf
+    return w.u8(1).u32(len(u.permissions)).raw(u.permissions).buf
+
+
+def _permissions(r: Reader) -> bytes | None:
+    if not r.u8():
+        return None
+    block = r.raw(r.u32())
+    Grants.parse(block)           # refuse a malformed block before it is stored
+    return block
+
+
+def _no_options(r: Reader) -> None:
+    if r.remaining and parse_tlv(r.rest()):
+        raise IggyError.from_code(4041)
+
+
+@command(31, "get_user")
+def get_user(server, client, r: Reader, now: int):
+    user = server.users.find(r.identifier())
+    if user is None:
+        if not server.authz.allowed_global(client, "read_users"):
+            raise IggyError.from_code(41)
+        return None
+    if user.id != client.user_id:
+        server.authz.require_global(client, "read_users")
+    return user_details(user)
+
+
+@command(32, "get_users")
+def get_users(server, client, r: Reader, now: int):
+    server.authz.require_global(client, "read_users")
+    w = Writer()
+    for uid in sorted(server.users.by_id):
+        user_record(w, server.users.by_id[uid])
+    return w.buf
+
+
+@command(33, "create_user")
+def create_user(server, client, r: Reader, now: int):
+    server.authz.require_global(client, "manage_users")
+    username = r.name()
+    password = r.short_string()
+    status = r.u8()
+    permissions = _permissions(r)
+    _no_options(r)
+    return user_details(server.users.create(username, password, status, permissions, now))
+
+
+@command(34, "delete_user")
+def delete_user(server, client, r: Reader, now: int):
+    server.authz.require_global(client, "manage_users")
+    ident = r.identifier()
+    r.expect_end()
+    user = server.users.delete(ident)
+    # Deleting a user ends that user's live sessions.
+    for other in list(server.clients.values()):
+        if other.user_id == user.id and other is not client:
+            server.logout(other)
+            if other.close is not None:
+                other.close()
+
+
+@command(35, "update_user")
+def update_user(server, client, r: Reader, now: int):
+    server.authz.require_global(client, "manage_users")
+    ident = r.identifier()
+    username = r.name() if r.u8() else None
+    status = r.u8() if r.u8() else None
+    _no_options(r)
+    server.users.update(ident, username, status)
+
+
+@command(36, "update_permissions")
+def update_permissions(server, client, r: Reader, now: int):
+    server.authz.require_global(client, "manage_users")
+    ident = r.identifier()
+    permissions = _permissions(r)
+    r.expect_end()
+    server.users.set_permissions(ident, permissions)
+
+
+@command(37, "change_password")
+def change_password(server, client, r: Reader, now: int):
+    ident = r.identifier()
+    current = r.short_string()
+    new = r.short_string()
+    r.expect_end()
+    user = server.users.get(ident)
+    if user.id != client.user_id:
+        server.authz.require_global(client, "manage_users")
+    server.users.change_password(user.id, current, new)
+
+
+# -- personal access tokens ------------------------------------------------------------
+
+@command(41, "get_personal_access_tokens")
+def get_personal_access_tokens(server, client, r: Reader, now: int):
+    w = Writer()
+    for name, expiry_at in server.tokens.list(client.user_id):
+        w.name(name).u64(expiry_at)
+    return w.buf
+
+
+@command(42, "create_personal_access_token")
+def create_personal_access_token(server, client, r: Reader, now: int):
+    name = r.name()
+    expiry = r.u64()
+    r.expect_end()
+    return Writer().name(server.tokens.create(client.user_id, name, expiry, now)).buf
+
+
+@command(43, "delete_personal_access_token")
+def delete_personal_access_token(server, client, r: Reader, now: int):
+    name = r.name()
+    r.expect_end()
+    server.tokens.delete(client.user_id, name)

@@ -1,0 +1,207 @@
+"""Consumer groups (PROTOCOL.md §5.8): a topic's partitions spread over connected members.
+
+Membership belongs to a connection (a `Client`), never to storage: members vanish when they
+leave, log out, disconnect or miss heartbeats for `heartbeat.interval`. Every change of the
+member set or of the topic's partitions rebalances the group: partitions (sorted) are dealt
+round-robin to members (sorted by member id) and the generation goes up, which tells members
+to re-sync. A group poll names a partition; one the member does not own is fenced with the
+0xFFFFFFFF sentinel so the SDK re-syncs. Groups (id, name) persist under
+"groups/<stream>/<topic>/<id>"; their offsets are ordinary consumer offsets keyed by group id.
+Group ids count up per topic and are never reused.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from iggy_fast.config import parse_duration_us
+from iggy_fast.errors import IggyError
+from iggy_fast.server.state import GROUP, consumer_key
+
+log = logging.getLogger("iggy_fast.groups")
+
+
+class Group:
+    def __init__(self, topic, gid: int, name: str):
+        self.topic = topic
+        self.id = gid
+        self.name = name
+        self.members: dict[int, object] = {}         # member id -> Client
+        self.assignment: dict[int, list[int]] = {}   # member id -> partition ids
+        self.generation = 0
+        self.cursor: dict[int, int] = {}             # member id -> next partition index
+
+    @property
+    def key(self) -> tuple[int, int, int]:
+        return (self.topic.stream.id, self.topic.id, self.id)
+
+    def member_id(self, client) -> int | None:
+        for mid, c in self.members.items():
+            if c is client:
+                return mid
+        return None
+
+    def rebalance(self) -> None:
+        partitions = sorted(self.topic.partitions)
+        mids = sorted(self.members)
+        self.assignment = {mid: [] for mid in mids}
+        for i, pid in enumerate(partitions):
+            if mids:
+                self.assignment[mids[i % len(mids)]].append(pid)
+        self.cursor = {mid: 0 for mid in mids}
+        self.generation += 1
+
+
+def _groups(topic) -> dict[int, Group]:
+    return topic.extra.setdefault("groups", {})
+
+
+class Groups:
+    def __init__(self, server):
+        self.server = server
+        self.store = server.store
+        state = server.state
+        for key, v in self.store.scan("groups/"):
+            _, sid, tid, gid = key.split("/")
+            topic = state.streams[int(sid)].topics[int(tid)]
+            _groups(topic)[int(gid)] = Group(topic, int(gid), v["name"])
+            topic.extra["next_group_id"] = max(topic.extra.get("next_group_id", 0), int(gid) + 1)
+        for key, v in self.store.scan("groupseq/"):
+            _, sid, tid = key.split("/")
+            topic = state.streams[int(sid)].topics[int(tid)]
+            topic.extra["next_group_id"] = max(topic.extra.get("next_group_id", 0), v["next"])
+        state.listeners.append(self._on_state)
+        server.disconnect_hooks.append(self.leave_all)
+        self.timeout = parse_duration_us(server.cfg["heartbeat"]["interval"])
+        server.periodic_tasks.append((max(0.2, self.timeout / 4e6), self.expire_silent))
+
+    # -- lookups -------------------------------------------------------------------------
+
+    def find(self, topic, ident) -> Group | None:
+        groups = _groups(topic)
+        if isinstance(ident, int):
+            return groups.get(ident)
+        for g in groups.values():
+            if g.name == ident:
+                return g
+        return None
+
+    def get(self, topic, ident) -> Group:
+        group = self.find(topic, ident)
+        if group is None:
+            raise IggyError.from_code(5000)
+        return group
+
+    def list(self, topic) -> list[Group]:
+        return [g for _, g in sorted(_groups(topic).items())]
+
+    def group_id(self, topic, ident) -> int:
+        return self.get(topic, ident).id
+
+    # -- changes -------------------------------------------------------------------------
+
+    def create(self, topic, name: str) -> Group:
+        if not 1 <= len(name.encode()) <= 255:
+            raise IggyError.from_code(5005)
+        if self.find(topic, name) is not None:
+            raise IggyError.from_code(5004)
+        gid = topic.extra.get("next_group_id", 0)
+        sid, tid = topic.stream.id, topic.id
+        self.store.apply(puts=[(f"groups/{sid}/{tid}/{gid}", {"name": name}),
+                               (f"groupseq/{sid}/{tid}", {"next": gid + 1})])
+        topic.extra["next_group_id"] = gid + 1
+        group = Group(topic, gid, name)
+        group.rebalance()
+        _groups(topic)[gid] = group
+        return group
+
+    def delete(self, topic, ident) -> None:
+        group = self.get(topic, ident)
+        sid, tid = topic.stream.id, topic.id
+        ckey = consumer_key(GROUP, group.id)
+        self.store.apply(deletes=[f"groups/{sid}/{tid}/{group.id}"] + [
+            f"offsets/{sid}/{tid}/{pid}/{ckey}" for pid in topic.partitions])
+        for partition in topic.partitions.values():
+            partition.offsets.pop(ckey, None)
+        for client in group.members.values():
+            client.groups.discard(group.key)
+        del _groups(topic)[group.id]
+
+    def join(self, client, topic, ident) -> Group:
+        group = self.get(topic, ident)
+        if group.member_id(client) is None:     # a second join keeps the membership (as Iggy)
+            mid = 0
+            while mid in group.members:
+                mid += 1
+            group.members[mid] = client
+            client.groups.add(group.key)
+            group.rebalance()
+            log.info("client %s joined group %s (generation %d)", client.id, group.name,
+                     group.generation)
+        return group
+
+    def leave(self, client, topic, ident) -> None:
+        group = self.get(topic, ident)
+        mid = group.member_id(client)
+        if mid is None:
+            raise IggyError.from_code(5006)
+        self._remove(group, mid)
+
+    def _remove(self, group: Group, mid: int) -> None:
+        client = group.members.pop(mid)
+        client.groups.discard(group.key)
+        group.rebalance()
+        log.info("client %s left group %s (generation %d)", client.id, group.name,
+                 group.generation)
+
+    def leave_all(self, client) -> None:
+        """Logout or disconnect: the client's memberships end."""
+        for sid, tid, gid in list(client.groups):
+            stream = self.server.state.streams.get(sid)
+            topic = stream.topics.get(tid) if stream else None
+            group = _groups(topic).get(gid) if topic else None
+            mid = group.member_id(client) if group else None
+            if mid is not None:
+                self._remove(group, mid)
+        client.groups.clear()
+
+    def expire_silent(self, now: int) -> None:
+        """Members whose connection sent nothing for a heartbeat interval are removed."""
+        for client in list(self.server.clients.values()):
+            if client.groups and now - client.last_seen > self.timeout:
+                log.info("client %s missed its heartbeats; leaving its groups", client.id)
+                self.leave_all(client)
+
+    def _on_state(self, event: str, topic) -> None:
+        if event == "partitions_changed":
+            for group in _groups(topic).values():
+                group.rebalance()
+        elif event == "topic_deleted":
+            for group in _groups(topic).values():
+                for client in group.members.values():
+                    client.groups.discard(group.key)
+            _groups(topic).clear()
+
+    # -- polling -------------------------------------------------------------------------
+
+    def sync(self, client, topic, ident):
+        group = self.get(topic, ident)
+        mid = group.member_id(client)
+        if mid is None:
+            return None
+        return group.generation, group.assignment.get(mid, [])
+
+    def member_partition(self, client, topic, ident, partition_id):
+        """(partition to read or None when fenced, group id) for a group poll."""
+        group = self.get(topic, ident)
+        mid = group.member_id(client)
+        if mid is None:
+            raise IggyError.from_code(5006)
+        owned = group.assignment.get(mid, [])
+        if partition_id is None:
+            if not owned:
+                return None, group.id
+            i = group.cursor.get(mid, 0)
+            group.cursor[mid] = i + 1
+            return owned[i % len(owned)], group.id
+        return (partition_id if partition_id in owned else None), group.id

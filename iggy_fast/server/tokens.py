@@ -1,0 +1,91 @@
+"""Personal access tokens (PROTOCOL.md §5.4): long-lived credentials for services.
+
+A token is 32 random bytes (URL-safe base64, 43 characters), shown once at creation. Only its
+SHA-256 is stored: a token is as strong as a 256-bit key, so a slow password hash would add
+nothing but login latency. Tokens persist under "tokens/<user_id>/<name>"; expired ones are
+refused at login (eviction reason 10) and removed by a periodic cleaner.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import secrets
+
+from iggy_fast.errors import IggyError
+from iggy_fast.server.users import ACTIVE
+
+log = logging.getLogger("iggy_fast.tokens")
+
+NEVER = 2**64 - 1
+NAME_LENGTH = (3, 30)
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class Tokens:
+    def __init__(self, server):
+        self.server = server
+        self.store = server.store
+        self.limit = int(server.cfg["personal_access_token"]["max_tokens_per_user"])
+        self.by_user: dict[int, dict[str, dict]] = {}   # user -> name -> {hash, expiry_at}
+        for key, v in self.store.scan("tokens/"):
+            _, uid, name = key.split("/", 2)
+            self.by_user.setdefault(int(uid), {})[name] = v
+        server.periodic_tasks.append((60.0, self.remove_expired))
+
+    def list(self, user_id: int) -> list[tuple[str, int]]:
+        return sorted((name, t["expiry_at"]) for name, t in self.by_user.get(user_id, {}).items())
+
+    def create(self, user_id: int, name: str, expiry: int, now: int) -> str:
+        if not NAME_LENGTH[0] <= len(name) <= NAME_LENGTH[1] or "/" in name:
+            raise IggyError.from_code(3, "token name must be 3..30 characters")
+        mine = self.by_user.setdefault(user_id, {})
+        if name in mine:
+            raise IggyError.from_code(51)
+        if len(mine) >= self.limit:
+            raise IggyError.from_code(52)
+        # 0 = server default (never), u64::MAX = never, otherwise a duration in µs.
+        expiry_at = 0 if expiry in (0, NEVER) else now + expiry
+        token = secrets.token_urlsafe(32)
+        record = {"hash": _digest(token), "expiry_at": expiry_at}
+        self.store.apply(puts=[(f"tokens/{user_id}/{name}", record)])
+        mine[name] = record
+        return token
+
+    def delete(self, user_id: int, name: str) -> None:
+        if name not in self.by_user.get(user_id, {}):
+            raise IggyError.from_code(20, f"no token named {name}")
+        self.store.apply(deletes=[f"tokens/{user_id}/{name}"])
+        del self.by_user[user_id][name]
+
+    def forget_user(self, user_id: int) -> None:
+        if self.server.users.find(user_id) is None:
+            self.by_user.pop(user_id, None)
+
+    def authenticate(self, token: str, now: int):
+        """The user a token belongs to; 53 for unknown or expired, 47 for an inactive user."""
+        digest = _digest(token)
+        for uid, tokens in self.by_user.items():
+            for record in tokens.values():
+                if hmac.compare_digest(record["hash"], digest):
+                    if record["expiry_at"] and record["expiry_at"] <= now:
+                        raise IggyError.from_code(53, "token expired")
+                    user = self.server.users.find(uid)
+                    if user is None:
+                        raise IggyError.from_code(53)
+                    if user.status != ACTIVE:
+                        raise IggyError.from_code(47)
+                    return user
+        raise IggyError.from_code(53)
+
+    def remove_expired(self, now: int) -> None:
+        for uid, tokens in list(self.by_user.items()):
+            for name, record in list(tokens.items()):
+                if record["expiry_at"] and record["expiry_at"] <= now:
+                    self.store.apply(deletes=[f"tokens/{uid}/{name}"])
+                    del tokens[name]
+                    log.info("removed expired token %r of user %d", name, uid)
