@@ -1,0 +1,161 @@
+"""Consumer groups through the official SDK: the group commands, assignment and rebalancing,
+fencing, group offsets, restarts, and the high-level consumer reading every message exactly
+once while members join and leave under a running producer."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+
+import pytest
+from apache_iggy import (AutoCommit, AutoCommitAfter, Consumer, IggyClient, Partitioning,
+                         PollingStrategy)
+from apache_iggy import SendMessage as Message
+
+from conftest import ServerProcess
+from iggy_fast._wire import Writer
+from iggy_fast.client import BlockingClient
+from iggy_fast.errors import IggyError
+
+
+async def connect(address):
+    c = IggyClient(address)
+    await c.connect()
+    await c.login_user("iggy", "iggy")
+    return c
+
+
+def sync_body(stream, topic, group):
+    return Writer().identifier(stream).identifier(topic).identifier(group).getvalue()
+
+
+async def test_group_commands_and_rebalancing(server, client, unique):
+    s, t = unique("gs"), "t"
+    await client.create_stream(s)
+    await client.create_topic(stream=s, name=t, partitions_count=3)
+    await client.create_consumer_group(s, t, "g1")
+    await client.create_consumer_group(s, t, "g2")
+    groups = await client.get_consumer_groups(s, t)
+    assert [(g.id, g.name, g.partitions_count, g.members_count) for g in groups] == [
+        (0, "g1", 3, 0), (1, "g2", 3, 0)]
+    with pytest.raises(RuntimeError, match="already exists"):
+        await client.create_consumer_group(s, t, "g1")
+    members = [BlockingClient(server.address) for _ in range(2)]
+    for m in members:
+        m.login()
+        m.call(604, sync_body(s, t, "g1"))
+        m.call(604, sync_body(s, t, "g1"))               # a second join keeps membership
+    g = await client.get_consumer_group(s, t, "g1")
+    assert g.members_count == 2
+    assert sorted(p for m in g.members for p in m.partitions) == [0, 1, 2]
+    assert [m.partitions for m in g.members] == [[0, 2], [1]]
+    gen0 = int.from_bytes(members[0].call(606, sync_body(s, t, "g1")).body[:8], "little")
+    # A group poll on a partition the member does not own is fenced.
+    reply = members[1].poll(s, t, 0, 3, 0, 10, consumer_id="g1", consumer_kind=2)
+    assert reply.body[:4] == b"\xff\xff\xff\xff"
+    members[1].call(605, sync_body(s, t, "g1"))
+    with pytest.raises(IggyError) as e:
+        members[1].call(605, sync_body(s, t, "g1"))      # not a member any more
+    assert e.value.code == 5006
+    assert members[1].call(606, sync_body(s, t, "g1")).body == b""
+    body = members[0].call(606, sync_body(s, t, "g1")).body
+    assert int.from_bytes(body[:8], "little") > gen0
+    assert int.from_bytes(body[8:12], "little") == 3      # the survivor owns everything
+    await client.create_partitions(s, t, 1)
+    assert int.from_bytes(members[0].call(606, sync_body(s, t, "g1")).body[8:12], "little") == 4
+    members[0].close()                                   # disconnect: membership ends
+    for _ in range(50):
+        if (await client.get_consumer_group(s, t, "g1")).members_count == 0:
+            break
+        await asyncio.sleep(0.05)
+    assert (await client.get_consumer_group(s, t, "g1")).members_count == 0
+    await client.delete_consumer_group(s, t, "g1")
+    assert await client.get_consumer_group(s, t, "g1") is None
+    await client.create_consumer_group(s, t, "g3")
+    assert (await client.get_consumer_group(s, t, "g3")).id == 2   # ids are never reused
+    for bad in (lambda: client.join_consumer_group(s, t, "nope"),
+                lambda: client.get_consumer_groups(s, unique("no-topic")),
+                lambda: client.delete_consumer_group(s, t, 99)):
+        with pytest.raises(RuntimeError):
+            await bad()
+    members[1].close()
+
+
+async def test_group_offsets_and_heartbeat_timeout(tmp_path):
+    srv = ServerProcess(tmp_path / "hb", env={"IGGY_HEARTBEAT_INTERVAL": "1 s"}).start()
+    try:
+        c = await connect(srv.address)
+        await c.create_stream("s")
+        await c.create_topic(stream="s", name="t", partitions_count=1)
+        await c.create_consumer_group("s", "t", "g")
+        await c.send_messages("s", "t", 0, [Message(f"m{i}") for i in range(10)])
+        m = BlockingClient(srv.address)
+        m.login()
+        m.call(604, sync_body("s", "t", "g"))
+        got = m.poll_messages("s", "t", 0, 5, 0, 4, auto_commit=True, consumer_id="g",
+                              consumer_kind=2)
+        assert [x[0] for x in got] == [0, 1, 2, 3]
+        await asyncio.sleep(2.5)                         # m sends nothing: it is dropped
+        assert (await c.get_consumer_group("s", "t", "g")).members_count == 0
+        assert srv.stop() == 0
+        srv.start()
+        c = await connect(srv.address)
+        assert (await c.get_consumer_group("s", "t", "g")).name == "g"
+        m = BlockingClient(srv.address)
+        m.login()
+        m.call(604, sync_body("s", "t", "g"))
+        got = m.poll_messages("s", "t", 0, 5, 0, 100, auto_commit=True, consumer_id="g",
+                              consumer_kind=2)
+        assert [x[0] for x in got] == list(range(4, 10))  # the group offset survived
+    finally:
+        assert srv.stop() == 0
+
+
+async def test_high_level_consumers_read_everything_once_while_members_change(server, unique):
+    s, t = unique("cg"), "t"
+    admin = await connect(server.address)
+    await admin.create_stream(s)
+    await admin.create_topic(stream=s, name=t, partitions_count=3)
+    total = 300
+    received: list = []
+
+    async def produce():
+        p = await connect(server.address)
+        for i in range(0, total, 10):
+            await p.send_messages(s, t, Partitioning.balanced(),
+                                  [Message(f"msg-{j}") for j in range(i, i + 10)])
+            await asyncio.sleep(0.03)
+
+    async def member(stop: asyncio.Event):
+        c = await connect(server.address)
+        consumer = await c.consumer_group(
+            "workers", s, t, polling_strategy=PollingStrategy.Next(), batch_length=10,
+            auto_commit=AutoCommit.After(AutoCommitAfter.ConsumingEachMessage()),
+            poll_interval=datetime.timedelta(milliseconds=10))
+
+        async def handle(message):
+            received.append(message.payload().decode())
+
+        await consumer.consume_messages(handle, stop)
+        await c.leave_consumer_group(s, t, "workers")
+
+    stops = [asyncio.Event() for _ in range(3)]
+    producer = asyncio.ensure_future(produce())
+    tasks = [asyncio.ensure_future(member(stops[0]))]
+    await asyncio.sleep(0.4)
+    tasks.append(asyncio.ensure_future(member(stops[1])))
+    await asyncio.sleep(0.4)
+    tasks.append(asyncio.ensure_future(member(stops[2])))
+    await asyncio.sleep(0.4)
+    stops[0].set()                                       # members leave while sending goes on
+    await asyncio.sleep(0.4)
+    stops[1].set()
+    await producer
+    for _ in range(200):                                 # the last member takes over all
+        if len(set(received)) == total:
+            break
+        await asyncio.sleep(0.1)
+    stops[2].set()
+    await asyncio.wait_for(asyncio.gather(*tasks), 30)
+    assert sorted(set(received)) == sorted(f"msg-{j}" for j in range(total)), "lost messages"
+    assert len(received) == total, "a message was delivered twice"

@@ -1,0 +1,130 @@
+"""Personal access tokens: create (with expiry), list, delete through the SDK's raw calls, log in
+with AutoLogin.personal_access_token, refusals for expired, deleted and foreign tokens, limits,
+hashes only on disk, and survival across a restart."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+
+import pytest
+from apache_iggy import AutoLogin, GlobalPermissions, IggyClient, Permissions, TcpConfig
+
+from conftest import ServerProcess
+from iggy_fast._wire import Reader, Writer
+
+NEVER = 2**64 - 1
+
+
+async def create_token(c, name, expiry=0):
+    reply = await c.send_binary_request(42, Writer().name(name).u64(expiry).getvalue())
+    return Reader(reply).name()
+
+
+async def list_tokens(c):
+    r = Reader(await c.send_binary_request(41, b""))
+    out = []
+    while not r.at_end():
+        out.append((r.name(), r.u64()))
+    return out
+
+
+async def token_client(srv, token):
+    c = IggyClient(TcpConfig(server_address=srv.address,
+                             auto_login=AutoLogin.personal_access_token(token)))
+    await asyncio.wait_for(c.connect(), 15)
+    return c
+
+
+@pytest.fixture
+async def srv(tmp_path):
+    s = ServerProcess(tmp_path / "pat").start()
+    yield s
+    assert s.stop() == 0
+
+
+async def root(srv):
+    c = IggyClient(srv.address)
+    await c.connect()
+    await c.login_user("iggy", "iggy")
+    return c
+
+
+async def test_token_login_list_delete_and_restart(srv):
+    c = await root(srv)
+    token = await create_token(c, "service-a")
+    await create_token(c, "short-lived", 60_000_000)
+    names = dict(await list_tokens(c))
+    assert names["service-a"] == 0 and names["short-lived"] > 0
+    t = await token_client(srv, token)
+    await t.create_stream("by-token")            # acts as root, the token's owner
+    assert (await t.get_stream("by-token")) is not None
+    # Only a hash is stored.
+    db = sqlite3.connect(os.path.join(srv.data_dir, "metadata.db"))
+    stored = b"".join(v for (v,) in db.execute("SELECT value FROM kv WHERE key LIKE 'tokens/%'"))
+    assert token.encode() not in stored and b"hash" in stored
+    assert srv.stop() == 0
+    srv.start()
+    t = await token_client(srv, token)
+    assert (await t.get_stream("by-token")) is not None
+    c = await root(srv)
+    await c.send_binary_request(43, Writer().name("service-a").getvalue())
+    assert [n for n, _ in await list_tokens(c)] == ["short-lived"]
+    with pytest.raises(Exception):
+        bad = await token_client(srv, token)
+        await asyncio.wait_for(bad.get_streams(), 5)
+
+
+def raw_token_login(address, token):
+    from iggy_fast.client import BlockingClient
+    with BlockingClient(address) as b:
+        b.roundtrip(b.protocol.token_login_frame(token))
+
+
+async def test_expired_unknown_and_foreign_tokens(srv):
+    from iggy_fast.errors import IggyError
+    c = await root(srv)
+    await c.create_user("worker", "pass-123",
+                        permissions=Permissions(GlobalPermissions(read_streams=True)))
+    w = IggyClient(srv.address)
+    await w.connect()
+    await w.login_user("worker", "pass-123")
+    expiring = await create_token(w, "tiny", 300_000)          # 0.3 s
+    raw_token_login(srv.address, expiring)                     # valid for now
+    await asyncio.sleep(0.5)
+    with pytest.raises(IggyError) as e:
+        raw_token_login(srv.address, expiring)
+    assert e.value.code == 53                                  # eviction reason 10
+    with pytest.raises(IggyError) as e:
+        raw_token_login(srv.address, "x" * 43)
+    assert e.value.code == 53
+    # A worker's token logs in as the worker, never as anyone else.
+    worker_token = await create_token(w, "mine")
+    t = await token_client(srv, worker_token)
+    await t.get_streams()
+    with pytest.raises(RuntimeError, match="nauthorized"):
+        await t.create_stream("not-allowed")
+    # The worker cannot delete root's tokens: names are per user.
+    await create_token(c, "root-token")
+    with pytest.raises(RuntimeError):
+        await w.send_binary_request(43, Writer().name("root-token").getvalue())
+    assert "root-token" in [n for n, _ in await list_tokens(c)]
+
+
+async def test_token_limits_and_duplicates(tmp_path):
+    srv = ServerProcess(tmp_path / "lim",
+                        env={"IGGY_PERSONAL_ACCESS_TOKEN_MAX_TOKENS_PER_USER": "2"}).start()
+    try:
+        c = await root(srv)
+        await create_token(c, "one")
+        with pytest.raises(RuntimeError):
+            await create_token(c, "one")                       # 51 already exists
+        await create_token(c, "two", NEVER)
+        with pytest.raises(RuntimeError):
+            await create_token(c, "three")                     # 52 limit reached
+        with pytest.raises(RuntimeError):
+            await create_token(c, "ab")                        # name too short
+        assert sorted(n for n, _ in await list_tokens(c)) == ["one", "two"]
+    finally:
+        assert srv.stop() == 0

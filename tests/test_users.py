@@ -1,0 +1,114 @@
+"""Users through the official SDK: create, get, list, update, delete, change password, update
+permissions; root protections; inactive users; sessions ending with their user; restarts."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from apache_iggy import (GlobalPermissions, IggyClient, Permissions, StreamPermissions,
+                         UserStatus)
+
+from conftest import ServerProcess
+
+
+async def login(server, user, password):
+    c = IggyClient(server.address)
+    await c.connect()
+    await c.login_user(user, password)
+    return c
+
+
+async def test_user_lifecycle(server, client, unique):
+    name = unique("user")
+    details = await client.create_user(name, "pass-123",
+                                       permissions=Permissions(GlobalPermissions(read_streams=True)))
+    assert details.username == name and details.id > 0
+    assert details.permissions.global_permissions.read_streams
+    got = await client.get_user(name)
+    assert got.id == details.id and got.status == UserStatus.Active
+    assert (await client.get_user(details.id)).username == name
+    users = await client.get_users()
+    assert [u.id for u in users] == sorted(u.id for u in users) and users[0].username == "iggy"
+    assert name in [u.username for u in users]
+    renamed = unique("renamed")
+    await client.update_user(name, username=renamed)
+    assert await client.get_user(name) is None
+    await client.update_permissions(renamed, None)
+    assert (await client.get_user(renamed)).permissions is None
+    await client.change_password(renamed, "pass-123", "pass-456")
+    c = await login(server, renamed, "pass-456")
+    await c.ping()
+    await client.delete_user(renamed)
+    assert await client.get_user(renamed) is None
+
+
+async def test_user_errors(server, client, unique):
+    name = unique("dup")
+    await client.create_user(name, "pass-123")
+    with pytest.raises(RuntimeError, match="(?i)already exists"):
+        await client.create_user(name, "pass-123")
+    with pytest.raises(RuntimeError):
+        await client.delete_user("iggy")                 # 48 CannotDeleteUser
+    with pytest.raises(RuntimeError):
+        await client.update_permissions(0, Permissions(GlobalPermissions()))   # 49
+    with pytest.raises(RuntimeError):
+        await client.delete_user(unique("missing"))      # 20
+    with pytest.raises(RuntimeError):
+        await client.change_password(name, "wrong-current", "pass-999")   # 42
+    assert await client.get_user("iggy") is not None     # root untouched
+    c = await login(server, name, "pass-123")            # the password did not change
+    await c.ping()
+
+
+async def test_inactive_user_cannot_log_in(server, client, unique):
+    name = unique("sleepy")
+    await client.create_user(name, "pass-123", status=UserStatus.Inactive)
+    c = IggyClient(server.address)
+    await c.connect()
+    with pytest.raises(RuntimeError):
+        await c.login_user(name, "pass-123")
+    await client.update_user(name, status=UserStatus.Active)
+    await c.login_user(name, "pass-123")
+
+
+async def test_deleting_a_user_ends_its_sessions(server, client, unique):
+    from iggy_fast.client import BlockingClient
+    name = unique("gone")
+    await client.create_user(name, "pass-123",
+                             permissions=Permissions(GlobalPermissions(read_streams=True)))
+    with BlockingClient(server.address, timeout=10) as c:
+        c.login(name, "pass-123")
+        c.call(201)
+        await client.delete_user(name)
+        with pytest.raises((ConnectionError, OSError)):
+            c.call(201)
+
+
+async def test_bad_names_and_passwords(server, client):
+    from iggy_fast._wire import Writer
+    for username, password in (("ab", "pass-123"), ("x" * 51, "pass-123"), ("okname", "pw")):
+        body = (Writer().name(username).u8(len(password)).raw(password.encode()).u8(1).u8(0)
+                .getvalue())
+        with pytest.raises(RuntimeError):
+            await client.send_binary_request(33, body)
+    assert all(u.username not in ("ab", "okname") for u in await client.get_users())
+
+
+async def test_users_and_permissions_survive_a_restart(tmp_path):
+    srv = ServerProcess(tmp_path / "u").start()
+    c = await login(srv, "iggy", "iggy")
+    perms = Permissions(GlobalPermissions(read_streams=True),
+                        {3: StreamPermissions(send_messages=True)})
+    await c.create_user("keeper", "pass-123", permissions=perms)
+    assert srv.stop() == 0
+    srv.start()
+    c = await login(srv, "iggy", "iggy")
+    user = await c.get_user("keeper")
+    assert user.permissions.global_permissions.read_streams
+    assert user.permissions.streams[3].send_messages
+    k = await login(srv, "keeper", "pass-123")
+    await k.get_streams()
+    with pytest.raises(RuntimeError):
+        await k.create_stream("nope")
+    assert srv.stop() == 0
