@@ -26,16 +26,19 @@ def args_for(kind, address, **overrides):
 @pytest.mark.parametrize("kind,producers,consumers", [
     ("pinned-producer", 2, 0), ("pinned-consumer", 0, 2),
     ("pinned-producer-and-consumer", 2, 2), ("balanced-producer", 2, 0),
-    ("end-to-end", 1, 1)])
+    ("consumer-group", 0, 3), ("end-to-end", 1, 1)])
 def test_each_kind_counts_what_it_moved(server, kind, producers, consumers):
     args = args_for(kind, server.address, producers=max(producers, 1),
-                    consumers=max(consumers, 1), partitions=2)
+                    consumers=max(consumers, 1), partitions=3 if kind == "consumer-group" else 2)
     report = runner.run(args)
     totals = report["totals"]
     if producers:
         assert totals["producer"]["messages"] == producers * 20 * 50
         assert totals["producer"]["actors"] == producers
-    if consumers:
+    if kind == "consumer-group":     # the group reads what one filler wrote, once
+        assert totals["consumer"]["messages"] == 20 * 50
+        assert totals["consumer"]["actors"] == consumers
+    elif consumers:
         assert totals["consumer"]["messages"] == consumers * 20 * 50
     for actor in report["actors"]:
         assert actor["latency_us"]["p50"] <= actor["latency_us"]["max"]

@@ -96,3 +96,53 @@ def consumer(spec: dict, progress, result_queue) -> None:
     result_queue.put({"actor": spec["name"], "role": "consumer", "messages": got,
                       "bytes": received_bytes, "seconds": elapsed,
                       "latencies_us": latencies.tolist(), "end_to_end_us": e2e.tolist()})
+
+
+def group_consumer(spec: dict, progress, result_queue) -> None:
+    """Join a consumer group and read the partitions the server assigns until the whole group
+    has read `expected` messages (counted in the shared progress counter)."""
+    client = _connect(spec["address"])
+    stream, topic, _ = spec["targets"][0]
+    group = spec["group"]
+    ident = (_wire.Writer().identifier(stream).identifier(topic).identifier(group)
+             .getvalue())
+    client.call(604, ident)
+    latencies = array("d")
+    got = received_bytes = 0
+    owned: list = []
+    start = time.perf_counter()
+    idle_since = None
+    while progress.value < spec["expected"]:
+        if not owned:
+            body = client.call(606, ident).body
+            count = int.from_bytes(body[8:12], "little") if len(body) >= 12 else 0
+            owned = [int.from_bytes(body[12 + 4 * i:16 + 4 * i], "little") for i in range(count)]
+        progressed = False
+        for partition in owned:
+            t0 = time.perf_counter_ns()
+            reply = client.poll(stream, topic, partition, NEXT, 0, spec["messages_per_batch"],
+                                auto_commit=True, consumer_id=group, consumer_kind=2)
+            latencies.append((time.perf_counter_ns() - t0) / 1000)
+            if reply.body[:4] == b"\xff\xff\xff\xff":      # fenced: assignment changed
+                owned = []
+                break
+            count = int.from_bytes(reply.body[12:16], "little")
+            if count:
+                progressed = True
+                got += count
+                received_bytes += len(reply.body) - 16
+                with progress.get_lock():
+                    progress.value += count
+        if progressed:
+            idle_since = None
+        else:
+            idle_since = idle_since or time.monotonic()
+            if time.monotonic() - idle_since > spec["idle_timeout"]:
+                break
+            time.sleep(0.0005)
+    elapsed = time.perf_counter() - start
+    client.call(605, ident)
+    client.close()
+    result_queue.put({"actor": spec["name"], "role": "consumer", "messages": got,
+                      "bytes": received_bytes, "seconds": elapsed,
+                      "latencies_us": latencies.tolist()})

@@ -6,6 +6,8 @@ Kinds (as in iggy-bench):
   pinned-consumer               first fills the streams, then each consumer reads its own
   pinned-producer-and-consumer  producers and consumers at the same time, pinned per stream
   balanced-producer             producers spread batches over all partitions of one topic
+  consumer-group                first fills one topic, then consumers in one group share its
+                                partitions (server-side assignment, offsets committed per poll)
   end-to-end                    produce and consume concurrently; latency from send to receipt
 """
 
@@ -27,7 +29,7 @@ from iggy_fast import _wire
 from iggy_fast.client import BlockingClient
 
 KINDS = ("pinned-producer", "pinned-consumer", "pinned-producer-and-consumer",
-         "balanced-producer", "end-to-end")
+         "balanced-producer", "consumer-group", "end-to-end")
 PERCENTILES = (50, 90, 95, 99, 99.9)
 
 
@@ -142,8 +144,11 @@ def _run_actors(specs, args):
     results = ctx.Queue()
     procs = [ctx.Process(target=getattr(actors, role), args=(spec, counter, results))
              for role, spec in specs]
-    total = sum(spec.get("expected", spec["batches"] * spec["messages_per_batch"])
-                for role, spec in specs if not spec.get("duration"))
+    group_total = max((spec["expected"] for role, spec in specs if role == "group_consumer"),
+                      default=0)
+    total = group_total + sum(spec.get("expected", spec["batches"] * spec["messages_per_batch"])
+                              for role, spec in specs
+                              if not spec.get("duration") and role != "group_consumer")
     stop = threading.Event()
     bar = None
     if not args.quiet:
@@ -206,6 +211,21 @@ def _run(args) -> dict:
         fill = [("producer", _spec(args, f"filler-{i}", per_stream[i], duration=0))
                 for i in range(args.consumers)]
         _run_actors(fill, args)   # fill first; not measured
+    if kind == "consumer-group":
+        stream, topic = names[0]
+        fill = [("producer", _spec(args, f"filler-{i}", everything, duration=0))
+                for i in range(args.producers)]
+        _run_actors(fill, args)   # fill first; not measured
+        client = BlockingClient(args.address)
+        client.login()
+        client.call(602, _wire.Writer().identifier(stream).identifier(topic)
+                    .name("bench-group").getvalue())
+        client.close()
+        expected = args.producers * args.batches * args.messages_per_batch
+        specs += [("group_consumer", _spec(args, f"consumer-{i}", everything, duration=0,
+                                           expected=expected, group="bench-group",
+                                           idle_timeout=5.0))
+                  for i in range(args.consumers)]
     if kind in ("pinned-consumer", "pinned-producer-and-consumer", "end-to-end"):
         if args.duration and kind != "pinned-consumer":
             raise SystemExit("consumers need --batches (they read what the producers sent)")
