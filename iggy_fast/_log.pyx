@@ -27,6 +27,7 @@ first and last batch when only part of them is asked for.
 
 from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING
 from libc.errno cimport errno, EINTR
+from iggy_fast._bytes cimport ld32, ld64
 from libc.stdint cimport uint8_t, uint32_t, uint64_t, int64_t
 from libc.stdlib cimport malloc, realloc, free
 from libc.string cimport memcpy
@@ -59,17 +60,6 @@ cdef struct Entry:
     uint32_t count
     uint64_t position
     uint64_t timestamp
-
-
-cdef inline uint32_t ld32(const uint8_t *p) noexcept nogil:
-    cdef uint32_t v
-    memcpy(&v, p, 4)
-    return v
-
-cdef inline uint64_t ld64(const uint8_t *p) noexcept nogil:
-    cdef uint64_t v
-    memcpy(&v, p, 8)
-    return v
 
 
 def segment_name(uint64_t base_offset):

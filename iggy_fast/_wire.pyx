@@ -24,6 +24,7 @@ buffer; a batch is validated and stamped in place and never copied message by me
 """
 
 from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING
+from iggy_fast._bytes cimport ld32, ld64, st32, st64
 from libc.stdint cimport uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport malloc, free
 from libc.string cimport memcpy, memmove, memset
@@ -65,26 +66,6 @@ cdef enum:
     # Frames bigger than this are not read in one go into a small buffer; the buffer grows.
     INITIAL_RECEIVE = 256 * 1024
     SHRINK_ABOVE = 8 * 1024 * 1024
-
-
-# ----------------------------------------------------------------------------------------
-# Little-endian loads and stores (the host is little-endian, checked at import).
-
-cdef inline uint32_t ld32(const uint8_t *p) noexcept nogil:
-    cdef uint32_t v
-    memcpy(&v, p, 4)
-    return v
-
-cdef inline uint64_t ld64(const uint8_t *p) noexcept nogil:
-    cdef uint64_t v
-    memcpy(&v, p, 8)
-    return v
-
-cdef inline void st32(uint8_t *p, uint32_t v) noexcept nogil:
-    memcpy(p, &v, 4)
-
-cdef inline void st64(uint8_t *p, uint64_t v) noexcept nogil:
-    memcpy(p, &v, 8)
 
 
 # ----------------------------------------------------------------------------------------

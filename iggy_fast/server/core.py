@@ -32,7 +32,7 @@ TRANSPORTS = {"TCP": 1, "QUIC": 2, "HTTP": 3, "WebSocket": 4}
 class Client:
     """One connection's view of the server: who is logged in, which session, which groups."""
 
-    __slots__ = ("id", "transport", "address", "user_id", "session", "groups", "extra",
+    __slots__ = ("id", "transport", "address", "user_id", "session", "groups",
                  "last_seen", "close")
 
     def __init__(self, cid: int, transport: str, address: str):
@@ -42,7 +42,6 @@ class Client:
         self.user_id: int | None = None
         self.session = 0
         self.groups: set = set()      # (stream_id, topic_id, group_id) memberships
-        self.extra: dict = {}
         self.last_seen = 0            # µs of the last request (heartbeat timeouts)
         self.close = None             # set by the transport: ends this connection
 

@@ -1,0 +1,53 @@
+"""Type stubs for the compiled storage module `iggy_fast._log` (see _log.pyx)."""
+
+from typing import Any
+
+Buffer = bytes | bytearray | memoryview
+
+def segment_name(base_offset: int) -> str:
+    """The zero-padded file stem of a segment starting at `base_offset`."""
+
+class FileRegion:
+    """Bytes of a segment file to send as they are (sendfile), or to read when that cannot be."""
+    fd: int
+    offset: int
+    length: int
+    def __init__(self, fd: int, offset: int, length: int) -> None: ...
+    def __len__(self) -> int: ...
+    def read(self) -> bytes: ...
+
+class Segment:
+    """An append-only log file plus its batch index."""
+    base_offset: int
+    end_offset: int
+    size: int
+    log_path: str
+    index_path: str
+    sealed: bool
+    problems: list[str]
+    bad: set[int]
+    batches: int
+    first_timestamp: int
+    last_timestamp: int
+    unsynced_bytes: int
+    synced_bytes: int
+    @staticmethod
+    def open(directory: str, base_offset: int, verify: bool = True, stem: str | None = None,
+             tail: bool = True) -> Segment:
+        """Open or create, then recover: complete the index, cut a torn tail (`tail` only)."""
+    def append(self, batch: Buffer, base_offset: int, count: int, timestamp: int) -> None:
+        """One write(2) of a stamped batch; on failure the file is cut back and OSError raised."""
+    def flush_index(self) -> None: ...
+    def sync(self) -> int:
+        """fdatasync; returns the log size now durable. Safe from a worker thread."""
+    def seal(self) -> None:
+        """Read-only from now on; renamed to <first>-<last>."""
+    def close(self) -> None: ...
+    def delete(self) -> None: ...
+    def fileno(self) -> int: ...
+    def offset_for_timestamp(self, timestamp: int) -> int | None: ...
+    def read(self, first: int, last: int, regions: bool = False) -> tuple[list[Any], int, int]:
+        """(chunks, message count, next offset) for offsets [first, last]; corrupt batches skipped."""
+
+def verify_batches(data: Buffer) -> tuple[int, int]:
+    """(valid bytes, batch count) of batches back to back, up to the first bad one."""
