@@ -42,7 +42,8 @@ def test_each_kind_counts_what_it_moved(server, kind, producers, consumers):
         assert totals["consumer"]["messages"] == consumers * 20 * 50
     for actor in report["actors"]:
         assert actor["latency_us"]["p50"] <= actor["latency_us"]["max"]
-        assert actor["messages_per_second"] > 0
+        # A member that joins last may find the partitions already read by the others.
+        assert actor["messages_per_second"] > 0 or kind == "consumer-group"
     if kind == "end-to-end":
         assert "end_to_end_us" in [a for a in report["actors"] if a["role"] == "consumer"][0]
 

@@ -168,6 +168,8 @@ class Dispatcher:
             payload = await awaitable
         except IggyError as e:
             return self._status(h, op, e.code)
+        except Eviction as e:
+            return [_wire.eviction_frame(h, e.reason, e.version, e.version_min)]
         except Exception:
             log.exception("internal error finishing a request")
             return self._status(h, op, 1)

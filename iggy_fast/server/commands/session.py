@@ -7,6 +7,8 @@ the body exactly; otherwise it is a token login [token_len u8][token][ctx_len u3
 
 from __future__ import annotations
 
+import asyncio
+
 from iggy_fast._wire import Reader, Writer
 from iggy_fast.errors import IggyError
 from iggy_fast.server.core import PROTOCOL_VERSION, SERVER_VERSION
@@ -54,26 +56,30 @@ def login(server, client, r: Reader, now: int):
         raise Eviction(EVICT_MALFORMED_LOGIN) from None
     if not _version_ok(version):
         raise Eviction(EVICT_INCOMPATIBLE_PROTOCOL, PROTOCOL_VERSION, PROTOCOL_VERSION & ~0x3FF)
-    body = r.view(r.remaining)
-    start = 0
+    body = bytes(r.view(r.remaining))
+    # Checking an argon2 hash takes ~20 ms of CPU: do it on a worker thread (argon2-cffi
+    # releases the GIL) so that one login does not stall every other connection.
+    return _authenticate(server, client, body, now)
+
+
+async def _authenticate(server, client, body: bytes, now: int):
+    loop = asyncio.get_running_loop()
     user = None
     failure = EVICT_MALFORMED_LOGIN
-    creds = _password_shape(body, start)
+    creds = _password_shape(body, 0)
     if creds is not None:
         try:
-            user = server.users.authenticate(*creds)
+            user = await loop.run_in_executor(None, server.users.authenticate, *creds)
         except IggyError as e:
             failure = EVICT_USER_INACTIVE if e.code == 47 else EVICT_INVALID_CREDENTIALS
     if user is None:
-        token = _token_shape(body, start)
-        if token is not None and getattr(server, "tokens", None) is not None:
+        token = _token_shape(body, 0)
+        if token is not None and server.tokens is not None:
             try:
                 user = server.tokens.authenticate(token, now)
             except IggyError as e:
                 if creds is None:
                     failure = EVICT_USER_INACTIVE if e.code == 47 else EVICT_INVALID_TOKEN
-        elif token is not None and creds is None:
-            failure = EVICT_INVALID_TOKEN
     if user is None:
         raise Eviction(failure)
     if client.user_id is not None:
