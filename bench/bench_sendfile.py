@@ -7,7 +7,6 @@ cache, then times one consumer reading everything back with 1000-message polls.
 """
 
 import os
-import subprocess
 import sys
 import time
 

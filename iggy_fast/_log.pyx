@@ -329,9 +329,6 @@ cdef class Segment:
             except FileNotFoundError:
                 pass
 
-    def fileno(self):
-        return self.fd
-
     # ------------------------------------------------------------------------------------
     # Reading
 

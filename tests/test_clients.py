@@ -26,7 +26,8 @@ def test_me_client_and_clients(server):
         r = Reader(a.call(20).body)
         me = record(r)
         assert me["user"] == 0 and me["transport"] == 1 and me["groups"] == 1
-        sid, tid, gid = r.u32(), r.u32(), r.u32()
+        r.u32()                                       # the stream id
+        tid, gid = r.u32(), r.u32()
         assert (tid, gid) == (0, 0)
         r.expect_end()
         r = Reader(b.call(21, me["id"].to_bytes(4, "little")).body)

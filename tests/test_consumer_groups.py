@@ -8,7 +8,7 @@ import asyncio
 import datetime
 
 import pytest
-from apache_iggy import (AutoCommit, AutoCommitAfter, Consumer, IggyClient, Partitioning,
+from apache_iggy import (AutoCommit, AutoCommitAfter, IggyClient, Partitioning,
                          PollingStrategy)
 from apache_iggy import SendMessage as Message
 

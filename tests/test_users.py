@@ -3,7 +3,6 @@ permissions; root protections; inactive users; sessions ending with their user; 
 
 from __future__ import annotations
 
-import asyncio
 
 import pytest
 from apache_iggy import (GlobalPermissions, IggyClient, Permissions, StreamPermissions,

@@ -34,7 +34,6 @@ class PartitionLog:
         self.directory = directory
         self.partition_id = partition_id
         self.segment_size = segment_size
-        self.verify = verify_on_open
         os.makedirs(directory, exist_ok=True)
         self.segments: list[Segment] = []
         stems = self._stems()
