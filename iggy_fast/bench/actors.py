@@ -28,6 +28,33 @@ def make_batch(messages: int, size: int, origin_us: int = 1) -> bytearray:
     return _wire.build_batch([(i + 1, payload, b"", 0) for i in range(messages)], origin_us)
 
 
+def _counted(reply, progress) -> tuple[int, int]:
+    """(messages, bytes) in a poll reply; adds the messages to the shared progress counter."""
+    count = int.from_bytes(reply.body[12:16], "little")
+    if count:
+        with progress.get_lock():
+            progress.value += count
+    return count, len(reply.body) - 16
+
+
+class _Idle:
+    """Gives up once nothing new arrived for `timeout` seconds."""
+
+    def __init__(self, timeout: float):
+        self.timeout = timeout
+        self.since = None
+
+    def expired(self, progressed: bool) -> bool:
+        if progressed:
+            self.since = None
+            return False
+        self.since = self.since or time.monotonic()
+        if time.monotonic() - self.since > self.timeout:
+            return True
+        time.sleep(0.0005)
+        return False
+
+
 def producer(spec: dict, progress, result_queue) -> None:
     client = _connect(spec["address"])
     batch = make_batch(spec["messages_per_batch"], spec["message_size"])
@@ -62,7 +89,7 @@ def consumer(spec: dict, progress, result_queue) -> None:
     got = received_bytes = 0
     offsets = {tuple(t): 0 for t in spec["targets"]}
     expected = spec["expected"]
-    idle_since = None
+    idle = _Idle(spec["idle_timeout"])
     start = time.perf_counter()
     while got < expected:
         progressed = False
@@ -72,25 +99,18 @@ def consumer(spec: dict, progress, result_queue) -> None:
             reply = client.poll(stream, topic, partition, OFFSET, offsets[target],
                                 spec["messages_per_batch"])
             latencies.append((time.perf_counter_ns() - t0) / 1000)
-            count = int.from_bytes(reply.body[12:16], "little")
+            count, nbytes = _counted(reply, progress)
             if count:
                 progressed = True
                 offsets[target] += count
                 got += count
-                received_bytes += len(reply.body) - 16
+                received_bytes += nbytes
                 if spec["end_to_end"]:
                     now = time.time_ns() // 1000
                     origin = int.from_bytes(reply.body[16 + 24:16 + 32], "little")
                     e2e.append(now - origin)
-                with progress.get_lock():
-                    progress.value += count
-        if progressed:
-            idle_since = None
-        else:
-            idle_since = idle_since or time.monotonic()
-            if time.monotonic() - idle_since > spec["idle_timeout"]:
-                break
-            time.sleep(0.0005)
+        if idle.expired(progressed):
+            break
     elapsed = time.perf_counter() - start
     client.close()
     result_queue.put({"actor": spec["name"], "role": "consumer", "messages": got,
@@ -110,8 +130,8 @@ def group_consumer(spec: dict, progress, result_queue) -> None:
     latencies = array("d")
     got = received_bytes = 0
     owned: list = []
+    idle = _Idle(spec["idle_timeout"])
     start = time.perf_counter()
-    idle_since = None
     while progress.value < spec["expected"]:
         if not owned:
             body = client.call(606, ident).body
@@ -126,20 +146,13 @@ def group_consumer(spec: dict, progress, result_queue) -> None:
             if reply.body[:4] == b"\xff\xff\xff\xff":      # fenced: assignment changed
                 owned = []
                 break
-            count = int.from_bytes(reply.body[12:16], "little")
+            count, nbytes = _counted(reply, progress)
             if count:
                 progressed = True
                 got += count
-                received_bytes += len(reply.body) - 16
-                with progress.get_lock():
-                    progress.value += count
-        if progressed:
-            idle_since = None
-        else:
-            idle_since = idle_since or time.monotonic()
-            if time.monotonic() - idle_since > spec["idle_timeout"]:
-                break
-            time.sleep(0.0005)
+                received_bytes += nbytes
+        if idle.expired(progressed):
+            break
     elapsed = time.perf_counter() - start
     client.call(605, ident)
     client.close()
