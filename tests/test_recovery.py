@@ -173,3 +173,29 @@ async def test_fsync_enforced_concurrent_producers_all_acknowledged(tmp_path):
         f"{k}-{i}" for k in range(8) for i in range(20))
     assert [m.offset() for m in msgs] == list(range(160))
     assert srv.stop() == 0
+
+
+async def test_offsets_of_persisted_topics_survive_kill_9(tmp_path):
+    from apache_iggy import Durability
+    srv = ServerProcess(tmp_path / "offsets").start()
+    c = IggyClient(srv.address)
+    await c.connect()
+    await c.login_user("iggy", "iggy")
+    await c.create_stream("s")
+    await c.create_topic(stream="s", name="t", partitions_count=1,
+                         consumer_offset_durability=Durability.PERSISTED)
+    await c.send_messages("s", "t", 0, [Message(f"m{i}") for i in range(10)])
+    got = await c.poll_messages(stream="s", topic="t", consumer=Consumer.Single(3),
+                                partition_id=0, polling_strategy=PollingStrategy.Next(),
+                                count=6, auto_commit=True)
+    assert len(got) == 6
+    srv.kill()
+    srv.start()
+    c = IggyClient(srv.address)
+    await c.connect()
+    await c.login_user("iggy", "iggy")
+    got = await c.poll_messages(stream="s", topic="t", consumer=Consumer.Single(3),
+                                partition_id=0, polling_strategy=PollingStrategy.Next(),
+                                count=10, auto_commit=True)
+    assert [m.offset() for m in got] == [6, 7, 8, 9]
+    assert srv.stop() == 0

@@ -22,8 +22,8 @@ class MetadataStore(Protocol):
         """Every (key, value) whose key starts with `prefix`, in key order."""
 
     def apply(self, puts: Iterable[tuple[str, dict]] = (), deletes: Iterable[str] = (),
-              delete_prefixes: Iterable[str] = ()) -> None:
-        """Write puts and deletes as one atomic change."""
+              delete_prefixes: Iterable[str] = (), durable: bool = False) -> None:
+        """Write puts and deletes as one atomic change; `durable` means on disk on return."""
 
     def close(self) -> None: ...
 
@@ -42,6 +42,7 @@ class SqliteMetadataStore:
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         # NORMAL: a commit survives a process crash; FULL: also a power loss.
+        self._fsync = fsync
         self._db.execute(f"PRAGMA synchronous={'FULL' if fsync else 'NORMAL'}")
         self._db.execute("CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value BLOB) "
                          "WITHOUT ROWID")
@@ -52,8 +53,19 @@ class SqliteMetadataStore:
         for key, value in rows:
             yield key, orjson.loads(value)
 
-    def apply(self, puts=(), deletes=(), delete_prefixes=()) -> None:
+    def apply(self, puts=(), deletes=(), delete_prefixes=(), durable=False) -> None:
         db = self._db
+        upgrade = durable and not self._fsync
+        if upgrade:   # this one commit syncs the WAL (a consumer offset of an fsync'd topic)
+            db.execute("PRAGMA synchronous=FULL")
+        try:
+            self._apply(db, puts, deletes, delete_prefixes)
+        finally:
+            if upgrade:
+                db.execute("PRAGMA synchronous=NORMAL")
+
+    @staticmethod
+    def _apply(db, puts, deletes, delete_prefixes) -> None:
         db.execute("BEGIN")
         try:
             for prefix in delete_prefixes:

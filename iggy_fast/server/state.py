@@ -346,7 +346,13 @@ class State:
             raise IggyError.from_code(4100)
         if part.offsets.get(ckey) == offset:
             return
-        self.store.apply(puts=[(f"offsets/{part.key}/{ckey}", {"offset": offset})])
+        # Offsets follow their topic's durability: synced before the reply when the topic
+        # enforces fsync or asks for persisted consumer offsets.
+        settings = part.topic.settings
+        durable = (settings["enforce_fsync"]
+                   or settings["consumer_offset_durability"] == "persisted")
+        self.store.apply(puts=[(f"offsets/{part.key}/{ckey}", {"offset": offset})],
+                         durable=durable)
         part.offsets[ckey] = offset
 
     def delete_offset(self, part: Partition, ckey: str) -> None:
