@@ -159,3 +159,25 @@ async def test_high_level_consumers_read_everything_once_while_members_change(se
     await asyncio.wait_for(asyncio.gather(*tasks), 30)
     assert sorted(set(received)) == sorted(f"msg-{j}" for j in range(total)), "lost messages"
     assert len(received) == total, "a message was delivered twice"
+
+
+async def test_high_level_consumer_store_and_delete_offset(server, unique):
+    s, t = unique("co"), "t"
+    c = await connect(server.address)
+    await c.create_stream(s)
+    await c.create_topic(stream=s, name=t, partitions_count=1)
+    await c.send_messages(s, t, 0, [Message(f"m{i}") for i in range(5)])
+    consumer = await c.consumer_group("offsets", s, t, polling_strategy=PollingStrategy.Next(),
+                                      auto_commit=AutoCommit.Disabled())
+    await consumer.store_offset(2, 0)
+    raw = BlockingClient(server.address)
+    raw.login()
+    target = (Writer().u8(2).identifier("offsets").identifier(s).identifier(t).u8(1).u32(0)
+              .getvalue())
+    reply = raw.call(120, target).body
+    assert int.from_bytes(reply[12:20], "little") == 2          # stored for the group
+    await consumer.delete_offset(0)
+    assert raw.call(120, target).body == b""
+    with pytest.raises(RuntimeError):
+        await consumer.delete_offset(0)                           # 3021: nothing stored
+    raw.close()
