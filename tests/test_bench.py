@@ -4,12 +4,18 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 
+import uuid
+
 import pytest
 
+from iggy_fast import _wire
 from iggy_fast.bench import runner
+from iggy_fast.bench.actors import make_batch
+from iggy_fast.client import BlockingClient
 
 
 def args_for(kind, address, **overrides):
@@ -46,6 +52,25 @@ def test_each_kind_counts_what_it_moved(server, kind, producers, consumers):
         assert actor["messages_per_second"] > 0 or kind == "consumer-group"
     if kind == "end-to-end":
         assert "end_to_end_us" in [a for a in report["actors"] if a["role"] == "consumer"][0]
+
+
+def test_large_send_survives_partial_socket_writes(server):
+    """With a small send buffer one sendmsg() writes only part of a 1 MB request; the client
+    must write the rest (it used to wait for a reply to a request the server never got)."""
+    stream = f"partial-{uuid.uuid4().hex[:8]}"
+    with BlockingClient(server.address, timeout=10) as c:
+        c.login()
+        c.call(202, _wire.Writer().name(stream).getvalue())
+        c.call(302, _wire.Writer().identifier(stream).u32(1).name("t").getvalue())
+        c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        batch = make_batch(1000, 1000)
+        assert c.send_batch(stream, "t", 0, batch, 1000) == 0
+        assert c.bytes_sent > len(batch)
+        got = 0
+        while got < 1000:
+            got += int.from_bytes(c.poll(stream, "t", 0, 1, got, 1000).body[12:16], "little")
+        assert got == 1000
+        c.call(203, _wire.Writer().identifier(stream).getvalue())
 
 
 def test_cli_starts_its_own_server_and_writes_json(tmp_path):
