@@ -1,29 +1,38 @@
-"""Smoke runs of every `iggy-fast bench` kind: the counts reported are what was sent and read
-(timing is not checked here; bench/ and BENCHMARKS.md are for that)."""
+"""Smoke runs of every `iggy-fast bench` kind and of bench/peers.py: the counts reported are
+what was sent and read (timing is not checked here; bench/ and BENCHMARKS.md are for that),
+plus the benchmark client's own pieces: partial socket writes, TLS, per-message origins."""
 
 from __future__ import annotations
 
+import argparse
 import json
+import os
+import shutil
 import socket
 import subprocess
 import sys
-
 import uuid
+from array import array
 
 import pytest
 
 from iggy_fast import _wire
 from iggy_fast.bench import runner
-from iggy_fast.bench.actors import make_batch
+from iggy_fast.bench.actors import make_batch, restamp
 from iggy_fast.client import BlockingClient
+from iggy_fast.client.protocol import origin_timestamps
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BATCHES, PER_BATCH = 20, 50
 
 
 def args_for(kind, address, **overrides):
-    import argparse
     parser = argparse.ArgumentParser()
     runner.add_arguments(parser)
-    argv = [kind, "--address", address, "--batches", "20", "--messages-per-batch", "50",
+    argv = [kind, "--batches", str(BATCHES), "--messages-per-batch", str(PER_BATCH),
             "--message-size", "200", "--quiet"]
+    if address:
+        argv += ["--address", address]
     for key, value in overrides.items():
         argv += [f"--{key.replace('_', '-')}", str(value)]
     return parser.parse_args(argv)
@@ -39,19 +48,58 @@ def test_each_kind_counts_what_it_moved(server, kind, producers, consumers):
     report = runner.run(args)
     totals = report["totals"]
     if producers:
-        assert totals["producer"]["messages"] == producers * 20 * 50
+        assert totals["producer"]["messages"] == producers * BATCHES * PER_BATCH
         assert totals["producer"]["actors"] == producers
+        assert totals["producer"]["payload_bytes"] == producers * BATCHES * PER_BATCH * 200
+        # Every batch send is one latency sample, all actors' samples merged in the total.
+        assert totals["producer"]["latency_us"]["samples"] == producers * BATCHES
     if kind == "consumer-group":     # the group reads what one filler wrote, once
-        assert totals["consumer"]["messages"] == 20 * 50
+        assert totals["consumer"]["messages"] == BATCHES * PER_BATCH
         assert totals["consumer"]["actors"] == consumers
     elif consumers:
-        assert totals["consumer"]["messages"] == consumers * 20 * 50
+        assert totals["consumer"]["messages"] == consumers * BATCHES * PER_BATCH
+    for role, total in totals.items():
+        actors = [a for a in report["actors"] if a["role"] == role]
+        assert total["latency_us"]["samples"] == sum(a["latency_us"]["samples"] for a in actors)
+        lat = total["latency_us"]
+        assert 0 < lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["p99.9"] <= lat["max"]
+        assert lat["max"] == max(a["latency_us"]["max"] for a in actors)
+        # Wire bytes carry frame and message headers on top of the payload.
+        assert total["wire_bytes"] > total["payload_bytes"]
     for actor in report["actors"]:
         assert actor["latency_us"]["p50"] <= actor["latency_us"]["max"]
         # A member that joins last may find the partitions already read by the others.
         assert actor["messages_per_second"] > 0 or kind == "consumer-group"
     if kind == "end-to-end":
-        assert "end_to_end_us" in [a for a in report["actors"] if a["role"] == "consumer"][0]
+        consumer = totals["consumer"]
+        # One end-to-end sample per message read, not one per poll.
+        assert consumer["end_to_end_us"]["samples"] == consumer["messages"]
+        assert 0 < consumer["end_to_end_us"]["p50"] <= consumer["end_to_end_us"]["max"]
+
+
+def test_pinned_consumer_polls_for_the_duration(server):
+    args = args_for("pinned-consumer", server.address, duration=0.6)
+    report = runner.run(args)
+    consumer = report["actors"][0]
+    assert consumer["seconds"] >= 0.6
+    # 1000 messages were filled; polling for 0.6 s goes round them again and again.
+    assert consumer["messages"] > BATCHES * PER_BATCH
+    assert consumer["messages"] % PER_BATCH == 0
+
+
+@pytest.mark.parametrize("kind", ["consumer-group", "end-to-end",
+                                  "pinned-producer-and-consumer"])
+def test_duration_is_refused_where_consumers_read_once(kind):
+    with pytest.raises(SystemExit, match="--duration does not apply"):
+        runner.run(args_for(kind, "127.0.0.1:1", duration=1))
+
+
+def test_tls_transport_against_a_started_server():
+    report = runner.run(args_for("end-to-end", "", transport="tcp-tls"))
+    assert report["settings"]["started_server"] is True
+    assert report["settings"]["transport"] == "tcp-tls"
+    assert report["totals"]["consumer"]["messages"] == BATCHES * PER_BATCH
+    assert report["totals"]["consumer"]["end_to_end_us"]["samples"] == BATCHES * PER_BATCH
 
 
 def test_large_send_survives_partial_socket_writes(server):
@@ -73,16 +121,42 @@ def test_large_send_survives_partial_socket_writes(server):
         c.call(203, _wire.Writer().identifier(stream).getvalue())
 
 
+def _reply_body(*batches) -> bytes:
+    count = sum(_wire.batch_info(b)[3] for b in batches)
+    return (0).to_bytes(4, "little") + (0).to_bytes(8, "little") + \
+        count.to_bytes(4, "little") + b"".join(bytes(b) for b in batches)
+
+
+def test_origin_timestamps_match_the_full_decoder():
+    uniform = make_batch(5, 64, origin_us=1_000)
+    restamp(uniform, 2_000_000)                 # new origin, checksum still valid
+    assert _wire.validate_batch(uniform, 5) == 0
+    mixed = _wire.build_batch([(1, b"a" * 10, b"", 0), (2, b"b" * 300, b"", 7),
+                               (3, b"c" * 10, b"\x01" * 12, 4_000_000_000)], 5_000)
+    body = _reply_body(uniform, mixed)
+    deltas = array("I")
+    records = origin_timestamps(body, deltas)
+    assert records == [(2_000_000, 5), (5_000, 3)]
+    ours = [origin + d for (origin, n), d in
+            zip([r for r in records for _ in range(r[1])], deltas)]
+    decoded = _wire.iter_messages(memoryview(body)[16:])
+    assert ours == [m[2] for m in decoded]
+
+
 def test_cli_starts_its_own_server_and_writes_json(tmp_path):
     out = tmp_path / "results.json"
     proc = subprocess.run([sys.executable, "-m", "iggy_fast.cli", "bench", "pinned-producer",
                            "--batches", "10", "--messages-per-batch", "10", "--quiet",
                            "--output", str(out)], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    assert "producer-0" in proc.stdout
+    assert "producer-0" in proc.stdout and "total producers" in proc.stdout
+    assert "payload MB/s" in proc.stdout and "wire MB/s" in proc.stdout
     report = json.loads(out.read_text())
     assert report["totals"]["producer"]["messages"] == 100
-    assert report["machine"]["cpus"] >= 1 and report["settings"]["messages_per_batch"] == 10
+    assert report["totals"]["producer"]["latency_us"]["samples"] == 10
+    assert report["machine"]["cpus"] >= 1 and report["machine"]["cpu_model"]
+    assert report["settings"]["messages_per_batch"] == 10
+    assert report["settings"]["started_server"] is True
 
 
 def test_help_documents_every_option():
@@ -90,5 +164,5 @@ def test_help_documents_every_option():
                           capture_output=True, text=True, timeout=60)
     for option in ("--producers", "--consumers", "--streams", "--partitions", "--message-size",
                    "--messages-per-batch", "--batches", "--duration", "--transport", "--fsync",
-                   "--address", "--output"):
+                   "--address", "--output", "tcp-tls", "--tls-ca-file"):
         assert option in proc.stdout

@@ -2,7 +2,11 @@
 
 A producer sends one prebuilt batch over and over (the server stamps offsets, so re-sending the
 same bytes is valid and the client copies nothing per send); a consumer polls by offset until
-it has read its share. Each records the latency of every batch round trip, in microseconds.
+it has read its share, or for a set time. Each records the latency of every batch round trip,
+in microseconds, and the bytes it moved: payload (messages x message size) and wire (what its
+socket carried, frame headers included). In end-to-end runs the producer stamps each batch
+with the time it sends it, and the consumer records one latency per message received:
+arrival time minus the message's origin timestamp.
 """
 
 from __future__ import annotations
@@ -10,15 +14,20 @@ from __future__ import annotations
 import os
 import time
 from array import array
+from itertools import repeat
+from operator import sub
 
 from iggy_fast import _wire
 from iggy_fast.client import BlockingClient
+from iggy_fast.client.protocol import origin_timestamps
 
 OFFSET, NEXT = 1, 5
 
 
-def _connect(address: str) -> BlockingClient:
-    client = BlockingClient(address)
+def connect(spec: dict) -> BlockingClient:
+    client = BlockingClient(spec["address"], tls=spec.get("tls", False),
+                            tls_ca_file=spec.get("tls_ca_file"),
+                            tls_domain=spec.get("tls_domain", "localhost"))
     client.login()
     return client
 
@@ -28,13 +37,20 @@ def make_batch(messages: int, size: int, origin_us: int = 1) -> bytearray:
     return _wire.build_batch([(i + 1, payload, b"", 0) for i in range(messages)], origin_us)
 
 
-def _counted(reply, progress) -> tuple[int, int]:
-    """(messages, bytes) in a poll reply; adds the messages to the shared progress counter."""
+def restamp(batch: bytearray, origin_us: int) -> None:
+    """Give a prebuilt batch a new origin timestamp (every message's, their deltas being 0)
+    and the batch checksum that goes with it; no message bytes are touched."""
+    batch[24:32] = origin_us.to_bytes(8, "little")
+    batch[40:48] = _wire.batch_checksum(batch).to_bytes(8, "little")
+
+
+def _counted(reply, progress) -> int:
+    """Messages in a poll reply; adds them to the shared progress counter."""
     count = int.from_bytes(reply.body[12:16], "little")
     if count:
         with progress.get_lock():
             progress.value += count
-    return count, len(reply.body) - 16
+    return count
 
 
 class _Idle:
@@ -55,19 +71,29 @@ class _Idle:
         return False
 
 
+def _result(spec, role, messages, wire_bytes, elapsed, latencies, e2e=None) -> dict:
+    out = {"actor": spec["name"], "role": role, "messages": messages,
+           "payload_bytes": messages * spec["message_size"], "wire_bytes": wire_bytes,
+           "seconds": elapsed, "latencies_us": latencies}
+    if e2e is not None:
+        out["end_to_end_us"] = e2e
+    return out
+
+
 def producer(spec: dict, progress, result_queue) -> None:
-    client = _connect(spec["address"])
+    client = connect(spec)
     batch = make_batch(spec["messages_per_batch"], spec["message_size"])
     per_batch = spec["messages_per_batch"]
     targets = spec["targets"]              # [(stream, topic, partition)] used round-robin
     latencies = array("d")
     deadline = time.monotonic() + spec["duration"] if spec["duration"] else None
     sent = 0
+    sent_before = client.bytes_sent
     start = time.perf_counter()
     while (sent < spec["batches"]) if deadline is None else (time.monotonic() < deadline):
         stream, topic, partition = targets[sent % len(targets)]
         if spec["end_to_end"]:
-            batch = make_batch(per_batch, spec["message_size"], time.time_ns() // 1000)
+            restamp(batch, time.time_ns() // 1000)
         t0 = time.perf_counter_ns()
         client.send_batch(stream, topic, partition, batch, per_batch)
         latencies.append((time.perf_counter_ns() - t0) / 1000)
@@ -75,23 +101,28 @@ def producer(spec: dict, progress, result_queue) -> None:
         with progress.get_lock():
             progress.value += per_batch
     elapsed = time.perf_counter() - start
+    wire = client.bytes_sent - sent_before
     client.close()
-    result_queue.put({"actor": spec["name"], "role": "producer", "messages": sent * per_batch,
-                      "bytes": sent * len(batch), "seconds": elapsed,
-                      "latencies_us": latencies.tolist()})
+    result_queue.put(_result(spec, "producer", sent * per_batch, wire, elapsed,
+                             latencies))
 
 
 def consumer(spec: dict, progress, result_queue) -> None:
-    """Poll each target partition from offset 0 until `expected` messages have been read."""
-    client = _connect(spec["address"])
+    """Poll each target partition from offset 0 until `expected` messages have been read or,
+    with a duration, until it is over (starting again at offset 0 on reaching the end)."""
+    client = connect(spec)
     latencies = array("d")
-    e2e = array("d")
-    got = received_bytes = 0
+    ages = array("q")      # end-to-end: arrival minus batch origin, one per message
+    deltas = array("I")    # end-to-end: each message's offset from its batch's origin
+    got = 0
     offsets = {tuple(t): 0 for t in spec["targets"]}
     expected = spec["expected"]
+    duration = spec["duration"]
+    deadline = time.monotonic() + duration if duration else None
     idle = _Idle(spec["idle_timeout"])
+    received_before = client.bytes_received
     start = time.perf_counter()
-    while got < expected:
+    while (got < expected) if deadline is None else (time.monotonic() < deadline):
         progressed = False
         for target in offsets:
             stream, topic, partition = target
@@ -99,38 +130,40 @@ def consumer(spec: dict, progress, result_queue) -> None:
             reply = client.poll(stream, topic, partition, OFFSET, offsets[target],
                                 spec["messages_per_batch"])
             latencies.append((time.perf_counter_ns() - t0) / 1000)
-            count, nbytes = _counted(reply, progress)
+            count = _counted(reply, progress)
             if count:
                 progressed = True
                 offsets[target] += count
                 got += count
-                received_bytes += nbytes
                 if spec["end_to_end"]:
                     now = time.time_ns() // 1000
-                    origin = int.from_bytes(reply.body[16 + 24:16 + 32], "little")
-                    e2e.append(now - origin)
-        if idle.expired(progressed):
+                    for origin, n in origin_timestamps(reply.body, deltas):
+                        ages.extend(repeat(now - origin, n))
+            elif deadline is not None:
+                offsets[target] = 0          # read it all: go round again until time is up
+        if deadline is None and idle.expired(progressed):
             break
     elapsed = time.perf_counter() - start
+    wire = client.bytes_received - received_before
     client.close()
-    result_queue.put({"actor": spec["name"], "role": "consumer", "messages": got,
-                      "bytes": received_bytes, "seconds": elapsed,
-                      "latencies_us": latencies.tolist(), "end_to_end_us": e2e.tolist()})
+    e2e = array("q", map(sub, ages, deltas)) if spec["end_to_end"] else None
+    result_queue.put(_result(spec, "consumer", got, wire, elapsed, latencies, e2e))
 
 
 def group_consumer(spec: dict, progress, result_queue) -> None:
     """Join a consumer group and read the partitions the server assigns until the whole group
     has read `expected` messages (counted in the shared progress counter)."""
-    client = _connect(spec["address"])
+    client = connect(spec)
     stream, topic, _ = spec["targets"][0]
     group = spec["group"]
     ident = (_wire.Writer().identifier(stream).identifier(topic).identifier(group)
              .getvalue())
     client.call(604, ident)
     latencies = array("d")
-    got = received_bytes = 0
+    got = 0
     owned: list = []
     idle = _Idle(spec["idle_timeout"])
+    received_before = client.bytes_received
     start = time.perf_counter()
     while progress.value < spec["expected"]:
         if not owned:
@@ -146,16 +179,14 @@ def group_consumer(spec: dict, progress, result_queue) -> None:
             if reply.body[:4] == b"\xff\xff\xff\xff":      # fenced: assignment changed
                 owned = []
                 break
-            count, nbytes = _counted(reply, progress)
+            count = _counted(reply, progress)
             if count:
                 progressed = True
                 got += count
-                received_bytes += nbytes
         if idle.expired(progressed):
             break
     elapsed = time.perf_counter() - start
+    wire = client.bytes_received - received_before
     client.call(605, ident)
     client.close()
-    result_queue.put({"actor": spec["name"], "role": "consumer", "messages": got,
-                      "bytes": received_bytes, "seconds": elapsed,
-                      "latencies_us": latencies.tolist()})
+    result_queue.put(_result(spec, "consumer", got, wire, elapsed, latencies))

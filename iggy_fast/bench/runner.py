@@ -2,13 +2,27 @@
 over processes, shows progress, and reports throughput and latency percentiles.
 
 Kinds (as in iggy-bench):
-  pinned-producer               each producer writes to its own stream, partition 0
+  pinned-producer               each producer writes to its own stream: partition 0 with one
+                                partition (the default, as iggy-bench), or the stream's
+                                --partitions in turn, one batch each
   pinned-consumer               first fills the streams, then each consumer reads its own
   pinned-producer-and-consumer  producers and consumers at the same time, pinned per stream
   balanced-producer             producers spread batches over all partitions of one topic
   consumer-group                first fills one topic, then consumers in one group share its
                                 partitions (server-side assignment, offsets committed per poll)
-  end-to-end                    produce and consume concurrently; latency from send to receipt
+  end-to-end                    produce and consume concurrently; latency from send to receipt,
+                                one sample per message (arrival minus origin timestamp)
+
+Reported per actor and in total: messages/s; payload MB/s (messages x --message-size, in
+10^6 bytes/s); wire MB/s (what the actors' sockets carried in the data's direction, request or
+reply frames and batch/message headers included); latency of each batch round trip (send or
+poll) at p50, p90, p95, p99, p99.9 and max in microseconds, the totals over every actor's
+samples merged.
+
+--duration: producers send for that many seconds instead of --batches. With pinned-consumer
+the streams are first filled with --batches batches, then each consumer polls for the duration,
+starting again at offset 0 whenever it has read everything. consumer-group,
+pinned-producer-and-consumer and end-to-end read what was produced once, so they need --batches.
 """
 
 from __future__ import annotations
@@ -17,6 +31,7 @@ import json
 import multiprocessing as mp
 import os
 import platform
+import queue
 import shutil
 import socket
 import subprocess
@@ -30,47 +45,91 @@ from iggy_fast.client import BlockingClient
 
 KINDS = ("pinned-producer", "pinned-consumer", "pinned-producer-and-consumer",
          "balanced-producer", "consumer-group", "end-to-end")
+TRANSPORTS = ("tcp", "tcp-tls")
 PERCENTILES = (50, 90, 95, 99, 99.9)
 
 
 def percentile(sorted_values, p):
+    """Nearest-rank percentile of already sorted values (0 for none)."""
     if not sorted_values:
         return 0.0
     k = min(len(sorted_values) - 1, max(0, int(round(p / 100 * len(sorted_values))) - 1))
     return sorted_values[k]
 
 
+def distribution(samples) -> dict:
+    """p50 ... p99.9 and max of the samples, and how many there were."""
+    ordered = sorted(samples)
+    out = {f"p{p:g}": percentile(ordered, p) for p in PERCENTILES}
+    out["max"] = ordered[-1] if ordered else 0.0
+    out["samples"] = len(ordered)
+    return out
+
+
+def _rates(messages, payload, wire, seconds) -> dict:
+    seconds = seconds or 1e-9
+    return {"messages_per_second": messages / seconds,
+            "payload_mb_per_second": payload / seconds / 1e6,
+            "wire_mb_per_second": wire / seconds / 1e6}
+
+
 def summarize(result: dict) -> dict:
-    lat = sorted(result.get("latencies_us", []))
-    seconds = result["seconds"] or 1e-9
     out = {"actor": result["actor"], "role": result["role"], "messages": result["messages"],
-           "bytes": result["bytes"], "seconds": round(seconds, 4),
-           "messages_per_second": result["messages"] / seconds,
-           "mb_per_second": result["bytes"] / seconds / 1e6,
-           "latency_us": {f"p{p:g}": percentile(lat, p) for p in PERCENTILES}}
-    out["latency_us"]["max"] = lat[-1] if lat else 0.0
-    e2e = sorted(result.get("end_to_end_us", []))
-    if e2e:
-        out["end_to_end_us"] = {f"p{p:g}": percentile(e2e, p) for p in PERCENTILES}
-        out["end_to_end_us"]["max"] = e2e[-1]
+           "payload_bytes": result["payload_bytes"], "wire_bytes": result["wire_bytes"],
+           "seconds": round(result["seconds"], 4),
+           **_rates(result["messages"], result["payload_bytes"], result["wire_bytes"],
+                    result["seconds"]),
+           "latency_us": distribution(result["latencies_us"])}
+    if "end_to_end_us" in result:
+        out["end_to_end_us"] = distribution(result["end_to_end_us"])
+    return out
+
+
+def totals(raw_results) -> dict:
+    """Per role: summed counts over the slowest actor's time, and the latency percentiles of
+    every actor's samples merged (not an average of the actors' percentiles)."""
+    out = {}
+    for role in ("producer", "consumer"):
+        group = [r for r in raw_results if r["role"] == role]
+        if not group:
+            continue
+        seconds = max(r["seconds"] for r in group)
+        messages = sum(r["messages"] for r in group)
+        payload = sum(r["payload_bytes"] for r in group)
+        wire = sum(r["wire_bytes"] for r in group)
+        out[role] = {"actors": len(group), "messages": messages, "payload_bytes": payload,
+                     "wire_bytes": wire, "seconds": round(seconds, 4),
+                     **_rates(messages, payload, wire, seconds),
+                     "latency_us": distribution(
+                         [x for r in group for x in r["latencies_us"]])}
+        e2e = [r["end_to_end_us"] for r in group if "end_to_end_us" in r]
+        if e2e:
+            out[role]["end_to_end_us"] = distribution([x for a in e2e for x in a])
     return out
 
 
 class LocalServer:
-    """A server started for the benchmark on a free port with a temporary data directory."""
+    """A server started for the benchmark on a free port with a temporary data directory.
 
-    def __init__(self, fsync: bool):
+    With `tls`, its TCP listener speaks TLS with a self-signed certificate it makes at start;
+    `ca_file` is that certificate, for clients to validate against.
+    """
+
+    def __init__(self, fsync: bool, tls: bool = False):
         self.dir = tempfile.mkdtemp(prefix="iggy-bench-")
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
         self.address = f"127.0.0.1:{self.port}"
-        env = {**os.environ, "IGGY_SYSTEM_PARTITION_ENFORCE_FSYNC": "true" if fsync else "false"}
+        data = os.path.join(self.dir, "data")
+        self.ca_file = os.path.join(data, "certs", "iggy_cert.pem") if tls else None
+        env = {**os.environ, "IGGY_SYSTEM_PARTITION_ENFORCE_FSYNC": "true" if fsync else "false",
+               "IGGY_TCP_TLS_ENABLED": "true" if tls else "false"}
         self.log = open(os.path.join(self.dir, "server.log"), "wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "iggy_fast.cli", "server", "--data-dir",
-             os.path.join(self.dir, "data"), "--tcp-address", self.address,
-             "--with-default-root-credentials"], env=env, stdout=self.log, stderr=self.log)
+            [sys.executable, "-m", "iggy_fast.cli", "server", "--data-dir", data,
+             "--tcp-address", self.address, "--with-default-root-credentials"],
+            env=env, stdout=self.log, stderr=self.log)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             try:
@@ -80,13 +139,27 @@ class LocalServer:
                 if self.proc.poll() is not None:
                     break
                 time.sleep(0.05)
+        self.stop()
         raise RuntimeError("the benchmark's server did not start")
 
     def stop(self) -> None:
-        self.proc.terminate()
+        if self.proc.poll() is None:
+            self.proc.terminate()
         self.proc.wait(30)
         self.log.close()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _connection(args) -> dict:
+    """How actors and setup reach the server (BlockingClient keyword arguments)."""
+    return {"tls": args.transport == "tcp-tls", "tls_ca_file": args.tls_ca_file or None,
+            "tls_domain": args.tls_domain}
+
+
+def _client(args) -> BlockingClient:
+    client = BlockingClient(args.address, **_connection(args))
+    client.login()
+    return client
 
 
 def _setup(args) -> list[tuple[str, str]]:
@@ -95,8 +168,7 @@ def _setup(args) -> list[tuple[str, str]]:
     Stream names carry a run id, so runs against a long-lived server do not collide; the
     streams are deleted again by `_teardown`.
     """
-    client = BlockingClient(args.address)
-    client.login()
+    client = _client(args)
     run_id = f"{os.getpid()}-{int(time.time())}"
     names = []
     options = b""
@@ -114,8 +186,7 @@ def _setup(args) -> list[tuple[str, str]]:
 
 
 def _teardown(args, names) -> None:
-    client = BlockingClient(args.address)
-    client.login()
+    client = _client(args)
     for stream, _topic in names:
         client.call(203, _wire.Writer().identifier(stream).getvalue())
     client.close()
@@ -156,25 +227,53 @@ def _run_actors(specs, args):
         bar.start()
     for p in procs:
         p.start()
-    collected = [results.get() for _ in procs]
-    for p in procs:
-        p.join()
-    stop.set()
-    if bar:
-        bar.join()
-    failed = [p.exitcode for p in procs if p.exitcode]
-    if failed:
-        raise RuntimeError(f"{len(failed)} benchmark actors failed")
+    collected = []
+    try:
+        while len(collected) < len(procs):
+            try:
+                collected.append(results.get(timeout=1))
+            except queue.Empty:
+                # An actor that died never reports: stop waiting for it.
+                failed = [p.exitcode for p in procs if p.exitcode]
+                if failed:
+                    raise RuntimeError(f"{len(failed)} benchmark actors failed "
+                                       f"(exit codes {failed})") from None
+        for p in procs:
+            p.join()
+    finally:
+        for p in procs:
+            if p.is_alive():
+                p.terminate()
+                p.join()
+        stop.set()
+        if bar:
+            bar.join()
     return collected
 
 
-def run(args) -> dict:
+def _check(args) -> None:
+    """Refuse combinations that would otherwise be silently ignored."""
     if args.kind not in KINDS:
         raise SystemExit(f"unknown kind {args.kind}; one of {', '.join(KINDS)}")
+    if args.duration and args.kind in ("consumer-group", "pinned-producer-and-consumer",
+                                       "end-to-end"):
+        raise SystemExit(f"--duration does not apply to {args.kind}: its consumers read what "
+                         f"was produced once; use --batches")
+    if args.duration < 0 or args.batches < 1 or args.messages_per_batch < 1:
+        raise SystemExit("--duration must be >= 0, --batches and --messages-per-batch >= 1")
+    if args.transport != "tcp-tls" and args.tls_ca_file:
+        raise SystemExit("--tls-ca-file needs --transport tcp-tls")
+
+
+def run(args) -> dict:
+    _check(args)
     server = None
+    args.started_server = not args.address
     if not args.address:
-        server = LocalServer(args.fsync)
+        server = LocalServer(args.fsync, tls=args.transport == "tcp-tls")
         args.address = server.address
+        if server.ca_file:
+            args.tls_ca_file = server.ca_file
     try:
         return _run(args)
     finally:
@@ -186,7 +285,7 @@ def _spec(args, name, targets, **extra):
     spec = {"name": name, "address": args.address, "targets": targets,
             "messages_per_batch": args.messages_per_batch, "message_size": args.message_size,
             "batches": args.batches, "duration": args.duration, "end_to_end": False,
-            "idle_timeout": 10.0}
+            "idle_timeout": 10.0, **_connection(args)}
     spec.update(extra)
     return spec
 
@@ -216,8 +315,7 @@ def _run(args) -> dict:
         fill = [("producer", _spec(args, f"filler-{i}", everything, duration=0))
                 for i in range(args.producers)]
         _run_actors(fill, args)   # fill first; not measured
-        client = BlockingClient(args.address)
-        client.login()
+        client = _client(args)
         client.call(602, _wire.Writer().identifier(stream).identifier(topic)
                     .name("bench-group").getvalue())
         client.close()
@@ -227,37 +325,31 @@ def _run(args) -> dict:
                                            idle_timeout=5.0))
                   for i in range(args.consumers)]
     if kind in ("pinned-consumer", "pinned-producer-and-consumer", "end-to-end"):
-        if args.duration and kind != "pinned-consumer":
-            raise SystemExit("consumers need --batches (they read what the producers sent)")
         expected = args.batches * args.messages_per_batch
+        duration = args.duration if kind == "pinned-consumer" else 0
         specs += [("consumer", _spec(args, f"consumer-{i}", per_stream[i % len(per_stream)],
-                                     expected=expected, duration=0,
+                                     expected=expected, duration=duration,
                                      end_to_end=kind == "end-to-end"))
                   for i in range(args.consumers)]
     started = time.time()
     try:
-        results = [summarize(r) for r in _run_actors(specs, args)]
+        raw = _run_actors(specs, args)
     finally:
         _teardown(args, names)
-    report = {"kind": kind, "started_at": started, "settings": {
-        k: v for k, v in vars(args).items() if k not in ("func", "output")},
-              "machine": machine(), "actors": results, "totals": totals(results)}
-    return report
+    settings = {k: v for k, v in vars(args).items() if k not in ("func", "output")}
+    return {"kind": kind, "started_at": started, "settings": settings, "machine": machine(),
+            "actors": [summarize(r) for r in raw], "totals": totals(raw)}
 
 
-def totals(results) -> dict:
-    out = {}
-    for role in ("producer", "consumer"):
-        group = [r for r in results if r["role"] == role]
-        if not group:
-            continue
-        seconds = max(r["seconds"] for r in group)
-        messages = sum(r["messages"] for r in group)
-        nbytes = sum(r["bytes"] for r in group)
-        out[role] = {"actors": len(group), "messages": messages, "bytes": nbytes,
-                     "seconds": seconds, "messages_per_second": messages / seconds,
-                     "mb_per_second": nbytes / seconds / 1e6}
-    return out
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def machine() -> dict:
@@ -268,29 +360,37 @@ def machine() -> dict:
     except OSError:
         pass
     return {"platform": platform.platform(), "python": platform.python_version(),
-            "cpus": os.cpu_count(), "memory_bytes": mem, "hostname": socket.gethostname()}
+            "cpu_model": cpu_model(), "cpus": os.cpu_count(), "memory_bytes": mem,
+            "hostname": socket.gethostname()}
+
+
+def _latency_cells(lat: dict) -> str:
+    return "".join(f"{lat['p' + format(p, 'g')]:>9.0f}" for p in PERCENTILES) + \
+        f"{lat['max']:>9.0f}"
 
 
 def print_report(report: dict, out=sys.stdout) -> None:
-    out.write(f"kind {report['kind']}\n")
-    header = (f"{'actor':<14}{'messages':>12}{'msg/s':>14}{'MB/s':>10}"
+    settings = report["settings"]
+    out.write(f"kind {report['kind']}, transport {settings.get('transport', 'tcp')}, "
+              f"fsync {'on' if settings.get('fsync') else 'off'}, "
+              f"{'server started by the bench' if settings.get('started_server') else 'server at ' + str(settings.get('address'))}\n")
+    out.write(f"{'actor':<16}{'messages':>11}{'msg/s':>12}{'payload':>9}{'wire':>8}"
               + "".join(f"{'p' + format(p, 'g'):>9}" for p in PERCENTILES) + f"{'max':>9}\n")
-    out.write(header)
-    for r in report["actors"]:
-        lat = r["latency_us"]
-        out.write(f"{r['actor']:<14}{r['messages']:>12,}{r['messages_per_second']:>14,.0f}"
-                  f"{r['mb_per_second']:>10,.0f}"
-                  + "".join(f"{lat['p' + format(p, 'g')]:>9.0f}" for p in PERCENTILES)
-                  + f"{lat['max']:>9.0f}\n")
-    for role, t in report["totals"].items():
-        out.write(f"total {role + 's':<10}{t['messages']:>10,}{t['messages_per_second']:>14,.0f}"
-                  f"{t['mb_per_second']:>10,.0f}\n")
-    for r in report["actors"]:
+    out.write(f"{'':<39}{'MB/s':>9}{'MB/s':>8}{'batch round trip latency, us':>54}\n")
+    rows = [(r["actor"], r) for r in report["actors"]]
+    rows += [(f"total {role}s", t) for role, t in report["totals"].items()]
+    for name, r in rows:
+        out.write(f"{name:<16}{r['messages']:>11,}{r['messages_per_second']:>12,.0f}"
+                  f"{r['payload_mb_per_second']:>9,.0f}{r['wire_mb_per_second']:>8,.0f}"
+                  + _latency_cells(r["latency_us"]) + "\n")
+    for name, r in rows:
         if "end_to_end_us" in r:
             e = r["end_to_end_us"]
-            out.write(f"{r['actor']} end-to-end latency (us): "
-                      + ", ".join(f"{k} {v:.0f}" for k, v in e.items()) + "\n")
-    out.write("latencies are per batch round trip, in microseconds\n")
+            out.write(f"{name} end-to-end latency per message (us, {e['samples']:,} samples): "
+                      + ", ".join(f"{k} {v:.0f}" for k, v in e.items() if k != "samples")
+                      + "\n")
+    out.write("payload MB/s = messages x message size; wire MB/s = bytes on the actors' "
+              "sockets (frames and headers included); MB = 10^6 bytes\n")
 
 
 def add_arguments(parser) -> None:
@@ -305,9 +405,18 @@ def add_arguments(parser) -> None:
     parser.add_argument("--batches", type=int, default=1000,
                         help="batches per producer (and what each consumer expects)")
     parser.add_argument("--duration", type=float, default=0,
-                        help="seconds to produce instead of a batch count (producer kinds)")
-    parser.add_argument("--transport", choices=("tcp",), default="tcp",
-                        help="only TCP today; QUIC, HTTP and WebSocket are separate issues")
+                        help="seconds to run instead of a batch count: producers send for "
+                             "that long; pinned-consumer polls for that long, re-reading from "
+                             "offset 0 (refused by the other consumer kinds)")
+    parser.add_argument("--transport", choices=TRANSPORTS, default="tcp",
+                        help="tcp, or tcp-tls (a started server gets a self-signed "
+                             "certificate, which the actors validate); QUIC, HTTP and "
+                             "WebSocket are separate issues")
+    parser.add_argument("--tls-ca-file", default="",
+                        help="with tcp-tls and --address: CA file to validate the server's "
+                             "certificate (without one it is not checked)")
+    parser.add_argument("--tls-domain", default="localhost",
+                        help="with tcp-tls: the name the server's certificate must carry")
     parser.add_argument("--fsync", action="store_true",
                         help="enforce fsync on the benchmark topics (ack after fdatasync)")
     parser.add_argument("--address", default="",
