@@ -166,3 +166,42 @@ def test_help_documents_every_option():
                    "--messages-per-batch", "--batches", "--duration", "--transport", "--fsync",
                    "--address", "--output", "tcp-tls", "--tls-ca-file"):
         assert option in proc.stdout
+
+
+def _peers(tmp_path, *argv):
+    out = tmp_path / "peers.json"
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "peers.py"), "3000", "1",
+                           *argv, "--output", str(out)], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout, json.loads(out.read_text())
+
+
+def test_peers_iggy_fast_part_writes_every_round(tmp_path):
+    stdout, report = _peers(tmp_path, "--servers", "iggy-fast")
+    assert [(r["server"], r["phase"], r["messages"]) for r in report["rounds"]] == [
+        ("iggy-fast", "produce", 3000), ("iggy-fast", "consume", 3000)]
+    for r in report["rounds"]:
+        assert r["round"] == 1 and r["client"] == "iggy-fast BlockingClient"
+        assert r["payload_mb_per_second"] == pytest.approx(r["messages_per_second"] * 1000 / 1e6)
+        assert r["wire_mb_per_second"] > r["payload_mb_per_second"]
+    assert "round 1 iggy-fast" in stdout and "payload MB/s" in stdout and "wire MB/s" in stdout
+    assert report["best"]["iggy-fast"]["consume"]["messages"] == 3000
+
+
+@pytest.mark.skipif(not (shutil.which("redis-server") and shutil.which("redis-benchmark")
+                         and shutil.which("nats-server")),
+                    reason="needs redis-server, redis-benchmark and nats-server")
+def test_peers_redis_and_nats_read_back_everything(tmp_path):
+    pytest.importorskip("redis")
+    _, report = _peers(tmp_path, "--servers", "redis,nats")
+    clients = {(r["server"], r["phase"], r["client"]): r["messages"] for r in report["rounds"]}
+    assert clients == {
+        ("redis", "produce", "redis-py + hiredis, pipelines of 1000"): 3000,
+        ("redis", "produce", "redis-benchmark -c 1 -P 1000"): 3000,
+        ("redis", "consume", "redis-py + hiredis"): 3000,
+        ("redis", "consume", "lean RESP reader"): 3000,
+        ("nats", "produce", "lean NATS protocol client"): 3000,
+        ("nats", "consume", "lean NATS protocol client"): 3000}
+    for r in report["rounds"]:
+        assert r["wire_mb_per_second"] > r["payload_mb_per_second"] > 0
