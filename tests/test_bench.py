@@ -205,3 +205,21 @@ def test_peers_redis_and_nats_read_back_everything(tmp_path):
         ("nats", "consume", "lean NATS protocol client"): 3000}
     for r in report["rounds"]:
         assert r["wire_mb_per_second"] > r["payload_mb_per_second"] > 0
+
+
+def test_chart_draws_bench_and_peers_results(server, tmp_path):
+    report = runner.run(args_for("end-to-end", server.address))
+    (tmp_path / "end-to-end.json").write_text(json.dumps(report))
+    _peers(tmp_path, "--servers", "iggy-fast")          # writes tmp_path/peers.json
+    out = tmp_path / "chart.svg"
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "chart.py"),
+                           str(tmp_path), str(out)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    from xml.dom import minidom
+    texts = [t.firstChild.data for t in minidom.parse(str(out)).getElementsByTagName("text")]
+    for label in ("end-to-end (producers)", "end-to-end (consumers) batch",
+                  "end-to-end per message, end to end", "iggy-fast produce (iggy-fast "
+                  "BlockingClient)", "iggy-fast consume (iggy-fast BlockingClient)"):
+        assert label in texts
+    # One dot per percentile (p50 ... p99.9, max) for each of the three latency rows.
+    assert len(minidom.parse(str(out)).getElementsByTagName("title")) == 3 * 6
