@@ -134,6 +134,12 @@ def iggy_fast(n: int) -> list[dict]:
         server.stop()
 
 
+def iggy(n: int) -> tuple[float, float]:
+    """(produce, consume) msg/s of the iggy-fast workload; bench/bench_sendfile.py uses it."""
+    produce, consume = iggy_fast(n)
+    return produce["messages_per_second"], consume["messages_per_second"]
+
+
 # --- Redis Streams ---------------------------------------------------------------------------
 
 def _redis_command(port, directory):
