@@ -74,6 +74,41 @@ def test_frame_size_too_large_closes_only_that_connection(server, healthy):
     healthy[0].ping()
 
 
+def vm_rss(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+def test_announcing_huge_frames_costs_only_what_arrives(server, healthy):
+    # Unauthenticated peers announce the largest frame allowed (64 MiB) and send 1000 bytes:
+    # the server must not set 64 MiB aside for each of them, and serves everyone else.
+    before = vm_rss(server.proc.pid)
+    socks = []
+    try:
+        for _ in range(8):
+            s = connect(server)
+            frame = bytearray(raw_request(2, 1))
+            frame[48:52] = (64 * 1024 * 1024).to_bytes(4, "little")
+            s.sendall(bytes(frame) + b"x" * 1000)
+            socks.append(s)
+        healthy[0].ping()
+        for s in socks:              # the next read is where a buffer for the frame is sought
+            s.sendall(b"y" * 1000)
+        for _ in range(5):           # the server has read them by the time it answers these
+            healthy[0].ping()
+            time.sleep(0.05)
+        grown = vm_rss(server.proc.pid) - before
+        assert grown < 32 * 1024 * 1024, f"RSS grew by {grown >> 20} MiB"
+        msgs = healthy[0].poll_messages(healthy[1], "t", 0, 3, 0, 100)
+        assert len(msgs) == 10
+    finally:
+        for s in socks:
+            s.close()
+
+
 def test_client_disconnecting_mid_frame(server, healthy):
     with connect(server) as s:
         frame = raw_request(2, 1, body=b"x" * 1000)

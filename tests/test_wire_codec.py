@@ -144,18 +144,58 @@ def test_frame_reader_cuts_frames_across_chunks_and_grows():
         frames.append(_wire.request_header(2, 1, 0, 1, b"\x01" * 16, n) + body)
     stream = b"".join(frames)
     reader = _wire.FrameReader(1024)
-    got = []
+    got = [bytes(header) + bytes(body)
+           for header, body in read_like_a_socket(reader, stream, random.Random(3), 70_000)]
+    assert got == frames
+
+
+def read_like_a_socket(reader, stream: bytes, rng, most: int = 256 * 1024):
+    """Feed `stream` through get_buffer/buffer_updated in socket-sized reads; yield frames."""
     pos = 0
-    rng = random.Random(3)
     while pos < len(stream):
         buf = reader.get_buffer()
-        n = min(len(buf), rng.randint(1, 70_000), len(stream) - pos)
+        n = min(len(buf), rng.randint(1, most), len(stream) - pos)
         buf[:n] = stream[pos:pos + n]
         reader.buffer_updated(n)
         pos += n
         while (frame := reader.next_frame()) is not None:
-            got.append(bytes(frame[0]) + bytes(frame[1]))
-    assert got == frames
+            yield frame
+
+
+def test_frame_reader_memory_follows_what_arrives_not_what_is_announced():
+    reader = _wire.FrameReader()
+    initial = reader.capacity
+    header = _wire.request_header(2, 1, 0, 1, b"\x01" * 16, 64 * 1024 * 1024 - 256)
+    sent = 0
+    for chunk in [header + b"x" * 1000] + [b"y" * 1000] * 10:
+        mv = reader.get_buffer()
+        mv[:len(chunk)] = chunk
+        reader.buffer_updated(len(chunk))
+        sent += len(chunk)
+        assert reader.next_frame() is None
+    assert reader.capacity == initial               # 64 MiB announced, 11 KB sent
+    while sent < 3_000_000:                         # as bytes arrive, the buffer keeps up
+        mv = reader.get_buffer()
+        n = min(len(mv), 100_000)
+        reader.buffer_updated(n)
+        sent += n
+        assert reader.next_frame() is None
+        assert reader.capacity <= 2 * sent + initial
+
+
+def test_frame_reader_takes_1mb_batches_without_regrowing():
+    # The SDK's 1000 x 1000-byte batch: after the first, each one is read into the same buffer.
+    body = 4 + 18 + 256 + 1000 * (48 + 1000)
+    frames = [_wire.request_header(160, 0, 1, i, b"\x01" * 16, body) + bytes([i]) * body
+              for i in range(12)]
+    reader = _wire.FrameReader()
+    rng = random.Random(4)
+    capacities = []
+    for i, (header, got) in enumerate(read_like_a_socket(reader, b"".join(frames), rng)):
+        assert bytes(header) + bytes(got) == frames[i]
+        capacities.append(reader.capacity)
+    assert len(capacities) == 12
+    assert capacities[0] >= 256 + body and len(set(capacities)) == 1
 
 
 def test_frame_reader_rejects_bad_sizes():
