@@ -409,18 +409,21 @@ cdef class Reader:
             raise IggyError.from_code(3, "name is not UTF-8")
 
     def identifier(self):
-        """Identifier: [kind u8][len u8][value]; returns an int (kind 1) or a str (kind 2)."""
+        """Identifier: [kind u8][len u8][value]; returns an int (kind 1) or a str (kind 2).
+
+        A malformed one is a body that does not decode: InvalidCommand (3), as in Iggy.
+        """
         cdef int kind = self.take(1)[0]
         cdef int k = self.take(1)[0]
         if kind == 1:
             if k != 4:
-                raise IggyError.from_code(6, "numeric identifier must be 4 bytes")
+                raise IggyError.from_code(3, "numeric identifier must be 4 bytes")
             return ld32(self.take(4))
         if kind == 2:
             if k == 0:
-                raise IggyError.from_code(6, "empty identifier")
+                raise IggyError.from_code(3, "empty identifier")
             return self._utf8(k)
-        raise IggyError.from_code(6, f"identifier kind {kind}")
+        raise IggyError.from_code(3, f"identifier kind {kind}")
 
     def consumer(self):
         """Consumer: [kind u8 (1 consumer, 2 group)][Identifier]."""

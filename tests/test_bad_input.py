@@ -128,7 +128,7 @@ def test_body_shorter_than_announced_waits_then_serves_others(server, healthy):
         healthy[0].ping()
         s.sendall(frame[-50:])
         s.settimeout(10)
-        assert read_reply(s)[2] == 0
+        assert read_reply(s)[2] == 3       # answered once whole (a ping's body must be empty)
 
 
 def test_unknown_command_and_unbuilt_command(server, healthy):
@@ -240,3 +240,56 @@ def test_bad_login_shapes(server):
         s.sendall(raw_request(1, body=old, request=0))
         command, _, _, reason, _ = read_reply(s)
         assert (command, reason) == (13, 14)
+
+
+def test_bytes_after_a_fixed_layout_are_refused(server, healthy):
+    # Every request body must be exactly its layout (PROTOCOL.md §5): a valid body answers,
+    # the same body with a byte after it is InvalidCommand (3) and changes nothing.
+    c, stream = healthy
+    w = _wire.Writer
+    st = w().identifier(stream).getvalue()
+    stt = w().identifier(stream).identifier("t").getvalue()
+    c.call(602, stt + w().name("g").getvalue())
+    bodies = {
+        1: b"", 10: b"", 12: b"", 20: b"", 22: b"", 32: b"", 41: b"", 201: b"",
+        13: b"\x01", 21: (1).to_bytes(4, "little"), 31: w().identifier(0).getvalue(),
+        200: st, 300: stt, 301: st, 601: stt, 600: stt + w().identifier("g").getvalue(),
+        606: stt + w().identifier("g").getvalue(),
+        120: b"\x01" + w().identifier(1).getvalue() + stt + b"\x01" + bytes(4),
+        100: b"\x01" + w().identifier(1).getvalue() + stt + b"\x01" + bytes(4)
+             + b"\x03" + bytes(8) + (10).to_bytes(4, "little") + b"\x00",
+        203: w().identifier(stream).getvalue(), 205: st, 303: stt, 305: stt,
+        402: stt + (1).to_bytes(4, "little"), 403: stt + (1).to_bytes(4, "little"),
+    }
+    for code, body in bodies.items():
+        with pytest.raises(IggyError) as e:
+            c.call(code, body + b"\x00")
+        assert e.value.code == 3, code
+    for code, body in bodies.items():
+        if code not in (203, 205, 303, 305, 402, 403):     # (the fixture checks nothing changed)
+            c.call(code, body)
+    assert c.call(200, st).body                              # the stream is still there
+
+
+def test_empty_names_are_invalid_commands(server, healthy):
+    # Iggy's WireName is 1..255 bytes: an empty one fails to decode, InvalidCommand (3).
+    c, stream = healthy
+    for code, body in ((202, b"\x00"),
+                       (204, _wire.Writer().identifier(stream).getvalue() + b"\x00"),
+                       (302, _wire.Writer().identifier(stream).u32(1).getvalue() + b"\x00"),
+                       (200, b"\x02\x00")):                  # an empty name as identifier
+        with pytest.raises(IggyError) as e:
+            c.call(code, body)
+        assert e.value.code == 3, code
+
+
+def test_a_malformed_user_header_block_is_stored_as_sent(server, healthy):
+    # Real Iggy checks a batch's layout and checksums on send, not the TLV inside a message's
+    # user-header block (clients decode it when they read it). So does iggy-fast: the bytes
+    # are kept and served verbatim.
+    c, stream = healthy
+    c.call(302, _wire.Writer().identifier(stream).u32(1).name("odd").getvalue())
+    batch = _wire.build_batch([(77, b"odd headers", b"\x02\x01", 0)], 1)
+    base = c.send_batch(stream, "odd", 0, batch, 1)
+    msg = c.poll_messages(stream, "odd", 0, 1, base, 1)[0]
+    assert msg[4] == b"odd headers" and msg[5] == b"\x02\x01"

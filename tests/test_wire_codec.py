@@ -71,9 +71,11 @@ def test_send_metadata_capture():
 
 
 def test_identifier_and_names_reject_bad_input():
-    with pytest.raises(IggyError) as e:
-        _wire.Reader(b"\x01\x02\x00\x00").identifier()
-    assert e.value.code == 6
+    # Iggy answers a body that does not decode with InvalidCommand (3), identifiers included.
+    for bad in (b"\x01\x02\x00\x00", b"\x02\x00", b"\x03\x01x", b"\x02\x02\xff\xfe"):
+        with pytest.raises(IggyError) as e:
+            _wire.Reader(bad).identifier()
+        assert e.value.code == 3, bad
     with pytest.raises(IggyError) as e:
         _wire.Reader(b"\x00").name()
     assert e.value.code == 3
