@@ -269,6 +269,11 @@ def test_bytes_after_a_fixed_layout_are_refused(server, healthy):
         if code not in (203, 205, 303, 305, 402, 403):     # (the fixture checks nothing changed)
             c.call(code, body)
     assert c.call(200, st).body                              # the stream is still there
+    missing = w().identifier("no-such-stream").identifier("t").getvalue()
+    assert c.call(300, missing).body == b""                  # not found: empty, whole body read
+    with pytest.raises(IggyError) as e:
+        c.call(300, missing + b"\x00")
+    assert e.value.code == 3
 
 
 def test_empty_names_are_invalid_commands(server, healthy):
