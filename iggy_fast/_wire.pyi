@@ -29,6 +29,8 @@ class FrameReader:
     """A reusable receive buffer that cuts a byte stream into (header, body) frames in place."""
     max_frame: int
     pending: int
+    capacity: int
+    """The size of the receive buffer now (it grows with the bytes received, not announced)."""
     def __init__(self, initial: int = ..., max_frame: int = ...) -> None: ...
     def get_buffer(self, sizehint: int = -1) -> memoryview:
         """Free space to read into; invalidates views returned earlier."""

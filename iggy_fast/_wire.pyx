@@ -66,6 +66,8 @@ cdef enum:
     BATCH_FIELDS = 44
     # Frames bigger than this are not read in one go into a small buffer; the buffer grows.
     INITIAL_RECEIVE = 256 * 1024
+    # The least free space offered to a read (and what "nearly full" means when growing).
+    READ_ROOM = 64 * 1024
     SHRINK_ABOVE = 8 * 1024 * 1024
 
 
@@ -110,6 +112,11 @@ cdef class FrameReader:
     of complete frames. Views stay valid until the next `get_buffer()` call: the buffer is
     compacted there, and replaced (never resized, so old views stay safe) when a frame needs
     more room than it has.
+
+    Memory follows the bytes that arrived, not the size a frame announces: the buffer grows
+    only once it is (nearly) full, at most doubling and never past the frame's size, so a peer
+    announcing 64 MiB and sending little costs the initial buffer. A connection that sends
+    1 MB batches grows once, to one batch, and then reads every batch into place unchanged.
     """
 
     cdef bytearray buf
@@ -130,10 +137,15 @@ cdef class FrameReader:
         """Bytes received that do not yet form a whole frame."""
         return self.end - self.start
 
+    @property
+    def capacity(self):
+        """The size of the receive buffer now."""
+        return len(self.buf)
+
     def get_buffer(self, Py_ssize_t sizehint=-1):
         cdef Py_ssize_t cap = len(self.buf)
         cdef Py_ssize_t used = self.end - self.start
-        cdef Py_ssize_t want = self.need if self.need > used else used + 65536
+        cdef Py_ssize_t grown
         cdef bytearray fresh
         cdef char *base
         if self.start == self.end:
@@ -142,14 +154,20 @@ cdef class FrameReader:
                 # A connection that once sent a huge frame does not keep its buffer forever.
                 self.buf = bytearray(INITIAL_RECEIVE)
                 return memoryview(self.buf)
-        if want > cap:
-            fresh = bytearray(max(want, 2 * cap))
+        if cap - used < READ_ROOM and not (used < self.need <= cap):
+            # Full, and the frame in progress does not fit (or its size is not known yet):
+            # double, but never past the frame's size, so memory grows with what arrived
+            # rather than with what the peer announced.
+            grown = max(2 * cap, used + READ_ROOM)
+            if self.need > used:
+                grown = min(grown, self.need)
+            fresh = bytearray(grown)
             base = fresh
             memcpy(base, <char *>self.buf + self.start, used)
             self.buf = fresh
             self.start = 0
             self.end = used
-        elif cap - self.end < 65536 and self.start > 0:
+        elif cap - self.end < READ_ROOM and self.start > 0:
             base = self.buf
             memmove(base, base + self.start, used)
             self.start = 0
@@ -391,18 +409,21 @@ cdef class Reader:
             raise IggyError.from_code(3, "name is not UTF-8")
 
     def identifier(self):
-        """Identifier: [kind u8][len u8][value]; returns an int (kind 1) or a str (kind 2)."""
+        """Identifier: [kind u8][len u8][value]; returns an int (kind 1) or a str (kind 2).
+
+        A malformed one is a body that does not decode: InvalidCommand (3), as in Iggy.
+        """
         cdef int kind = self.take(1)[0]
         cdef int k = self.take(1)[0]
         if kind == 1:
             if k != 4:
-                raise IggyError.from_code(6, "numeric identifier must be 4 bytes")
+                raise IggyError.from_code(3, "numeric identifier must be 4 bytes")
             return ld32(self.take(4))
         if kind == 2:
             if k == 0:
-                raise IggyError.from_code(6, "empty identifier")
+                raise IggyError.from_code(3, "empty identifier")
             return self._utf8(k)
-        raise IggyError.from_code(6, f"identifier kind {kind}")
+        raise IggyError.from_code(3, f"identifier kind {kind}")
 
     def consumer(self):
         """Consumer: [kind u8 (1 consumer, 2 group)][Identifier]."""

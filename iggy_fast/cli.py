@@ -8,8 +8,11 @@ import os
 import sys
 
 
+log = logging.getLogger("iggy_fast")
+
+
 def _server(args) -> int:
-    from iggy_fast.config import load_config
+    from iggy_fast.config import ConfigError, read_config
     from iggy_fast.server.app import run
 
     overrides: dict = {}
@@ -20,8 +23,18 @@ def _server(args) -> int:
     if args.with_default_root_credentials and not os.environ.get("IGGY_ROOT_PASSWORD"):
         overrides["root"] = {"username": os.environ.get("IGGY_ROOT_USERNAME", "iggy"),
                              "password": "iggy"}
-    cfg = load_config(args.config, overrides=overrides)
-    run(cfg)
+    try:
+        loaded = read_config(args.config, overrides=overrides)
+    except ConfigError as e:
+        # A configuration mistake is the user's to fix: one line, no traceback.
+        print(f"iggy-fast: configuration error: {e}", file=sys.stderr)
+        return 2
+    for name in loaded.unknown_env:
+        log.warning("unknown environment variable %s is ignored", name)
+    if loaded.not_applied:
+        log.warning("configuration keys accepted but not applied by this version: %s",
+                    ", ".join(loaded.not_applied))
+    run(loaded.config)
     return 0
 
 

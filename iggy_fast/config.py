@@ -1,9 +1,16 @@
 """Server configuration: defaults, then a TOML file, then IGGY_* environment variables, then flags.
 
-The keys follow Iggy's server.toml, and an environment variable names a key by its path in
-upper case joined with underscores, as Iggy does: `IGGY_TCP_ADDRESS` is `[tcp] address`,
-`IGGY_TCP_TLS_ENABLED` is `[tcp.tls] enabled`, `IGGY_SYSTEM_SEGMENT_SIZE` is
-`[system.segment] size`. Sizes accept "1 GiB"-style strings and durations "7 days"-style ones.
+The file takes Iggy's server.toml as it is: every key of Iggy's configuration tree is accepted
+(the tree of the Iggy source this server follows, plus the keys of the last Iggy server release,
+so either's file works). Keys iggy-fast implements take effect (`DEFAULTS` holds them); the other
+Iggy keys are accepted and reported once at start as not applied; a key Iggy does not have, or a
+value of the wrong kind, stops the server with a one-line `ConfigError`.
+
+An environment variable names a key by its path in upper case joined with underscores, as Iggy
+does: `IGGY_TCP_ADDRESS` is `[tcp] address`, `IGGY_TCP_TLS_ENABLED` is `[tcp.tls] enabled`,
+`IGGY_SYSTEM_SEGMENT_SIZE` is `[system.segment] size`. Like Iggy, an `IGGY_*` variable that names
+no key is reported and ignored (other Iggy tools, such as the CLI, read `IGGY_*` variables too),
+and an empty one is ignored. Sizes accept "1 GiB"-style strings and durations "7 days"-style ones.
 """
 
 from __future__ import annotations
@@ -12,35 +19,133 @@ import copy
 import os
 import re
 import tomllib
-from typing import Any
+from typing import Any, NamedTuple
 
 NEVER = 2**64 - 1
 
+
+class ConfigError(ValueError):
+    """A configuration the server cannot start with; the message is one line for the user."""
+
+
+# Kinds of values, checked (and booleans and integers normalised) before the server starts.
+BOOL, INT, SIZE, DURATION, TEXT, ADDRESS, LIST, ANY = (
+    "boolean", "integer", "size", "duration", "text", "address", "list", "any")
+
+_TLS = {"enabled": BOOL, "self_signed": BOOL, "cert_file": TEXT, "key_file": TEXT}
+_SOCKET = {"override_defaults": BOOL, "recv_buffer_size": SIZE, "send_buffer_size": SIZE,
+           "keepalive": BOOL}
+
+# Iggy's configuration tree: the sections and keys of its server config (core/server/config.toml
+# and core/configs at the commit PROTOCOL.md follows, and server 0.8.0's config.toml). Arrays of
+# tables (cluster nodes, JWT issuers) and the 0.8 `[cluster.node]` table are taken whole (ANY).
+IGGY_KEYS: dict[str, Any] = {
+    "consumer_group": {"rebalancing_timeout": DURATION, "rebalancing_check_interval": DURATION},
+    "data_maintenance": {"messages": {"cleaner_enabled": BOOL, "interval": DURATION}},
+    "http": {
+        "enabled": BOOL, "address": ADDRESS, "max_request_size": SIZE, "web_ui": BOOL,
+        "cors": {"enabled": BOOL, "allowed_methods": LIST, "allowed_origins": LIST,
+                 "allowed_headers": LIST, "exposed_headers": LIST, "allow_credentials": BOOL,
+                 "allow_private_network": BOOL},
+        "jwt": {"algorithm": TEXT, "issuer": TEXT, "audience": TEXT, "valid_issuers": LIST,
+                "valid_audiences": LIST, "access_token_expiry": DURATION,
+                "clock_skew": DURATION, "not_before": DURATION, "encoding_secret": TEXT,
+                "decoding_secret": TEXT, "use_base64_secret": BOOL, "trusted_issuers": ANY},
+        "metrics": {"enabled": BOOL, "endpoint": TEXT},
+        "tls": {"enabled": BOOL, "cert_file": TEXT, "key_file": TEXT},
+    },
+    "tcp": {
+        "enabled": BOOL, "address": ADDRESS, "ipv6": BOOL, "socket_migration": BOOL,
+        "tls": _TLS,
+        "socket": {**_SOCKET, "nodelay": BOOL, "linger": DURATION},
+    },
+    "quic": {
+        "enabled": BOOL, "address": ADDRESS, "max_concurrent_bidi_streams": INT,
+        "datagram_send_buffer_size": SIZE, "initial_mtu": SIZE, "send_window": SIZE,
+        "receive_window": SIZE, "stream_receive_window": SIZE,
+        "keep_alive_interval": DURATION, "max_idle_timeout": DURATION,
+        "certificate": {"self_signed": BOOL, "cert_file": TEXT, "key_file": TEXT},
+        "socket": _SOCKET,
+    },
+    "websocket": {
+        "enabled": BOOL, "address": ADDRESS, "read_buffer_size": SIZE, "write_buffer_size": SIZE,
+        "max_write_buffer_size": SIZE, "max_message_size": SIZE, "max_frame_size": SIZE,
+        "accept_unmasked_frames": BOOL, "tls": _TLS,
+    },
+    "message_saver": {"enabled": BOOL, "enforce_fsync": BOOL, "interval": DURATION},
+    "personal_access_token": {"max_tokens_per_user": INT,
+                              "cleaner": {"enabled": BOOL, "interval": DURATION}},
+    "heartbeat": {"enabled": BOOL, "interval": DURATION},
+    "telemetry": {"enabled": BOOL, "service_name": TEXT,
+                  "logs": {"transport": TEXT, "endpoint": TEXT},
+                  "traces": {"transport": TEXT, "endpoint": TEXT}},
+    "system": {
+        "path": TEXT,
+        "backup": {"path": TEXT, "compatibility": {"path": TEXT}},
+        "state": {"enforce_fsync": BOOL, "max_file_operation_retries": INT,
+                  "retry_delay": DURATION},
+        "runtime": {"path": TEXT},
+        "logging": {"path": TEXT, "level": TEXT, "file_enabled": BOOL, "max_file_size": SIZE,
+                    "max_total_size": SIZE, "rotation_check_interval": DURATION,
+                    "retention": DURATION, "sysinfo_print_interval": DURATION},
+        "encryption": {"enabled": BOOL, "key": TEXT},
+        "compression": {"allow_override": BOOL, "default_algorithm": TEXT},
+        "stream": {"path": TEXT},
+        "topic": {"path": TEXT, "max_size": SIZE, "message_expiry": DURATION},
+        "partition": {"path": TEXT, "enforce_fsync": BOOL, "validate_checksum": BOOL,
+                      "messages_required_to_save": INT,
+                      "size_of_messages_required_to_save": SIZE},
+        "segment": {"size": SIZE, "archive_expired": BOOL, "cache_indexes": TEXT},
+        "message_deduplication": {"enabled": BOOL, "max_entries": INT, "expiry": DURATION},
+        "recovery": {"recreate_missing_state": BOOL},
+        "memory_pool": {"enabled": BOOL, "size": SIZE, "bucket_capacity": INT},
+        "sharding": {"cpu_allocation": TEXT, "pin_cores": BOOL, "inbox_capacity": INT,
+                     "reply_inbox_capacity": INT, "shutdown_drain_timeout": DURATION,
+                     "shutdown_poll_interval": DURATION, "shutdown_join_timeout": DURATION,
+                     "reconcile_periodic_interval": DURATION},
+    },
+    "cluster": {
+        "enabled": BOOL, "name": TEXT, "heartbeat_timeout": DURATION,
+        "commit_broadcast_interval": DURATION, "prepare_retransmit_interval": DURATION,
+        "view_change_retransmit_interval": DURATION, "view_change_status_timeout": DURATION,
+        "request_start_view_retransmit_interval": DURATION, "view_probe_attempts_max": INT,
+        "repair_retry_interval": DURATION, "repair_chunk_max": INT,
+        "superblock_wedged_fatal_timeout": DURATION, "nodes": ANY, "node": ANY,
+        "auth": {"enabled": BOOL, "shared_secret": TEXT, "previous_shared_secret": TEXT},
+        "tls": {**_TLS, "ca_file": TEXT},
+        "coordinator": {"skip_shard_zero_for_replicas": BOOL, "skip_shard_zero_for_clients": BOOL},
+    },
+    "metadata": {"prepare_queue_depth": INT, "journal_slots": INT, "clients_table_max": INT},
+    "partition": {"prepare_queue_depth": INT, "evicted_ring_capacity": INT,
+                  "evicted_ring_bytes_max": SIZE, "transfer_served_cache_bytes_max": SIZE,
+                  "transfer_artifact_bytes_max": SIZE},
+    "message_bus": {"max_batch": INT, "max_message_size": SIZE, "peer_queue_capacity": INT,
+                    "reconnect_period": DURATION, "close_peer_timeout": DURATION,
+                    "close_grace": DURATION, "handshake_grace": DURATION},
+}
+
+# Keys iggy-fast adds to Iggy's tree. The root credentials come from IGGY_ROOT_USERNAME /
+# IGGY_ROOT_PASSWORD and the flags, as in Iggy, and are kept here.
+OWN_KEYS: dict[str, Any] = {
+    "tcp": {"sendfile": BOOL},
+    "system": {"partition": {"sync_interval": DURATION}},
+    "cluster": {"node_name": TEXT},
+    "root": {"username": TEXT, "password": TEXT},
+}
+
+# The keys iggy-fast implements, with their defaults. Only HTTP, QUIC and WebSocket's `enabled`
+# and `address` are here of those transports: they are not built yet, and the server says so.
 DEFAULTS: dict[str, Any] = {
     "tcp": {
         "enabled": True,
         "address": "127.0.0.1:8090",
-        "socket": {"nodelay": True},
         "sendfile": True,             # polls go from the page cache to the socket directly
         "tls": {"enabled": False, "self_signed": True, "cert_file": "", "key_file": ""},
     },
-    "quic": {
-        "enabled": False,
-        "address": "127.0.0.1:8080",
-        "certificate": {"self_signed": True, "cert_file": "", "key_file": ""},
-    },
-    "http": {
-        "enabled": False,
-        "address": "127.0.0.1:3000",
-        "jwt": {"encoding_secret": "", "access_token_expiry": "1 h"},
-        "tls": {"enabled": False, "cert_file": "", "key_file": ""},
-    },
-    "websocket": {
-        "enabled": False,
-        "address": "127.0.0.1:8092",
-        "tls": {"enabled": False, "cert_file": "", "key_file": ""},
-    },
-    "heartbeat": {"enabled": True, "interval": "30 s"},
+    "quic": {"enabled": False, "address": "127.0.0.1:8080"},
+    "http": {"enabled": False, "address": "127.0.0.1:3000"},
+    "websocket": {"enabled": False, "address": "127.0.0.1:8092"},
+    "heartbeat": {"interval": "30 s"},
     "personal_access_token": {"max_tokens_per_user": 100},
     "data_maintenance": {"messages": {"cleaner_enabled": True, "interval": "1 m"}},
     "system": {
@@ -63,8 +168,17 @@ DEFAULTS: dict[str, Any] = {
     "cluster": {"name": "iggy-cluster", "node_name": "iggy-node-1"},
 }
 
+# Transports Iggy has and iggy-fast does not build yet: (config section, name in messages).
+UNBUILT_TRANSPORTS = (("http", "HTTP"), ("quic", "QUIC"), ("websocket", "WebSocket"))
+
 # Iggy reads the root credentials from these two, outside the config tree.
 _ROOT_ENV = {"IGGY_ROOT_USERNAME": ("root", "username"), "IGGY_ROOT_PASSWORD": ("root", "password")}
+
+# IGGY_* variables that are not configuration keys, in Iggy (its config file path, test and CI
+# knobs) or here (IGGY_FAST_* build switches such as IGGY_FAST_DEBUG): never reported.
+_NOT_KEYS = {"IGGY_CONFIG_PATH", "IGGY_CI_BUILD", "IGGY_SHARD_RUNTIME_CAPACITY",
+             "IGGY_CONNECTORS_CONFIG_PATH", "IGGY_MCP_CONFIG_PATH"}
+_NOT_KEY_PREFIXES = ("IGGY_FAST_", "IGGY_TEST_", "IGGY_CONNECTORS_")
 
 _SIZE_UNITS = {
     "b": 1, "kb": 1000, "mb": 1000**2, "gb": 1000**3, "tb": 1000**4,
@@ -125,16 +239,78 @@ def parse_bool(value: Any) -> bool:
     raise ValueError(f"not a boolean: {value!r}")
 
 
-def _merge(into: dict, other: dict, where: str = "") -> None:
-    for key, value in other.items():
-        if key not in into:
-            raise ValueError(f"unknown config key {where}{key}")
-        if isinstance(into[key], dict):
+def _deep_merge(a: dict, b: dict) -> dict:
+    out = dict(a)
+    for key, value in b.items():
+        out[key] = _deep_merge(out[key], value) if isinstance(out.get(key), dict) else value
+    return out
+
+
+SCHEMA = _deep_merge(IGGY_KEYS, OWN_KEYS)
+
+
+def _normalise(kind: str, value: Any) -> Any:
+    """The value to keep for a key of this kind; ValueError when it is not one."""
+    if kind == BOOL:
+        return parse_bool(value)
+    if kind == INT:
+        if isinstance(value, bool) or not re.fullmatch(r"\s*\d[\d_]*\s*", str(value)):
+            raise ValueError(f"not an integer: {value!r}")
+        return int(str(value).replace("_", ""))
+    if kind == SIZE:
+        parse_size(value)
+    elif kind == DURATION:
+        parse_duration_us(value)
+    elif kind == ADDRESS:
+        split_address(value)
+    elif kind == TEXT and not isinstance(value, str):
+        raise ValueError(f"not a string: {value!r}")
+    elif kind == LIST and not isinstance(value, (list, str)):
+        raise ValueError(f"not a list: {value!r}")
+    return value
+
+
+class Loaded(NamedTuple):
+    config: dict             # the effective configuration of the keys iggy-fast implements
+    not_applied: list[str]   # Iggy keys that were set but this version does not implement
+    unknown_env: list[str]   # IGGY_* variables that name no key (ignored, as Iggy does)
+
+
+class _Builder:
+    def __init__(self):
+        self.cfg = copy.deepcopy(DEFAULTS)
+        self.not_applied: set[str] = set()
+
+    def set(self, path: list[str], value: Any, where: str) -> None:
+        """Check one key's value and apply it when the key is implemented."""
+        schema: Any = SCHEMA
+        for i, key in enumerate(path):
+            if schema == ANY:
+                break
+            if not isinstance(schema, dict) or key not in schema:
+                raise ConfigError(f"{where}: {'.'.join(path[:i + 1])} is not an Iggy "
+                                  "configuration key")
+            schema = schema[key]
+        dotted = ".".join(path)
+        if isinstance(schema, dict):
             if not isinstance(value, dict):
-                raise ValueError(f"config key {where}{key} is a section")
-            _merge(into[key], value, f"{where}{key}.")
+                raise ConfigError(f"{where}: {dotted} is a section, not a value")
+            for key, inner in value.items():
+                self.set([*path, key], inner, where)
+            return
+        if isinstance(value, dict) and schema != ANY:
+            raise ConfigError(f"{where}: {dotted} is a value, not a section")
+        try:
+            value = _normalise(schema, value)
+        except ValueError as e:
+            raise ConfigError(f"{where}: {dotted}: {e}") from None
+        node = self.cfg
+        for key in path[:-1]:
+            node = node.get(key) if isinstance(node, dict) else None
+        if isinstance(node, dict) and path[-1] in node:
+            node[path[-1]] = value
         else:
-            into[key] = value
+            self.not_applied.add(dotted)
 
 
 def _env_path(tree: dict, parts: list[str]) -> list[str] | None:
@@ -143,51 +319,70 @@ def _env_path(tree: dict, parts: list[str]) -> list[str] | None:
         return None
     for take in range(len(parts), 0, -1):
         key = "_".join(parts[:take]).lower()
-        if key in tree:
-            if isinstance(tree[key], dict):
-                rest = _env_path(tree[key], parts[take:])
-                if rest is not None:
-                    return [key, *rest]
-            elif take == len(parts):
-                return [key]
+        if key not in tree:
+            continue
+        if isinstance(tree[key], dict):
+            rest = _env_path(tree[key], parts[take:])
+            if rest is not None:
+                return [key, *rest]
+        elif take == len(parts):
+            return [key]
+        elif tree[key] == ANY:     # inside an array of tables: IGGY_CLUSTER_NODES_0_NAME
+            return [key, *(p.lower() for p in parts[take:])]
     return None
 
 
-def _coerce(old: Any, text: str) -> Any:
-    if isinstance(old, bool):
-        return parse_bool(text)
-    if isinstance(old, int):
-        return int(text)
-    return text
+def read_config(path: str | None = None, environ: dict[str, str] | None = None,
+                overrides: dict[str, Any] | None = None) -> Loaded:
+    """The effective configuration, defaults < TOML file < environment < overrides (flags).
+
+    Raises ConfigError (one line) for a key Iggy does not have, a value of the wrong kind, an
+    unreadable file, or a configuration with nothing to listen on.
+    """
+    env = os.environ if environ is None else environ
+    build = _Builder()
+    path = path or env.get("IGGY_CONFIG_PATH") or None
+    if path:
+        try:
+            with open(path, "rb") as f:
+                data = tomllib.load(f)
+        except OSError as e:
+            raise ConfigError(f"cannot read config file {path}: {e.strerror}") from None
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"{path}: not valid TOML: {e}") from None
+        for key, value in data.items():
+            build.set([key], value, path)
+    unknown = []
+    for name, value in sorted(env.items()):
+        if not name.startswith("IGGY_") or value == "":
+            continue
+        if name in _ROOT_ENV:
+            build.set(list(_ROOT_ENV[name]), value, name)
+            continue
+        route = _env_path(SCHEMA, name[5:].split("_"))
+        if route is None:
+            if name not in _NOT_KEYS and not name.startswith(_NOT_KEY_PREFIXES):
+                unknown.append(name)
+            continue
+        build.set(route, value, f"{name}={value}")
+    for key, value in (overrides or {}).items():
+        build.set([key], value, "command line")
+    cfg = build.cfg
+    if not cfg["tcp"]["enabled"]:
+        raise ConfigError("nothing to listen on: TCP is disabled (tcp.enabled / IGGY_TCP_ENABLED)"
+                          " and HTTP, QUIC and WebSocket are not available in this version")
+    return Loaded(cfg, sorted(build.not_applied), unknown)
 
 
 def load_config(path: str | None = None, environ: dict[str, str] | None = None,
                 overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The effective configuration: defaults < TOML file < environment < overrides."""
-    cfg = copy.deepcopy(DEFAULTS)
-    if path:
-        with open(path, "rb") as f:
-            _merge(cfg, tomllib.load(f))
-    env = os.environ if environ is None else environ
-    for name, value in env.items():
-        if name in _ROOT_ENV:
-            section, key = _ROOT_ENV[name]
-            cfg[section][key] = value
-            continue
-        if not name.startswith("IGGY_"):
-            continue
-        route = _env_path(cfg, name[5:].split("_"))
-        if route is None:
-            continue  # other tools' IGGY_* variables (e.g. the SDK's) are not ours to reject
-        node = cfg
-        for key in route[:-1]:
-            node = node[key]
-        node[route[-1]] = _coerce(node[route[-1]], value)
-    if overrides:
-        _merge(cfg, overrides)
-    return cfg
+    """The effective configuration (see read_config)."""
+    return read_config(path, environ, overrides).config
 
 
 def split_address(address: str) -> tuple[str, int]:
-    host, _, port = address.rpartition(":")
+    """(host, port) of "host:port" or "[v6]:port"; ValueError when it is not one."""
+    host, sep, port = str(address).rpartition(":")
+    if not sep or not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"not a host:port address: {address!r}")
     return host.strip("[]") or "127.0.0.1", int(port)

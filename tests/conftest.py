@@ -2,7 +2,7 @@
 
 `server` starts one per test module (tests in a module share it and use unique names);
 `fresh_server` starts one per test for tests that restart or crash it. Clients are the
-official `apache-iggy` SDK and our own raw-frame helpers in tests/wire_client.py.
+official `apache-iggy` SDK and our own blocking raw-frame client (`iggy_fast.client`).
 """
 
 from __future__ import annotations
@@ -29,11 +29,15 @@ def free_port() -> int:
 class ServerProcess:
     """One `iggy-fast server` process; restartable on the same ports and data dir."""
 
-    def __init__(self, data_dir, env=None, args=()):
+    def __init__(self, data_dir, env=None, args=(), by_env: bool = False):
         self.data_dir = str(data_dir)
         self.tcp_port = free_port()
         self.env = {**os.environ, **(env or {})}
         self.args = list(args)
+        # by_env: the address and data dir go in as IGGY_TCP_ADDRESS / IGGY_SYSTEM_PATH, not flags.
+        self.by_env = by_env
+        if by_env:
+            self.env.update(IGGY_TCP_ADDRESS=self.address, IGGY_SYSTEM_PATH=self.data_dir)
         self.proc = None
         self.log_path = os.path.join(self.data_dir + ".log")
 
@@ -42,8 +46,9 @@ class ServerProcess:
         return f"127.0.0.1:{self.tcp_port}"
 
     def start(self, timeout: float = 20.0) -> "ServerProcess":
-        cmd = [sys.executable, "-m", "iggy_fast.cli", "server", "--data-dir", self.data_dir,
-               "--tcp-address", self.address, "--with-default-root-credentials", *self.args]
+        where = [] if self.by_env else ["--data-dir", self.data_dir, "--tcp-address", self.address]
+        cmd = [sys.executable, "-m", "iggy_fast.cli", "server", *where,
+               "--with-default-root-credentials", *self.args]
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(cmd, env=self.env, stdout=self._log, stderr=self._log)
         deadline = time.monotonic() + timeout

@@ -74,6 +74,41 @@ def test_frame_size_too_large_closes_only_that_connection(server, healthy):
     healthy[0].ping()
 
 
+def vm_rss(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+def test_announcing_huge_frames_costs_only_what_arrives(server, healthy):
+    # Unauthenticated peers announce the largest frame allowed (64 MiB) and send 1000 bytes:
+    # the server must not set 64 MiB aside for each of them, and serves everyone else.
+    before = vm_rss(server.proc.pid)
+    socks = []
+    try:
+        for _ in range(8):
+            s = connect(server)
+            frame = bytearray(raw_request(2, 1))
+            frame[48:52] = (64 * 1024 * 1024).to_bytes(4, "little")
+            s.sendall(bytes(frame) + b"x" * 1000)
+            socks.append(s)
+        healthy[0].ping()
+        for s in socks:              # the next read is where a buffer for the frame is sought
+            s.sendall(b"y" * 1000)
+        for _ in range(5):           # the server has read them by the time it answers these
+            healthy[0].ping()
+            time.sleep(0.05)
+        grown = vm_rss(server.proc.pid) - before
+        assert grown < 32 * 1024 * 1024, f"RSS grew by {grown >> 20} MiB"
+        msgs = healthy[0].poll_messages(healthy[1], "t", 0, 3, 0, 100)
+        assert len(msgs) == 10
+    finally:
+        for s in socks:
+            s.close()
+
+
 def test_client_disconnecting_mid_frame(server, healthy):
     with connect(server) as s:
         frame = raw_request(2, 1, body=b"x" * 1000)
@@ -93,7 +128,7 @@ def test_body_shorter_than_announced_waits_then_serves_others(server, healthy):
         healthy[0].ping()
         s.sendall(frame[-50:])
         s.settimeout(10)
-        assert read_reply(s)[2] == 0
+        assert read_reply(s)[2] == 3       # answered once whole (a ping's body must be empty)
 
 
 def test_unknown_command_and_unbuilt_command(server, healthy):
@@ -205,3 +240,61 @@ def test_bad_login_shapes(server):
         s.sendall(raw_request(1, body=old, request=0))
         command, _, _, reason, _ = read_reply(s)
         assert (command, reason) == (13, 14)
+
+
+def test_bytes_after_a_fixed_layout_are_refused(server, healthy):
+    # Every request body must be exactly its layout (PROTOCOL.md §5): a valid body answers,
+    # the same body with a byte after it is InvalidCommand (3) and changes nothing.
+    c, stream = healthy
+    w = _wire.Writer
+    st = w().identifier(stream).getvalue()
+    stt = w().identifier(stream).identifier("t").getvalue()
+    c.call(602, stt + w().name("g").getvalue())
+    bodies = {
+        1: b"", 10: b"", 12: b"", 20: b"", 22: b"", 32: b"", 41: b"", 201: b"",
+        13: b"\x01", 21: (1).to_bytes(4, "little"), 31: w().identifier(0).getvalue(),
+        200: st, 300: stt, 301: st, 601: stt, 600: stt + w().identifier("g").getvalue(),
+        606: stt + w().identifier("g").getvalue(),
+        120: b"\x01" + w().identifier(1).getvalue() + stt + b"\x01" + bytes(4),
+        100: b"\x01" + w().identifier(1).getvalue() + stt + b"\x01" + bytes(4)
+             + b"\x03" + bytes(8) + (10).to_bytes(4, "little") + b"\x00",
+        203: w().identifier(stream).getvalue(), 205: st, 303: stt, 305: stt,
+        402: stt + (1).to_bytes(4, "little"), 403: stt + (1).to_bytes(4, "little"),
+    }
+    for code, body in bodies.items():
+        with pytest.raises(IggyError) as e:
+            c.call(code, body + b"\x00")
+        assert e.value.code == 3, code
+    for code, body in bodies.items():
+        if code not in (203, 205, 303, 305, 402, 403):     # (the fixture checks nothing changed)
+            c.call(code, body)
+    assert c.call(200, st).body                              # the stream is still there
+    missing = w().identifier("no-such-stream").identifier("t").getvalue()
+    assert c.call(300, missing).body == b""                  # not found: empty, whole body read
+    with pytest.raises(IggyError) as e:
+        c.call(300, missing + b"\x00")
+    assert e.value.code == 3
+
+
+def test_empty_names_are_invalid_commands(server, healthy):
+    # Iggy's WireName is 1..255 bytes: an empty one fails to decode, InvalidCommand (3).
+    c, stream = healthy
+    for code, body in ((202, b"\x00"),
+                       (204, _wire.Writer().identifier(stream).getvalue() + b"\x00"),
+                       (302, _wire.Writer().identifier(stream).u32(1).getvalue() + b"\x00"),
+                       (200, b"\x02\x00")):                  # an empty name as identifier
+        with pytest.raises(IggyError) as e:
+            c.call(code, body)
+        assert e.value.code == 3, code
+
+
+def test_a_malformed_user_header_block_is_stored_as_sent(server, healthy):
+    # Real Iggy checks a batch's layout and checksums on send, not the TLV inside a message's
+    # user-header block (clients decode it when they read it). So does iggy-fast: the bytes
+    # are kept and served verbatim.
+    c, stream = healthy
+    c.call(302, _wire.Writer().identifier(stream).u32(1).name("odd").getvalue())
+    batch = _wire.build_batch([(77, b"odd headers", b"\x02\x01", 0)], 1)
+    base = c.send_batch(stream, "odd", 0, batch, 1)
+    msg = c.poll_messages(stream, "odd", 0, 1, base, 1)[0]
+    assert msg[4] == b"odd headers" and msg[5] == b"\x02\x01"

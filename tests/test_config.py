@@ -1,8 +1,11 @@
-"""Configuration: defaults < TOML file < IGGY_* environment < flags, Iggy's key names, and the
-root user's password generated and shown once when none is configured."""
+"""Configuration: defaults < TOML file < IGGY_* environment < flags, Iggy's whole key tree
+accepted (implemented keys applied, the rest reported as not applied, others refused in one
+line), transports not built yet announced, the environment on a real server, and the root
+user's password generated and shown once when none is configured."""
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -11,8 +14,65 @@ import time
 import pytest
 from apache_iggy import IggyClient
 
-from conftest import free_port
-from iggy_fast.config import NEVER, load_config, parse_duration_us, parse_size
+from conftest import ROOT, ServerProcess, free_port
+from iggy_fast.config import (NEVER, ConfigError, load_config, parse_duration_us, parse_size,
+                              read_config)
+
+# A miniature of an Iggy server.toml: sections and keys shaped like Iggy's own (its current tree
+# and the 0.8 release's), most of which iggy-fast accepts without implementing.
+IGGY_STYLE_TOML = """
+[http]
+enabled = true
+address = "127.0.0.1:3000"
+max_request_size = "2 MB"
+
+[http.cors]
+enabled = true
+allowed_methods = ["GET", "POST"]
+
+[http.jwt]
+access_token_expiry = "1 h"
+
+[tcp]
+enabled = true
+address = "127.0.0.1:9999"
+ipv6 = false
+
+[tcp.socket]
+override_defaults = false
+nodelay = true
+
+[quic]
+enabled = false
+initial_mtu = "1200 B"
+
+[system]
+path = "from-the-file"
+
+[system.segment]
+size = "64 MiB"
+archive_expired = false
+
+[system.sharding]
+cpu_allocation = "numa:auto"
+
+[cluster]
+enabled = false
+name = "mini-cluster"
+
+[[cluster.nodes]]
+name = "node-a"
+ip = "127.0.0.1"
+ports = { tcp = 8090, quic = 8080 }
+
+[message_bus]
+max_message_size = "64 MiB"
+"""
+
+
+def clean_env(**extra) -> dict:
+    """This process's environment without IGGY_* variables, plus `extra`."""
+    return {**{k: v for k, v in os.environ.items() if not k.startswith("IGGY_")}, **extra}
 
 
 def test_sizes_and_durations():
@@ -38,7 +98,8 @@ def test_layers_override_in_order(tmp_path):
            "IGGY_QUIC_ADDRESS": "127.0.0.1:1", "IGGY_WEBSOCKET_ENABLED": "true",
            "IGGY_ROOT_USERNAME": "admin", "IGGY_ROOT_PASSWORD": "pw-from-env",
            "IGGY_SYSTEM_SEGMENT_SIZE": "8 MiB", "IGGY_SOMETHING_UNKNOWN": "ignored"}
-    cfg = load_config(str(toml), environ=env)
+    cfg, _, unknown = read_config(str(toml), environ=env)
+    assert unknown == ["IGGY_SOMETHING_UNKNOWN"]
     assert cfg["tcp"]["address"] == "127.0.0.1:7777" and cfg["tcp"]["tls"]["enabled"] is True
     assert cfg["system"]["path"] == "/tmp/x" and cfg["http"]["enabled"] is True
     assert cfg["quic"]["address"] == "127.0.0.1:1" and cfg["websocket"]["enabled"] is True
@@ -46,10 +107,129 @@ def test_layers_override_in_order(tmp_path):
     assert cfg["system"]["segment"]["size"] == "8 MiB"
     cfg = load_config(str(toml), environ=env, overrides={"system": {"path": "/flag"}})
     assert cfg["system"]["path"] == "/flag"
+
+
+def test_an_iggy_server_toml_is_taken_as_it_is(tmp_path):
+    toml = tmp_path / "server.toml"
+    toml.write_text(IGGY_STYLE_TOML)
+    cfg, not_applied, _ = read_config(str(toml), environ={})
+    # What iggy-fast implements takes effect...
+    assert cfg["tcp"]["address"] == "127.0.0.1:9999" and cfg["system"]["path"] == "from-the-file"
+    assert cfg["system"]["segment"]["size"] == "64 MiB" and cfg["cluster"]["name"] == "mini-cluster"
+    assert cfg["http"]["enabled"] is True and cfg["quic"]["enabled"] is False
+    # ...and every other Iggy key is accepted and reported, not kept.
+    assert not_applied == sorted([
+        "http.max_request_size", "http.cors.enabled", "http.cors.allowed_methods",
+        "http.jwt.access_token_expiry", "tcp.ipv6", "tcp.socket.override_defaults",
+        "tcp.socket.nodelay", "quic.initial_mtu", "system.segment.archive_expired",
+        "system.sharding.cpu_allocation", "cluster.enabled", "cluster.nodes",
+        "message_bus.max_message_size"])
+    assert "cors" not in cfg["http"] and "socket" not in cfg["tcp"]
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[tcp]\nadress = 'typo'\n", "tcp.adress is not an Iggy configuration key"),
+    ("[htttp]\nenabled = true\n", "htttp is not an Iggy configuration key"),
+    ("[system.segment]\nsize = 'huge'\n", "system.segment.size: not a size: 'huge'"),
+    ("[tcp]\nenabled = 'maybe'\n", "tcp.enabled: not a boolean: 'maybe'"),
+    ("[tcp]\naddress = 'no-port'\n", "tcp.address: not a host:port address"),
+    ("tcp = 1\n", "tcp is a section, not a value"),
+    ("[tcp.address]\nx = 1\n", "tcp.address is a value, not a section"),
+    ("[tcp\n", "not valid TOML"),
+])
+def test_what_iggy_does_not_have_is_refused_in_one_line(tmp_path, text, message):
     bad = tmp_path / "bad.toml"
-    bad.write_text("[tcp]\nadress = 'typo'\n")
-    with pytest.raises(ValueError, match="unknown config key tcp.adress"):
+    bad.write_text(text)
+    with pytest.raises(ConfigError) as e:
         load_config(str(bad), environ={})
+    assert message in str(e.value) and str(bad) in str(e.value) and "\n" not in str(e.value)
+
+
+def test_environment_takes_iggy_names_and_applies_ours():
+    env = {"IGGY_HTTP_MAX_REQUEST_SIZE": "4 MB", "IGGY_TCP_SOCKET_NODELAY": "true",
+           "IGGY_CLUSTER_NODES_0_NAME": "node-a", "IGGY_PARTITION_PREPARE_QUEUE_DEPTH": "8",
+           "IGGY_SYSTEM_PARTITION_ENFORCE_FSYNC": "true", "IGGY_TCP_SOCKET_MIGRATION": "false",
+           "IGGY_PERSONAL_ACCESS_TOKEN_MAX_TOKENS_PER_USER": "7",
+           "IGGY_TCP_ENABLED": "",                      # empty: ignored, as Iggy does
+           "IGGY_USERNAME": "a CLI's", "IGGY_FAST_DEBUG": "1", "IGGY_CONFIG_PATH": ""}
+    cfg, not_applied, unknown = read_config(None, environ=env)
+    assert cfg["system"]["partition"]["enforce_fsync"] is True
+    assert cfg["personal_access_token"]["max_tokens_per_user"] == 7 and cfg["tcp"]["enabled"]
+    assert not_applied == ["cluster.nodes.0.name", "http.max_request_size",
+                           "partition.prepare_queue_depth", "tcp.socket.nodelay",
+                           "tcp.socket_migration"]
+    assert unknown == ["IGGY_USERNAME"]     # reported and ignored; IGGY_FAST_* are ours
+    for name, value, message in [("IGGY_TCP_ENABLED", "maybe", "not a boolean"),
+                                 ("IGGY_HTTP_ENABLED", "sometimes", "not a boolean"),
+                                 ("IGGY_SYSTEM_SEGMENT_SIZE", "big", "not a size"),
+                                 ("IGGY_HEARTBEAT_INTERVAL", "soon", "not a duration"),
+                                 ("IGGY_TCP_ADDRESS", "localhost", "not a host:port")]:
+        with pytest.raises(ConfigError, match=f"^{name}={value}: .*{message}"):
+            read_config(None, environ={name: value})
+
+
+def test_nothing_to_listen_on_is_refused():
+    for env in ({"IGGY_TCP_ENABLED": "false"},
+                {"IGGY_TCP_ENABLED": "false", "IGGY_HTTP_ENABLED": "true"}):
+        with pytest.raises(ConfigError, match="nothing to listen on"):
+            read_config(None, environ=env)
+
+
+def run_server_cli(tmp_path, env: dict, *args) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "iggy_fast.cli", "server", "--data-dir", str(tmp_path / "d"),
+           "--tcp-address", f"127.0.0.1:{free_port()}", *args]
+    return subprocess.run(cmd, env=clean_env(**env), capture_output=True, text=True, timeout=60,
+                          cwd=tmp_path)
+
+
+@pytest.mark.parametrize("env, args, message", [
+    ({"IGGY_TCP_ENABLED": "maybe"}, (), "IGGY_TCP_ENABLED=maybe: tcp.enabled: not a boolean"),
+    ({"IGGY_TCP_ENABLED": "false"}, (), "nothing to listen on"),
+    ({"IGGY_QUIC_ENABLED": "yes please"}, (), "IGGY_QUIC_ENABLED=yes please"),
+    ({}, ("--config", "missing.toml"), "cannot read config file missing.toml"),
+    ({}, ("--tcp-address", "nowhere"), "command line: tcp.address: not a host:port address"),
+])
+def test_a_bad_configuration_stops_the_server_in_one_line(tmp_path, env, args, message):
+    done = run_server_cli(tmp_path, env, *args)
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("iggy-fast: configuration error: "), lines
+    assert message in lines[0] and not (tmp_path / "d").exists()
+
+
+async def test_environment_and_an_iggy_file_on_a_real_server(tmp_path):
+    # IGGY_TCP_ADDRESS and IGGY_SYSTEM_PATH instead of flags (and over the file's values),
+    # IGGY_TCP_ENABLED given explicitly, HTTP enabled by the file, QUIC and WebSocket by env.
+    toml = tmp_path / "server.toml"
+    toml.write_text(IGGY_STYLE_TOML)
+    srv = ServerProcess(tmp_path / "data", by_env=True, args=["--config", str(toml)],
+                        env={"IGGY_TCP_ENABLED": "true", "IGGY_QUIC_ENABLED": "true",
+                             "IGGY_WEBSOCKET_ENABLED": "true"})
+    srv.start()                                 # it listens where IGGY_TCP_ADDRESS says
+    try:
+        c = IggyClient(srv.address)
+        await c.connect()
+        await c.login_user(*ROOT)
+        await c.create_stream("made-by-env")
+    finally:
+        assert srv.stop() == 0
+    log = srv.log()
+    for name, address in (("HTTP", "127.0.0.1:3000"), ("QUIC", "127.0.0.1:8080"),
+                          ("WebSocket", "127.0.0.1:8092")):
+        assert f"{name} transport is not available in this version; not listening on " \
+               f"{address}" in log
+    assert log.count("accepted but not applied by this version") == 1
+    assert "tcp.ipv6" in log and "Traceback" not in log
+    assert not (tmp_path / "from-the-file").exists()
+    # The data went to IGGY_SYSTEM_PATH: a server given that directory by flag has the stream.
+    again = ServerProcess(tmp_path / "data").start()
+    try:
+        c = IggyClient(again.address)
+        await c.connect()
+        await c.login_user(*ROOT)
+        assert (await c.get_stream("made-by-env")) is not None
+    finally:
+        assert again.stop() == 0
 
 
 async def test_generated_root_password_is_shown_once(tmp_path):
@@ -68,6 +248,9 @@ async def test_generated_root_password_is_shown_once(tmp_path):
     log = "".join(lines)
     password = re.search(r"generated password: (\S+)", log).group(1)
     assert f"TCP listening on 127.0.0.1:{port}" in log
+    # By default the transports not built yet get one info line, not a warning each.
+    assert "HTTP, QUIC and WebSocket transports are not available in this version" in log
+    assert "not listening on" not in log
     c = IggyClient(f"127.0.0.1:{port}")
     await c.connect()
     with pytest.raises(RuntimeError):

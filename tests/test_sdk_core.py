@@ -322,3 +322,29 @@ async def test_consumer_offset_commands_through_the_sdk(client, unique):
     assert await client.send_binary_request(120, target().getvalue()) == b""
     with pytest.raises(RuntimeError):          # 3021: nothing stored any more
         await client.send_binary_request(122, target().u8(1).getvalue())
+
+
+async def test_flush_unsaved_buffer_syncs_the_partition(server, client, unique):
+    # FlushUnsavedBuffer (102): [stream][topic][partition u32][fsync u8]. The Iggy server this
+    # protocol comes from answers 5 because it has no on-demand flush; iggy-fast writes every
+    # batch through to the file already and can fsync a partition when asked, so it does.
+    from iggy_fast._wire import Writer
+    from iggy_fast.client import BlockingClient
+    from iggy_fast.errors import IggyError
+
+    stream, topic = await make_topic(client, unique)
+    await client.send_messages(stream, topic, 0, [Message(f"f{i}") for i in range(3)])
+
+    def body(partition: int, fsync: int) -> bytes:
+        return Writer().identifier(stream).identifier(topic).u32(partition).u8(fsync).getvalue()
+
+    assert await client.send_binary_request(102, body(0, 1)) == b""
+    assert await client.send_binary_request(102, body(0, 0)) == b""
+    with BlockingClient(server.address) as raw:
+        raw.login()
+        for bad, code in ((body(7, 1), 3007), (body(0, 1) + b"\x00", 3), (body(0, 1)[:-1], 3)):
+            with pytest.raises(IggyError) as e:
+                raw.call(102, bad)
+            assert e.value.code == code
+    got = await poll(client, stream, topic, PollingStrategy.First())
+    assert [m.payload() for m in got] == [b"f0", b"f1", b"f2"]

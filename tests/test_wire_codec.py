@@ -70,10 +70,72 @@ def test_send_metadata_capture():
     assert meta == bytes.fromhex("12000000" "02027331" "02027431" "020400000000" "02000000")
 
 
+# PROTOCOL.md §5.6: CreateTopic from the wheel, stream "s1", 3 partitions, name "t1", gzip,
+# 10 s expiry, 10 MB max size, then its option TLVs in key order (§3: [kind][len u32][bytes]).
+CREATE_TOPIC_CAPTURE = bytes.fromhex(
+    "02027331" "03000000" "027431"
+    "0215000000" "636f6d7072657373696f6e5f616c676f726974686d"            # compression_algorithm
+    "0204000000" "677a6970"                                              # String "gzip"
+    "021a000000" "636f6e73756d65725f6f66667365745f6475726162696c697479"  # consumer_offset_durab.
+    "020a000000" "7265706c696361746564"                                  # String "replicated"
+    "020a000000" "6475726162696c697479"                                  # durability
+    "020a000000" "7265706c696361746564"
+    "020e000000" "6d61785f746f7069635f73697a65"                          # max_topic_size
+    "0c08000000" "8096980000000000"                                      # Uint64 10 000 000
+    "020e000000" "6d6573736167655f657870697279"                          # message_expiry
+    "0c08000000" "8096980000000000")                                     # Uint64 10 000 000 µs
+
+# PROTOCOL.md §3.1: global read_streams; stream 0 read_stream; its topic 1 poll_messages.
+PERMISSIONS_CAPTURE = bytes.fromhex("00000000000100000000" "01" "00000000" "000100000000"
+                                    "01" "01000000" "00000100" "00" "00")
+
+
+def test_create_topic_capture_decodes_and_encodes():
+    from iggy_fast.config import DEFAULTS
+    from iggy_fast.server import options
+
+    r = _wire.Reader(CREATE_TOPIC_CAPTURE)
+    assert (r.identifier(), r.u32(), r.name()) == ("s1", 3, "t1")
+    entries = options.parse_tlv(r.rest())
+    assert [(e[1], e[3]) for e in entries] == [
+        (b"compression_algorithm", b"gzip"), (b"consumer_offset_durability", b"replicated"),
+        (b"durability", b"replicated"), (b"max_topic_size", (10_000_000).to_bytes(8, "little")),
+        (b"message_expiry", (10_000_000).to_bytes(8, "little"))]
+    defaults = options.default_settings(DEFAULTS)
+    with pytest.raises(IggyError) as e:        # 10 MB is under one 1 GiB segment: Iggy says 1019
+        options.resolve(entries, defaults)
+    assert e.value.code == 1019
+    settings, kept = options.resolve(entries, {**defaults, "segment_size": 8 << 20})
+    assert settings["compression"] == 2 and settings["durability"] == "replicated"
+    assert settings["message_expiry"] == 10_000_000 and settings["max_topic_size"] == 10_000_000
+    assert len(kept) == 5
+    encoded = (_wire.Writer().identifier("s1").u32(3).name("t1").getvalue()
+               + options.encode_tlv(entries))
+    assert encoded == CREATE_TOPIC_CAPTURE
+
+
+def test_permissions_and_create_user_captures_decode():
+    from iggy_fast.server.authz import Grants
+
+    assert len(PERMISSIONS_CAPTURE) == 32
+    g = Grants.parse(PERMISSIONS_CAPTURE)
+    assert g.glob.names == {"read_streams"}
+    assert g.streams[0].names == {"read_stream"} and g.streams[0].topics[1].names == {"poll_messages"}
+    assert g.allows("poll", 0, 1) and not g.allows("send", 0, 1) and g.allows_global("read_streams")
+    # §5.3: CreateUser "bob"/"secret123", active, with a 32-byte permissions block, no options.
+    body = bytes.fromhex("03626f62" "09736563726574313233" "01" "01" "20000000") + PERMISSIONS_CAPTURE
+    r = _wire.Reader(body)
+    assert (r.name(), r.short_string(), r.u8(), r.u8()) == ("bob", "secret123", 1, 1)
+    assert r.raw(r.u32()) == PERMISSIONS_CAPTURE
+    r.expect_end()
+
+
 def test_identifier_and_names_reject_bad_input():
-    with pytest.raises(IggyError) as e:
-        _wire.Reader(b"\x01\x02\x00\x00").identifier()
-    assert e.value.code == 6
+    # Iggy answers a body that does not decode with InvalidCommand (3), identifiers included.
+    for bad in (b"\x01\x02\x00\x00", b"\x02\x00", b"\x03\x01x", b"\x02\x02\xff\xfe"):
+        with pytest.raises(IggyError) as e:
+            _wire.Reader(bad).identifier()
+        assert e.value.code == 3, bad
     with pytest.raises(IggyError) as e:
         _wire.Reader(b"\x00").name()
     assert e.value.code == 3
@@ -144,18 +206,58 @@ def test_frame_reader_cuts_frames_across_chunks_and_grows():
         frames.append(_wire.request_header(2, 1, 0, 1, b"\x01" * 16, n) + body)
     stream = b"".join(frames)
     reader = _wire.FrameReader(1024)
-    got = []
+    got = [bytes(header) + bytes(body)
+           for header, body in read_like_a_socket(reader, stream, random.Random(3), 70_000)]
+    assert got == frames
+
+
+def read_like_a_socket(reader, stream: bytes, rng, most: int = 256 * 1024):
+    """Feed `stream` through get_buffer/buffer_updated in socket-sized reads; yield frames."""
     pos = 0
-    rng = random.Random(3)
     while pos < len(stream):
         buf = reader.get_buffer()
-        n = min(len(buf), rng.randint(1, 70_000), len(stream) - pos)
+        n = min(len(buf), rng.randint(1, most), len(stream) - pos)
         buf[:n] = stream[pos:pos + n]
         reader.buffer_updated(n)
         pos += n
         while (frame := reader.next_frame()) is not None:
-            got.append(bytes(frame[0]) + bytes(frame[1]))
-    assert got == frames
+            yield frame
+
+
+def test_frame_reader_memory_follows_what_arrives_not_what_is_announced():
+    reader = _wire.FrameReader()
+    initial = reader.capacity
+    header = _wire.request_header(2, 1, 0, 1, b"\x01" * 16, 64 * 1024 * 1024 - 256)
+    sent = 0
+    for chunk in [header + b"x" * 1000] + [b"y" * 1000] * 10:
+        mv = reader.get_buffer()
+        mv[:len(chunk)] = chunk
+        reader.buffer_updated(len(chunk))
+        sent += len(chunk)
+        assert reader.next_frame() is None
+    assert reader.capacity == initial               # 64 MiB announced, 11 KB sent
+    while sent < 3_000_000:                         # as bytes arrive, the buffer keeps up
+        mv = reader.get_buffer()
+        n = min(len(mv), 100_000)
+        reader.buffer_updated(n)
+        sent += n
+        assert reader.next_frame() is None
+        assert reader.capacity <= 2 * sent + initial
+
+
+def test_frame_reader_takes_1mb_batches_without_regrowing():
+    # The SDK's 1000 x 1000-byte batch: after the first, each one is read into the same buffer.
+    body = 4 + 18 + 256 + 1000 * (48 + 1000)
+    frames = [_wire.request_header(160, 0, 1, i, b"\x01" * 16, body) + bytes([i]) * body
+              for i in range(12)]
+    reader = _wire.FrameReader()
+    rng = random.Random(4)
+    capacities = []
+    for i, (header, got) in enumerate(read_like_a_socket(reader, b"".join(frames), rng)):
+        assert bytes(header) + bytes(got) == frames[i]
+        capacities.append(reader.capacity)
+    assert len(capacities) == 12
+    assert capacities[0] >= 256 + body and len(set(capacities)) == 1
 
 
 def test_frame_reader_rejects_bad_sizes():

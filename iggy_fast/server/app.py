@@ -1,7 +1,8 @@
 """Running the server: build it from the configuration, open the listeners, stop cleanly.
 
-`serve(cfg)` starts every enabled transport, logs one line per listener, and on SIGINT or
-SIGTERM stops accepting, closes connections and flushes storage (indexes, metadata).
+`serve(cfg)` starts every enabled transport, logs one line per listener (and a warning for each
+enabled transport this version does not have yet), and on SIGINT or SIGTERM stops accepting,
+closes connections and flushes storage (indexes, metadata).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import logging
 import signal
 import time
 
-from iggy_fast.config import split_address
+from iggy_fast.config import UNBUILT_TRANSPORTS, split_address
 from iggy_fast.server.core import Server
 from iggy_fast.server.tcp import start_tcp
 
@@ -45,6 +46,14 @@ async def serve(cfg: dict, ready=None) -> None:
             port = tcp.sockets[0].getsockname()[1]
             server.listen_ports["tcp"] = port
             log.info("TCP%s listening on %s:%d", " (TLS)" if ssl_context else "", host, port)
+        # Their defaults are off here (Iggy's are on), so `enabled` means the user asked.
+        asked = [(name, cfg[key]["address"]) for key, name in UNBUILT_TRANSPORTS
+                 if cfg[key]["enabled"]]
+        for name, address in asked:
+            log.warning("%s transport is not available in this version; not listening on %s",
+                        name, address)
+        if not asked:
+            log.info("HTTP, QUIC and WebSocket transports are not available in this version")
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):

@@ -41,6 +41,9 @@ KNOWN_CODES = {1, 10, 11, 12, 13, 20, 21, 22, 31, 32, 33, 34, 35, 36, 37, 39, 41
                303, 304, 305, 402, 403, 503, 600, 601, 602, 603, 604, 605, 606}
 LEGACY_LOGIN_CODES = {38, 44}
 
+# Bodies must be exactly their layout (PROTOCOL.md §5). These commands have an empty one.
+EMPTY_BODY = {1, 10, 12, 20, 22, 32, 39, 41, 201}
+
 # Eviction reasons (§1.7).
 EVICT_NO_SESSION = 1
 EVICT_INVALID_CREDENTIALS = 9
@@ -142,14 +145,21 @@ class Dispatcher:
                 if op == OP_NON_REPLICATED:
                     return self._status(h, reply_op, 40)
                 return [_wire.eviction_frame(h, EVICT_SESSION_ERROR)]
+        if code in EMPTY_BODY and len(body):
+            return self._status(h, reply_op, 3)
+        r = Reader(body)
         try:
-            payload = cmd.handler(self.server, client, Reader(body), now)
+            payload = cmd.handler(self.server, client, r, now)
         except IggyError as e:
             return self._status(h, reply_op, e.code)
         except Eviction as e:
             return [_wire.eviction_frame(h, e.reason, e.version, e.version_min)]
         if inspect.isawaitable(payload):
             return self._finish_later(h, reply_op, payload)
+        if r.remaining:
+            # Bytes after the layout: InvalidCommand. Handlers that change state read their
+            # whole body before acting, so only a read (which changed nothing) gets here.
+            return self._status(h, reply_op, 3)
         return self._reply(h, reply_op, payload)
 
     def _reply(self, h, op: int, payload) -> list:

@@ -111,8 +111,9 @@ def purge_stream(server, client, r: Reader, now: int):
 
 @command(300, "get_topic")
 def get_topic(server, client, r: Reader, now: int):
-    s = server.state.find_stream(r.identifier())
-    t = server.state.find_topic(s, r.identifier()) if s is not None else None
+    stream_ident, topic_ident = r.identifier(), r.identifier()    # the whole body, first
+    s = server.state.find_stream(stream_ident)
+    t = server.state.find_topic(s, topic_ident) if s is not None else None
     if t is None:
         return None
     server.authz.require(client, "read_topic", s.id, t.id)
