@@ -15,10 +15,13 @@ Invariants: batches are appended whole and in offset order, and offsets are dens
 index is sorted by offset, position and (server-stamped, non-decreasing) timestamp; a lookup
 by either is a bisection, O(log batches). The log is the truth: the index may lag behind it
 (entries are written in groups, not per batch) and is completed from the log on open, where
-every batch after the last indexed one is verified (length, header, checksum) and a torn or
-corrupt tail is cut off. Batches already on disk when the segment is opened are verified
-lazily, the first time a read reaches them; a corrupt one is logged with its position and never
-served (reads skip it), and the rest of the segment is served as usual.
+every batch after the last indexed one is verified (length, header, checksum). A torn write can
+only be at the end: what fails there with nothing valid after it is cut off. A bad batch that
+is followed by batches that verify and continue the offsets is corruption in place: it is
+indexed, marked bad and never served, and the batches after it are kept. Batches already on
+disk when the segment is opened are verified lazily, the first time a read reaches them; a
+corrupt one is logged with its position and never served (reads skip it), and the rest of the
+segment is served as usual.
 
 Costs: an append is one write(2) of the batch straight from the caller's buffer (the receive
 buffer); a read is one pread(2) of a contiguous run of batches, plus a sliced copy of the
@@ -195,10 +198,14 @@ cdef class Segment:
             self.flush_index()
 
     cdef uint64_t _scan(self, uint64_t pos, uint64_t log_size, uint64_t delta, bint verify):
-        """Index verified batches from `pos`; return where the valid log ends."""
-        cdef bytes chunk
+        """Index verified batches from `pos`; return where the valid log ends.
+
+        With `verify`, a batch that fails its checks but is followed by good batches that
+        continue the offsets is kept in the index as bad (never served) instead of ending the
+        scan: only a bad run with nothing valid after it is a torn tail.
+        """
         cdef const uint8_t *b
-        cdef uint64_t length
+        cdef uint64_t length, after, next_base
         cdef uint32_t count
         cdef uint64_t base, last_ts = self.entries[self.n - 1].timestamp if self.n else 0
         while pos + BATCH_HDR <= log_size:
@@ -207,18 +214,59 @@ cdef class Segment:
             length = ld64(b + 32)
             count = ld32(b + 48)
             base = ld64(b + 8)
-            if (length < BATCH_HDR + MSG_HDR or pos + length > log_size or count == 0
-                    or base != self.base_offset + delta or ld64(b + 16) < last_ts):
+            if length < BATCH_HDR + MSG_HDR or pos + length > log_size:
+                break                          # cannot even tell where the next batch starts
+            if (count != 0 and base == self.base_offset + delta and ld64(b + 16) >= last_ts
+                    and (not verify or self._intact_at(pos, length))):
+                last_ts = ld64(b + 16)
+                self._push(<uint32_t>delta, count, pos, last_ts)
+                delta += count
+                pos += length
+                continue
+            if not verify:
                 break
-            if verify:
-                chunk = os.pread(self.fd, length, pos)
-                if not batch_is_intact(<const uint8_t *>PyBytes_AS_STRING(chunk), length):
-                    break
-            last_ts = ld64(b + 16)
-            self._push(<uint32_t>delta, count, pos, last_ts)
-            delta += count
-            pos += length
+            after = self._next_good(pos + length, log_size, self.base_offset + delta, last_ts)
+            if after == 0:
+                break                          # nothing valid follows: a torn tail
+            next_base = ld64(<const uint8_t *>PyBytes_AS_STRING(
+                os.pread(self.fd, BATCH_HDR, after)) + 8)
+            problem = (f"{self.log_path}: corrupt batch at byte {pos} (offsets "
+                       f"{self.base_offset + delta}..{next_base - 1}) is not served; "
+                       f"the batches after it are kept")
+            self.problems.append(problem)
+            self.bad.add(self.n)
+            self._push(<uint32_t>delta, <uint32_t>(next_base - self.base_offset - delta), pos,
+                       last_ts)
+            delta = next_base - self.base_offset
+            pos = after
         return pos
+
+    cdef bint _intact_at(self, uint64_t pos, uint64_t length) except -1:
+        chunk = os.pread(self.fd, length, pos)
+        return (<uint64_t>len(chunk) == length
+                and batch_is_intact(<const uint8_t *>PyBytes_AS_STRING(chunk), length))
+
+    cdef uint64_t _next_good(self, uint64_t pos, uint64_t log_size, uint64_t first_bad,
+                             uint64_t last_ts) except? 0:
+        """Where the first intact batch after a bad one starts, if it continues the log.
+
+        Walks over further framed-but-bad batches; 0 when the framing breaks or the file ends
+        first (the bad batch then starts a torn tail).
+        """
+        cdef const uint8_t *b
+        cdef uint64_t length
+        while pos + BATCH_HDR <= log_size:
+            header = os.pread(self.fd, BATCH_HDR, pos)
+            b = <const uint8_t *>PyBytes_AS_STRING(header)
+            length = ld64(b + 32)
+            if length < BATCH_HDR + MSG_HDR or pos + length > log_size:
+                return 0
+            if (ld32(b + 48) != 0 and ld64(b + 8) > first_bad
+                    and ld64(b + 8) - first_bad < 0xFFFFFFFF and ld64(b + 16) >= last_ts
+                    and self._intact_at(pos, length)):
+                return pos
+            pos += length
+        return 0
 
     # ------------------------------------------------------------------------------------
     # Writing
@@ -376,6 +424,9 @@ cdef class Segment:
         cdef bytes data
         while self.verified <= j:
             k = self.verified
+            if k in self.bad:                  # already found (and logged) by recovery
+                self.verified = k + 1
+                continue
             pos = self.entries[k].position
             length = (self.entries[k + 1].position if k + 1 < self.n else self.size) - pos
             data = os.pread(self.fd, length, pos)
