@@ -23,6 +23,10 @@ disk when the segment is opened are verified lazily, the first time a read reach
 corrupt one is logged with its position and never served (reads skip it), and the rest of the
 segment is served as usual.
 
+Because the index can always be rebuilt, failing to write it (a full disk) never fails an
+append whose batch reached the log: the entries stay in memory and are written at the next
+flush. A failed log write leaves the file exactly as it was.
+
 Costs: an append is one write(2) of the batch straight from the caller's buffer (the receive
 buffer); a read is one pread(2) of a contiguous run of batches, plus a sliced copy of the
 first and last batch when only part of them is asked for.
@@ -85,6 +89,7 @@ cdef class Segment:
     cdef Py_ssize_t n
     cdef Py_ssize_t cap
     cdef Py_ssize_t indexed                # entries already in the index file
+    cdef bint index_failing                # the last index write failed (logged once)
     cdef uint64_t synced_size              # log bytes known to be on disk
     cdef Py_ssize_t verified               # batches [0, verified) checked since open
     cdef readonly set bad                  # indexes of batches that failed verification
@@ -94,6 +99,7 @@ cdef class Segment:
         self.index_fd = -1
         self.entries = NULL
         self.n = self.cap = self.indexed = self.verified = 0
+        self.index_failing = False
         self.problems = []
         self.bad = set()
 
@@ -276,13 +282,16 @@ cdef class Segment:
         """Append one stamped batch with a single write(2) from the caller's memory.
 
         On failure (ENOSPC, EIO) the file is cut back to its previous length, so the log
-        never holds a partial batch, and the OSError propagates.
+        never holds a partial batch, and the OSError propagates. Once the batch is written
+        nothing can fail the append: the index entry is kept in memory until it can be written.
         """
         if self.sealed:
             raise RuntimeError("segment is sealed")
         if base_offset != self.end_offset:
             raise ValueError(f"batch offset {base_offset} does not continue the log at "
                              f"{self.end_offset}")
+        if self.n == self.cap:
+            self._grow()                       # before the write: nothing may fail after it
         cdef const uint8_t *p = &batch[0]
         cdef size_t left = batch.shape[0]
         cdef ssize_t w
@@ -309,14 +318,34 @@ cdef class Segment:
             self.flush_index()
 
     def flush_index(self):
-        """Write the index entries not yet in the index file."""
+        """Write the index entries not yet in the index file; True when none is left.
+
+        Never raises: the index is rebuilt from the log when it falls behind, so a failed
+        write (a full disk) is logged once and retried at the next flush.
+        """
         cdef Py_ssize_t n = self.n
         if self.indexed == n or self.index_fd < 0:
-            return
+            return True
         data = PyBytes_FromStringAndSize(<const char *>(self.entries + self.indexed),
                                          (n - self.indexed) * ENTRY)
-        os.pwrite(self.index_fd, data, self.indexed * ENTRY)
-        self.indexed = n
+        try:
+            written = os.pwrite(self.index_fd, data, self.indexed * ENTRY)
+        except OSError as e:
+            written = 0
+            error = e
+        else:
+            error = "short write"
+        self.indexed += written // ENTRY
+        if self.indexed == n:
+            if self.index_failing:
+                log.info("%s: index writes resumed", self.index_path)
+                self.index_failing = False
+            return True
+        if not self.index_failing:
+            log.warning("%s: index write failed (%s); %d entries kept in memory and written "
+                        "later", self.index_path, error, n - self.indexed)
+            self.index_failing = True
+        return False
 
     def sync(self):
         """fdatasync the log; returns the log size now durable.
@@ -346,7 +375,11 @@ cdef class Segment:
         return self.synced_size
 
     def seal(self):
-        """Make the segment read-only and rename it to show its offset range."""
+        """Make the segment read-only and rename it to show its offset range.
+
+        The new name is only informative (any segment but the last is sealed again at start),
+        so a failed rename is logged and the segment keeps its name.
+        """
         self.flush_index()
         self.sealed = True
         if self.n == 0 or "-" in os.path.basename(self.log_path):
@@ -355,8 +388,20 @@ cdef class Segment:
         directory = os.path.dirname(self.log_path)
         log_path = os.path.join(directory, stem + ".log")
         index_path = os.path.join(directory, stem + ".index")
-        os.rename(self.index_path, index_path)
-        os.rename(self.log_path, log_path)
+        try:
+            os.rename(self.index_path, index_path)
+        except OSError as e:
+            log.warning("%s: not renamed when sealed: %s", self.log_path, e)
+            return
+        try:
+            os.rename(self.log_path, log_path)
+        except OSError as e:
+            log.warning("%s: not renamed when sealed: %s", self.log_path, e)
+            try:
+                os.rename(index_path, self.index_path)
+            except OSError:
+                pass    # an index without its log is removed at start, then rebuilt
+            return
         self.log_path, self.index_path = log_path, index_path
 
     def close(self):

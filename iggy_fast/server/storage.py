@@ -6,6 +6,10 @@ two kinds: a producer's batch, which the partition stamps with its id, the next 
 append time, and a replicated batch that already carries its offsets (a follower's append),
 accepted only if it continues the log exactly.
 
+Rollover opens the new segment before it seals the old one, so a failure to create it (a
+full disk, out of inodes or file descriptors) changes nothing and the append fails cleanly; a
+last segment found sealed at start (a crash, or an older version) gets a new active one after it.
+
 Durability bookkeeping: `appended` counts bytes appended since start and `durable` the part of
 them known to be on disk. `sync()` may run on a worker thread while the event loop appends: it
 reads the target before the segment, and a segment is synced when it is sealed, so everything
@@ -41,10 +45,16 @@ class PartitionLog:
             seg = Segment.open(directory, base, verify_on_open, stem, i == len(stems) - 1)
             self._report(seg)
             self.segments.append(seg)
-        if not self.segments:
-            self.segments.append(Segment.open(directory, 0))
         for seg in self.segments[:-1]:
             seg.seal()
+        if not self.segments or self.segments[-1].sealed:
+            # A new partition, or a crash (or an older version) left the last segment sealed:
+            # appends need an active one after it.
+            base = self.segments[-1].end_offset if self.segments else 0
+            if self.segments:
+                log.warning("recovery: %s: the last segment is sealed; new active segment "
+                            "at offset %d", directory, base)
+            self.segments.append(Segment.open(directory, base))
         self._bases = [s.base_offset for s in self.segments]
         self.last_timestamp = max((s.last_timestamp for s in self.segments), default=0)
         self.appended = self.durable = 0
@@ -114,14 +124,23 @@ class PartitionLog:
 
     def _active(self, incoming: int) -> Segment:
         seg = self.segments[-1]
-        if seg.size and seg.size + incoming > self.segment_size:
-            # Sync before sealing so a worker's sync of the new segment covers all before it.
-            seg.sync()
-            seg.seal()
-            seg = Segment.open(self.directory, seg.end_offset)
-            self.segments.append(seg)
-            self._bases.append(seg.base_offset)
+        if seg.sealed or (seg.size and seg.size + incoming > self.segment_size):
+            seg = self._roll(seg)
         return seg
+
+    def _roll(self, old: Segment) -> Segment:
+        """Open the next segment, then seal `old`; a failure to open it changes nothing."""
+        new = Segment.open(self.directory, old.end_offset)
+        try:
+            # Sync before sealing so a worker's sync of the new segment covers all before it.
+            old.sync()
+        except OSError:
+            new.delete()
+            raise
+        old.seal()
+        self.segments.append(new)
+        self._bases.append(new.base_offset)
+        return new
 
     def append(self, batch, count: int, now_us: int) -> int:
         """Stamp a validated producer batch in place and append it; returns its base offset."""
