@@ -162,8 +162,10 @@ class PartitionLog:
         """Open the next segment, then seal `old`; a failure to open it changes nothing."""
         new = Segment.open(self.directory, old.end_offset)
         try:
-            # Sync before sealing so a worker's sync of the new segment covers all before it.
-            self._sync_segment(old)
+            # Sync before sealing so a worker's sync of the new segment covers all before it
+            # (after a failed sync nothing is acknowledged as durable: no point, no refusal).
+            if self.sync_error is None:
+                self._sync_segment(old)
         except OSError:
             new.delete()
             raise
