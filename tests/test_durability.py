@@ -128,10 +128,26 @@ def wait_for(predicate, timeout=10.0):
     return predicate()
 
 
+@pytest.fixture
+def spawn():
+    """Start servers that are stopped at teardown even when the test fails (before any
+    file system fixture requested ahead of this one is unmounted)."""
+    started = []
+
+    def start(data_dir, env=None):
+        srv = ServerProcess(data_dir, env=env).start()
+        started.append(srv)
+        return srv
+
+    yield start
+    for srv in started:
+        srv.stop()
+
+
 # -- directory entries ---------------------------------------------------------------------
 
-def test_new_partitions_segments_and_seals_are_made_durable(tmp_path):
-    srv = ServerProcess(tmp_path / "dirs", env=SMALL).start()
+def test_new_partitions_segments_and_seals_are_made_durable(tmp_path, spawn):
+    srv = spawn(tmp_path / "dirs", env=SMALL)
     c = connect(srv)
     c.call(202, _wire.Writer().name("s").getvalue())
     with Strace(srv.proc.pid, str(tmp_path / "trace")) as st:
@@ -165,8 +181,8 @@ def test_new_partitions_segments_and_seals_are_made_durable(tmp_path):
     assert srv.stop() == 0
 
 
-def test_fsync_topics_commit_their_metadata_durably(tmp_path):
-    srv = ServerProcess(tmp_path / "meta").start()
+def test_fsync_topics_commit_their_metadata_durably(tmp_path, spawn):
+    srv = spawn(tmp_path / "meta")
     c = connect(srv)
     c.call(202, _wire.Writer().name("s").getvalue())
     wal = os.path.join(srv.data_dir, "metadata.db-wal")
@@ -197,12 +213,12 @@ def read_reply(c: BlockingClient):
     return c.protocol.parse_reply(bytes(c._header), body)
 
 
-def test_group_commit_shares_one_sync_between_concurrent_sends(tmp_path):
+def test_group_commit_shares_one_sync_between_concurrent_sends(tmp_path, spawn):
     # Eight sends wait in their sockets while the server is stopped, so they all arrive at
     # once: they are acknowledged by about two fdatasyncs (the first may start as soon as the
     # first send is appended), not eight. Asserted with room: at most half as many as sends.
     from iggy_fast.client.protocol import send_messages_body
-    srv = ServerProcess(tmp_path / "gc", env=NO_TIMER).start()
+    srv = spawn(tmp_path / "gc", env=NO_TIMER)
     admin = connect(srv)
     admin.call(202, _wire.Writer().name("s").getvalue())
     create_topic(admin, "s", "t", FSYNC)
@@ -233,8 +249,8 @@ def test_group_commit_shares_one_sync_between_concurrent_sends(tmp_path):
     assert syncs <= sends // 2, f"{syncs} fdatasyncs for {sends} concurrent sends"
 
 
-def test_count_and_size_rules_sync_in_the_background(tmp_path):
-    srv = ServerProcess(tmp_path / "rules", env=NO_TIMER).start()
+def test_count_and_size_rules_sync_in_the_background(tmp_path, spawn):
+    srv = spawn(tmp_path / "rules", env=NO_TIMER)
     c = connect(srv)
     c.call(202, _wire.Writer().name("s").getvalue())
     create_topic(c, "s", "count", option("messages_required_to_save", 11,
@@ -258,9 +274,8 @@ def test_count_and_size_rules_sync_in_the_background(tmp_path):
     assert srv.stop() == 0
 
 
-def test_time_rule_syncs_what_was_left_unsynced(tmp_path):
-    srv = ServerProcess(tmp_path / "timer",
-                        env={"IGGY_SYSTEM_PARTITION_SYNC_INTERVAL": "300 ms"}).start()
+def test_time_rule_syncs_what_was_left_unsynced(tmp_path, spawn):
+    srv = spawn(tmp_path / "timer", env={"IGGY_SYSTEM_PARTITION_SYNC_INTERVAL": "300 ms"})
     c = connect(srv)
     c.call(202, _wire.Writer().name("s").getvalue())
     create_topic(c, "s", "t")
@@ -277,8 +292,8 @@ def test_time_rule_syncs_what_was_left_unsynced(tmp_path):
 
 # -- reads ---------------------------------------------------------------------------------
 
-def test_plain_tcp_polls_are_served_by_sendfile(tmp_path):
-    srv = ServerProcess(tmp_path / "sendfile").start()
+def test_plain_tcp_polls_are_served_by_sendfile(tmp_path, spawn):
+    srv = spawn(tmp_path / "sendfile")
     c = connect(srv)
     c.call(202, _wire.Writer().name("s").getvalue())
     create_topic(c, "s", "t")
@@ -343,9 +358,9 @@ def fragile_disk(tmp_path):
             subprocess.run(cmd, capture_output=True)
 
 
-def test_a_failed_fdatasync_is_never_followed_by_an_acknowledgement(fragile_disk, tmp_path):
+def test_a_failed_fdatasync_is_never_followed_by_an_acknowledgement(fragile_disk, spawn):
     back, mount = fragile_disk
-    srv = ServerProcess(mount, env=NO_TIMER).start()
+    srv = spawn(mount, env=NO_TIMER)
     c = connect(srv)
     c.call(202, _wire.Writer().name("s").getvalue())
     create_topic(c, "s", "t", FSYNC)

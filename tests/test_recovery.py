@@ -111,11 +111,11 @@ def test_flipped_bit_in_a_sealed_segment_is_never_served(tmp_path):
     assert srv.stop() == 0
 
 
-def test_flipped_bit_in_the_unindexed_tail_keeps_the_batches_after_it(tmp_path):
+def test_flipped_bit_in_the_unindexed_tail_keeps_the_batches_after_it(tmp_path, spawn):
     # kill -9 leaves the active segment's index unwritten (entries go out in groups of 64), so
     # recovery verifies every batch from the log; one bad batch in the middle must not take the
     # acknowledged batches after it down with it (only a tail with nothing valid after it is torn).
-    srv = ServerProcess(tmp_path / "fliptail").start()
+    srv = spawn(tmp_path / "fliptail")
     c = setup_topic(srv)
     send(c, 6)
     c.close()
@@ -150,6 +150,22 @@ def test_flipped_bit_in_the_unindexed_tail_keeps_the_batches_after_it(tmp_path):
     assert srv.stop() == 0
 
 
+@pytest.fixture
+def spawn():
+    """Start servers that are stopped at teardown even when the test fails (before any
+    file system fixture requested ahead of this one is unmounted)."""
+    started = []
+
+    def start(data_dir, env=None):
+        srv = ServerProcess(data_dir, env=env).start()
+        started.append(srv)
+        return srv
+
+    yield start
+    for srv in started:
+        srv.stop()
+
+
 def mount_tmpfs(path, options):
     """A small tmpfs at `path` (root only): a disk that really fills up."""
     path.mkdir()
@@ -171,8 +187,8 @@ def few_inodes(tmp_path):
     subprocess.run(["umount", "-l", str(tmp_path / "inodes")])
 
 
-def test_full_disk_fails_the_send_and_appends_resume_when_space_returns(tiny_filesystem):
-    srv = ServerProcess(tiny_filesystem / "data").start()
+def test_full_disk_fails_the_send_and_appends_resume_when_space_returns(tiny_filesystem, spawn):
+    srv = spawn(tiny_filesystem / "data")
     c = setup_topic(srv)
     send(c, 3)
     acked = 3
@@ -199,12 +215,11 @@ def test_full_disk_fails_the_send_and_appends_resume_when_space_returns(tiny_fil
     assert srv.stop() == 0
 
 
-def test_full_disk_while_writing_the_index_does_not_fail_a_stored_send(tiny_filesystem):
+def test_full_disk_while_writing_the_index_does_not_fail_a_stored_send(tiny_filesystem, spawn):
     # The batch reaches the log, then the index write (every 64th batch) finds the disk full.
     # The index is rebuildable, so the send must succeed: failing it while the batch stays
     # stored and served would make the client's retry a duplicate.
-    srv = ServerProcess(tiny_filesystem, env={"IGGY_SYSTEM_PARTITION_SYNC_INTERVAL": "1 h"})
-    srv.start()
+    srv = spawn(tiny_filesystem, env={"IGGY_SYSTEM_PARTITION_SYNC_INTERVAL": "1 h"})
     c = setup_topic(srv)
     send(c, 512, per_batch=1, size=100)          # index: 512 entries = 3 whole pages
     log_path = os.path.join(pdir(srv), f"{0:020d}.log")
@@ -244,11 +259,11 @@ def test_full_disk_while_writing_the_index_does_not_fail_a_stored_send(tiny_file
     assert srv.stop() == 0
 
 
-def test_rollover_out_of_inodes_fails_cleanly_and_appends_resume(few_inodes):
+def test_rollover_out_of_inodes_fails_cleanly_and_appends_resume(few_inodes, spawn):
     # Creating the next segment fails (no inode left): the send gets 4006 and nothing changes,
     # so a send that still fits the active segment succeeds, and rollover works once inodes
     # return. (Sealing before opening left a sealed last segment: "segment is sealed" forever.)
-    srv = ServerProcess(few_inodes, env=SMALL).start()
+    srv = spawn(few_inodes, env=SMALL)
     c = setup_topic(srv)
     send(c, 1)                                               # ~5.6 KB of an 8 KiB segment
     fillers = few_inodes / "fillers"
@@ -285,10 +300,10 @@ def test_rollover_out_of_inodes_fails_cleanly_and_appends_resume(few_inodes):
     assert srv.stop() == 0
 
 
-def test_a_last_segment_left_sealed_gets_a_new_active_one_at_start(tmp_path):
+def test_a_last_segment_left_sealed_gets_a_new_active_one_at_start(tmp_path, spawn):
     # A crash between sealing the last segment and creating the next one (or data from a
     # version that sealed first) leaves the last segment sealed; appends must go on after it.
-    srv = ServerProcess(tmp_path / "sealed", env=SMALL).start()
+    srv = spawn(tmp_path / "sealed", env=SMALL)
     c = setup_topic(srv)
     send(c, 3)                                               # one batch per segment
     c.close()
