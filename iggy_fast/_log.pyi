@@ -34,14 +34,17 @@ class Segment:
     @staticmethod
     def open(directory: str, base_offset: int, verify: bool = True, stem: str | None = None,
              tail: bool = True) -> Segment:
-        """Open or create, then recover: complete the index, cut a torn tail (`tail` only)."""
+        """Open or create, then recover: complete the index, cut a torn tail (`tail` only);
+        a corrupt batch followed by good ones is kept as bad (never served), not cut."""
     def append(self, batch: Buffer, base_offset: int, count: int, timestamp: int) -> None:
-        """One write(2) of a stamped batch; on failure the file is cut back and OSError raised."""
-    def flush_index(self) -> None: ...
+        """One write(2) of a stamped batch; on failure the file is cut back and OSError raised.
+        Once the batch is written nothing fails: index entries wait in memory if need be."""
+    def flush_index(self) -> bool:
+        """Write pending index entries; False (logged once, retried later) if the write failed."""
     def sync(self) -> int:
         """fdatasync; returns the log size now durable. Safe from a worker thread."""
     def seal(self) -> None:
-        """Read-only from now on; renamed to <first>-<last>."""
+        """Read-only from now on; renamed to <first>-<last> (a failed rename is only logged)."""
     def close(self) -> None: ...
     def delete(self) -> None: ...
     def offset_for_timestamp(self, timestamp: int) -> int | None: ...

@@ -15,10 +15,17 @@ Invariants: batches are appended whole and in offset order, and offsets are dens
 index is sorted by offset, position and (server-stamped, non-decreasing) timestamp; a lookup
 by either is a bisection, O(log batches). The log is the truth: the index may lag behind it
 (entries are written in groups, not per batch) and is completed from the log on open, where
-every batch after the last indexed one is verified (length, header, checksum) and a torn or
-corrupt tail is cut off. Batches already on disk when the segment is opened are verified
-lazily, the first time a read reaches them; a corrupt one is logged with its position and never
-served (reads skip it), and the rest of the segment is served as usual.
+every batch after the last indexed one is verified (length, header, checksum). A torn write can
+only be at the end: what fails there with nothing valid after it is cut off. A bad batch that
+is followed by batches that verify and continue the offsets is corruption in place: it is
+indexed, marked bad and never served, and the batches after it are kept. Batches already on
+disk when the segment is opened are verified lazily, the first time a read reaches them; a
+corrupt one is logged with its position and never served (reads skip it), and the rest of the
+segment is served as usual.
+
+Because the index can always be rebuilt, failing to write it (a full disk) never fails an
+append whose batch reached the log: the entries stay in memory and are written at the next
+flush. A failed log write leaves the file exactly as it was.
 
 Costs: an append is one write(2) of the batch straight from the caller's buffer (the receive
 buffer); a read is one pread(2) of a contiguous run of batches, plus a sliced copy of the
@@ -82,6 +89,7 @@ cdef class Segment:
     cdef Py_ssize_t n
     cdef Py_ssize_t cap
     cdef Py_ssize_t indexed                # entries already in the index file
+    cdef bint index_failing                # the last index write failed (logged once)
     cdef uint64_t synced_size              # log bytes known to be on disk
     cdef Py_ssize_t verified               # batches [0, verified) checked since open
     cdef readonly set bad                  # indexes of batches that failed verification
@@ -91,6 +99,7 @@ cdef class Segment:
         self.index_fd = -1
         self.entries = NULL
         self.n = self.cap = self.indexed = self.verified = 0
+        self.index_failing = False
         self.problems = []
         self.bad = set()
 
@@ -195,10 +204,14 @@ cdef class Segment:
             self.flush_index()
 
     cdef uint64_t _scan(self, uint64_t pos, uint64_t log_size, uint64_t delta, bint verify):
-        """Index verified batches from `pos`; return where the valid log ends."""
-        cdef bytes chunk
+        """Index verified batches from `pos`; return where the valid log ends.
+
+        With `verify`, a batch that fails its checks but is followed by good batches that
+        continue the offsets is kept in the index as bad (never served) instead of ending the
+        scan: only a bad run with nothing valid after it is a torn tail.
+        """
         cdef const uint8_t *b
-        cdef uint64_t length
+        cdef uint64_t length, after, next_base
         cdef uint32_t count
         cdef uint64_t base, last_ts = self.entries[self.n - 1].timestamp if self.n else 0
         while pos + BATCH_HDR <= log_size:
@@ -207,18 +220,59 @@ cdef class Segment:
             length = ld64(b + 32)
             count = ld32(b + 48)
             base = ld64(b + 8)
-            if (length < BATCH_HDR + MSG_HDR or pos + length > log_size or count == 0
-                    or base != self.base_offset + delta or ld64(b + 16) < last_ts):
+            if length < BATCH_HDR + MSG_HDR or pos + length > log_size:
+                break                          # cannot even tell where the next batch starts
+            if (count != 0 and base == self.base_offset + delta and ld64(b + 16) >= last_ts
+                    and (not verify or self._intact_at(pos, length))):
+                last_ts = ld64(b + 16)
+                self._push(<uint32_t>delta, count, pos, last_ts)
+                delta += count
+                pos += length
+                continue
+            if not verify:
                 break
-            if verify:
-                chunk = os.pread(self.fd, length, pos)
-                if not batch_is_intact(<const uint8_t *>PyBytes_AS_STRING(chunk), length):
-                    break
-            last_ts = ld64(b + 16)
-            self._push(<uint32_t>delta, count, pos, last_ts)
-            delta += count
-            pos += length
+            after = self._next_good(pos + length, log_size, self.base_offset + delta, last_ts)
+            if after == 0:
+                break                          # nothing valid follows: a torn tail
+            next_base = ld64(<const uint8_t *>PyBytes_AS_STRING(
+                os.pread(self.fd, BATCH_HDR, after)) + 8)
+            problem = (f"{self.log_path}: corrupt batch at byte {pos} (offsets "
+                       f"{self.base_offset + delta}..{next_base - 1}) is not served; "
+                       f"the batches after it are kept")
+            self.problems.append(problem)
+            self.bad.add(self.n)
+            self._push(<uint32_t>delta, <uint32_t>(next_base - self.base_offset - delta), pos,
+                       last_ts)
+            delta = next_base - self.base_offset
+            pos = after
         return pos
+
+    cdef bint _intact_at(self, uint64_t pos, uint64_t length) except -1:
+        chunk = os.pread(self.fd, length, pos)
+        return (<uint64_t>len(chunk) == length
+                and batch_is_intact(<const uint8_t *>PyBytes_AS_STRING(chunk), length))
+
+    cdef uint64_t _next_good(self, uint64_t pos, uint64_t log_size, uint64_t first_bad,
+                             uint64_t last_ts) except? 0:
+        """Where the first intact batch after a bad one starts, if it continues the log.
+
+        Walks over further framed-but-bad batches; 0 when the framing breaks or the file ends
+        first (the bad batch then starts a torn tail).
+        """
+        cdef const uint8_t *b
+        cdef uint64_t length
+        while pos + BATCH_HDR <= log_size:
+            header = os.pread(self.fd, BATCH_HDR, pos)
+            b = <const uint8_t *>PyBytes_AS_STRING(header)
+            length = ld64(b + 32)
+            if length < BATCH_HDR + MSG_HDR or pos + length > log_size:
+                return 0
+            if (ld32(b + 48) != 0 and ld64(b + 8) > first_bad
+                    and ld64(b + 8) - first_bad < 0xFFFFFFFF and ld64(b + 16) >= last_ts
+                    and self._intact_at(pos, length)):
+                return pos
+            pos += length
+        return 0
 
     # ------------------------------------------------------------------------------------
     # Writing
@@ -228,13 +282,16 @@ cdef class Segment:
         """Append one stamped batch with a single write(2) from the caller's memory.
 
         On failure (ENOSPC, EIO) the file is cut back to its previous length, so the log
-        never holds a partial batch, and the OSError propagates.
+        never holds a partial batch, and the OSError propagates. Once the batch is written
+        nothing can fail the append: the index entry is kept in memory until it can be written.
         """
         if self.sealed:
             raise RuntimeError("segment is sealed")
         if base_offset != self.end_offset:
             raise ValueError(f"batch offset {base_offset} does not continue the log at "
                              f"{self.end_offset}")
+        if self.n == self.cap:
+            self._grow()                       # before the write: nothing may fail after it
         cdef const uint8_t *p = &batch[0]
         cdef size_t left = batch.shape[0]
         cdef ssize_t w
@@ -261,14 +318,34 @@ cdef class Segment:
             self.flush_index()
 
     def flush_index(self):
-        """Write the index entries not yet in the index file."""
+        """Write the index entries not yet in the index file; True when none is left.
+
+        Never raises: the index is rebuilt from the log when it falls behind, so a failed
+        write (a full disk) is logged once and retried at the next flush.
+        """
         cdef Py_ssize_t n = self.n
         if self.indexed == n or self.index_fd < 0:
-            return
+            return True
         data = PyBytes_FromStringAndSize(<const char *>(self.entries + self.indexed),
                                          (n - self.indexed) * ENTRY)
-        os.pwrite(self.index_fd, data, self.indexed * ENTRY)
-        self.indexed = n
+        try:
+            written = os.pwrite(self.index_fd, data, self.indexed * ENTRY)
+        except OSError as e:
+            written = 0
+            error = e
+        else:
+            error = "short write"
+        self.indexed += written // ENTRY
+        if self.indexed == n:
+            if self.index_failing:
+                log.info("%s: index writes resumed", self.index_path)
+                self.index_failing = False
+            return True
+        if not self.index_failing:
+            log.warning("%s: index write failed (%s); %d entries kept in memory and written "
+                        "later", self.index_path, error, n - self.indexed)
+            self.index_failing = True
+        return False
 
     def sync(self):
         """fdatasync the log; returns the log size now durable.
@@ -298,7 +375,11 @@ cdef class Segment:
         return self.synced_size
 
     def seal(self):
-        """Make the segment read-only and rename it to show its offset range."""
+        """Make the segment read-only and rename it to show its offset range.
+
+        The new name is only informative (any segment but the last is sealed again at start),
+        so a failed rename is logged and the segment keeps its name.
+        """
         self.flush_index()
         self.sealed = True
         if self.n == 0 or "-" in os.path.basename(self.log_path):
@@ -307,8 +388,20 @@ cdef class Segment:
         directory = os.path.dirname(self.log_path)
         log_path = os.path.join(directory, stem + ".log")
         index_path = os.path.join(directory, stem + ".index")
-        os.rename(self.index_path, index_path)
-        os.rename(self.log_path, log_path)
+        try:
+            os.rename(self.index_path, index_path)
+        except OSError as e:
+            log.warning("%s: not renamed when sealed: %s", self.log_path, e)
+            return
+        try:
+            os.rename(self.log_path, log_path)
+        except OSError as e:
+            log.warning("%s: not renamed when sealed: %s", self.log_path, e)
+            try:
+                os.rename(index_path, self.index_path)
+            except OSError:
+                pass    # an index without its log is removed at start, then rebuilt
+            return
         self.log_path, self.index_path = log_path, index_path
 
     def close(self):
@@ -376,6 +469,9 @@ cdef class Segment:
         cdef bytes data
         while self.verified <= j:
             k = self.verified
+            if k in self.bad:                  # already found (and logged) by recovery
+                self.verified = k + 1
+                continue
             pos = self.entries[k].position
             length = (self.entries[k + 1].position if k + 1 < self.n else self.size) - pos
             data = os.pread(self.fd, length, pos)

@@ -111,38 +111,222 @@ def test_flipped_bit_in_a_sealed_segment_is_never_served(tmp_path):
     assert srv.stop() == 0
 
 
+def test_flipped_bit_in_the_unindexed_tail_keeps_the_batches_after_it(tmp_path, spawn):
+    # kill -9 leaves the active segment's index unwritten (entries go out in groups of 64), so
+    # recovery verifies every batch from the log; one bad batch in the middle must not take the
+    # acknowledged batches after it down with it (only a tail with nothing valid after it is torn).
+    srv = spawn(tmp_path / "fliptail")
+    c = setup_topic(srv)
+    send(c, 6)
+    c.close()
+    srv.kill()
+    log_path = os.path.join(pdir(srv), f"{0:020d}.log")
+    assert os.path.getsize(os.path.join(pdir(srv), f"{0:020d}.index")) == 0
+    batch_len = os.path.getsize(log_path) // 6
+    with open(log_path, "r+b") as f:
+        f.seek(2 * batch_len + 256 + 48 + 20)                # inside message 20's payload
+        byte = f.read(1)
+        f.seek(-1, 1)
+        f.write(bytes([byte[0] ^ 0x01]))
+    srv.start()
+    c = BlockingClient(srv.address)
+    c.login()
+    offsets, payloads = offsets_and_payloads(c)
+    assert offsets == list(range(20)) + list(range(30, 60))
+    for off, payload in zip(offsets, payloads):
+        assert payload.startswith(b"%06d-%03d|" % (off // 10, off % 10))
+    assert f"corrupt batch at byte {2 * batch_len} (offsets 20..29)" in srv.log()
+    assert "torn or corrupt tail" not in srv.log()
+    send(c, 1, start=6)                                      # appends continue at 60
+    assert offsets_and_payloads(c)[0] == list(range(20)) + list(range(30, 70))
+    c.close()
+    assert srv.stop() == 0
+    srv.start()                                              # and the repaired index holds
+    c = BlockingClient(srv.address)
+    c.login()
+    assert offsets_and_payloads(c)[0] == list(range(20)) + list(range(30, 70))
+    assert c.poll_messages("s", "t", 0, 1, 25, 10)[0][0] == 30
+    c.close()
+    assert srv.stop() == 0
+
+
+@pytest.fixture
+def spawn():
+    """Start servers that are stopped at teardown even when the test fails (before any
+    file system fixture requested ahead of this one is unmounted)."""
+    started = []
+
+    def start(data_dir, env=None):
+        srv = ServerProcess(data_dir, env=env).start()
+        started.append(srv)
+        return srv
+
+    yield start
+    for srv in started:
+        srv.stop()
+
+
+def mount_tmpfs(path, options):
+    """A small tmpfs at `path` (root only): a disk that really fills up."""
+    path.mkdir()
+    if os.geteuid() != 0 or subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)]).returncode != 0:
+        pytest.skip("needs root to mount a small tmpfs")
+    return path
+
+
 @pytest.fixture
 def tiny_filesystem(tmp_path):
-    mount = tmp_path / "tiny"
-    mount.mkdir()
-    if os.geteuid() != 0 or subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)]).returncode != 0:
-        pytest.skip("needs root to mount a small tmpfs")
-    yield mount
-    subprocess.run(["umount", "-l", str(mount)])
+    yield mount_tmpfs(tmp_path / "tiny", "size=2m")
+    subprocess.run(["umount", "-l", str(tmp_path / "tiny")])
 
 
-def test_full_disk_fails_the_send_and_appends_resume_when_space_returns(tiny_filesystem):
-    srv = ServerProcess(tiny_filesystem / "data").start()
+@pytest.fixture
+def few_inodes(tmp_path):
+    yield mount_tmpfs(tmp_path / "inodes", "size=4m,nr_inodes=200")
+    subprocess.run(["umount", "-l", str(tmp_path / "inodes")])
+
+
+def test_full_disk_fails_the_send_and_appends_resume_when_space_returns(tiny_filesystem, spawn):
+    srv = spawn(tiny_filesystem / "data")
     c = setup_topic(srv)
     send(c, 3)
+    acked = 3
     filler = tiny_filesystem / "filler"
     free = os.statvfs(tiny_filesystem).f_bavail * os.statvfs(tiny_filesystem).f_frsize
     with open(filler, "wb") as f:
         f.write(b"\0" * (free - 2048))
     with pytest.raises(IggyError) as e:
-        send(c, 5, start=3)
+        for b in range(3, 8):
+            send(c, 1, start=b)
+            acked += 1
     assert e.value.code == 4006
     c.ping()
+    # What is stored is exactly what was acknowledged: no failed send was kept.
     offsets, _ = offsets_and_payloads(c)
-    assert offsets == list(range(offsets[-1] + 1)) and offsets[-1] >= 29
+    assert offsets == list(range(acked * 10))
     filler.unlink()
-    next_batch = (offsets[-1] + 1) // 10
-    send(c, 2, start=next_batch)
+    send(c, 2, start=acked)
     offsets, payloads = offsets_and_payloads(c)
-    assert offsets == list(range(len(offsets)))
-    assert payloads[-1].startswith(b"%06d-009|" % (next_batch + 1))
+    assert offsets == list(range((acked + 2) * 10))
+    assert payloads[-1].startswith(b"%06d-009|" % (acked + 1))
     assert "disk full" in srv.log()
+    c.close()
+    assert srv.stop() == 0
+
+
+def test_full_disk_while_writing_the_index_does_not_fail_a_stored_send(tiny_filesystem, spawn):
+    # The batch reaches the log, then the index write (every 64th batch) finds the disk full.
+    # The index is rebuildable, so the send must succeed: failing it while the batch stays
+    # stored and served would make the client's retry a duplicate.
+    srv = spawn(tiny_filesystem, env={"IGGY_SYSTEM_PARTITION_SYNC_INTERVAL": "1 h"})
+    c = setup_topic(srv)
+    send(c, 512, per_batch=1, size=100)          # index: 512 entries = 3 whole pages
+    log_path = os.path.join(pdir(srv), f"{0:020d}.log")
+    index_path = os.path.join(pdir(srv), f"{0:020d}.index")
+    assert os.path.getsize(index_path) == 512 * 24 == 3 * 4096
+    size = os.path.getsize(log_path)
+    pages = -(-(size + 64 * size // 512) // 4096) - -(-size // 4096)
+    st = os.statvfs(tiny_filesystem)
+    with open(tiny_filesystem / "filler", "wb") as f:       # room for the log, not the index
+        f.write(b"\0" * ((st.f_bavail - pages) * st.f_frsize))
+    send(c, 64, per_batch=1, size=100, start=512)            # the 64th flushes the index
+    assert os.path.getsize(index_path) == 512 * 24           # that write failed
+    assert "index write failed" in srv.log()
+    offsets, payloads = offsets_and_payloads(c)
+    assert offsets == list(range(576))
+    assert payloads[-1].startswith(b"%06d-000|" % 575)
+    # A failed log write leaves the log exactly as it was.
+    size = os.path.getsize(log_path)
+    with pytest.raises(IggyError) as e:
+        send(c, 5, per_batch=10, size=2000, start=576)
+    assert e.value.code == 4006
+    assert os.path.getsize(log_path) == size
+    (tiny_filesystem / "filler").unlink()
+    send(c, 1, per_batch=1, size=100, start=576)             # retries the pending entries
+    assert os.path.getsize(index_path) == 577 * 24
+    assert "index writes resumed" in srv.log()
+    c.close()
+    srv.kill()
+    srv.start()
+    c = BlockingClient(srv.address)
+    c.login()
+    offsets, payloads = offsets_and_payloads(c)
+    assert offsets == list(range(577))
+    assert [p[:11] for p in payloads] == [b"%06d-000|" % b for b in range(577)]
+    assert "inconsistent" not in srv.log()
+    c.close()
+    assert srv.stop() == 0
+
+
+def test_rollover_out_of_inodes_fails_cleanly_and_appends_resume(few_inodes, spawn):
+    # Creating the next segment fails (no inode left): the send gets 4006 and nothing changes,
+    # so a send that still fits the active segment succeeds, and rollover works once inodes
+    # return. (Sealing before opening left a sealed last segment: "segment is sealed" forever.)
+    srv = spawn(few_inodes, env=SMALL)
+    c = setup_topic(srv)
+    send(c, 1)                                               # ~5.6 KB of an 8 KiB segment
+    fillers = few_inodes / "fillers"
+    fillers.mkdir()
+    n = 0
+    with pytest.raises(OSError):
+        while True:
+            (fillers / str(n)).touch()
+            n += 1
+    for _ in range(2):
+        with pytest.raises(IggyError) as e:
+            send(c, 1, start=1)                              # needs a new segment
+        assert e.value.code == 4006
+    send(c, 1, per_batch=1, size=100, start=1)               # fits: offset 10
+    assert sorted(os.listdir(pdir(srv))) == [f"{0:020d}.index", f"{0:020d}.log"]
+    for i in range(n):
+        (fillers / str(i)).unlink()
+    send(c, 1, start=2)                                      # offsets 11..20, new segment
+    assert sorted(os.listdir(pdir(srv))) == [
+        f"{0:020d}-{10:020d}.index", f"{0:020d}-{10:020d}.log",
+        f"{11:020d}.index", f"{11:020d}.log"]
+    expected = [b"%06d-%03d|" % (0, i) for i in range(10)] + [b"000001-000|"] + [
+        b"%06d-%03d|" % (2, i) for i in range(10)]
+    for _ in range(2):
+        offsets, payloads = offsets_and_payloads(c)
+        assert offsets == list(range(21))
+        assert [p[:11] for p in payloads] == expected
+        c.close()
+        assert srv.stop() == 0
+        srv.start()
+        c = BlockingClient(srv.address)
+        c.login()
+    c.close()
+    assert srv.stop() == 0
+
+
+def test_a_last_segment_left_sealed_gets_a_new_active_one_at_start(tmp_path, spawn):
+    # A crash between sealing the last segment and creating the next one (or data from a
+    # version that sealed first) leaves the last segment sealed; appends must go on after it.
+    srv = spawn(tmp_path / "sealed", env=SMALL)
+    c = setup_topic(srv)
+    send(c, 3)                                               # one batch per segment
+    c.close()
+    assert srv.stop() == 0
+    for ext in ("log", "index"):
+        os.rename(os.path.join(pdir(srv), f"{20:020d}.{ext}"),
+                  os.path.join(pdir(srv), f"{20:020d}-{29:020d}.{ext}"))
+    srv.start()
+    c = BlockingClient(srv.address)
+    c.login()
+    send(c, 1, per_batch=1, size=100, start=3)               # would fit the sealed one
+    send(c, 1, start=4)                                      # fits the new one too
+    assert "the last segment is sealed" in srv.log()
+    assert offsets_and_payloads(c)[0] == list(range(41))
+    c.close()
+    assert srv.stop() == 0
+    srv.start()
+    c = BlockingClient(srv.address)
+    c.login()
+    offsets, payloads = offsets_and_payloads(c)
+    assert offsets == list(range(41)) and payloads[30].startswith(b"000003-000|")
+    assert sorted(n for n in os.listdir(pdir(srv)) if n.endswith(".log"))[2:] == [
+        f"{20:020d}-{29:020d}.log", f"{30:020d}.log"]
     c.close()
     assert srv.stop() == 0
 

@@ -9,8 +9,14 @@ durable with fdatasync, which happens on one worker thread so the event loop nev
 * other topics: a background sync is requested once `messages_required_to_save` messages or
   `size_of_messages_required_to_save` bytes are unsynced, and every `sync_interval` anyway.
 
-A failed sync fails the sends waiting on it (CannotSaveMessagesToSegment, 4006). At shutdown
-every partition is synced.
+A failed sync fails the sends waiting on it (CannotSaveMessagesToSegment, 4006), and is final
+for the partition until a restart (see PartitionLog.sync_error): its fsync-enforced sends are
+refused from then on, since no later sync can prove that the failed data reached the disk.
+At shutdown every partition is synced.
+
+Counters, cheap enough for the send path: `fdatasyncs` (partition syncs done by the worker) and
+`fsync_sends` (fsync-enforced sends appended). Each sync is logged at DEBUG and the totals at
+shutdown, so tests and operators can see group commit at work.
 """
 
 from __future__ import annotations
@@ -33,19 +39,25 @@ class Durability:
         self.server = server
         self._cv = threading.Condition()
         self._queue: set = set()
+        self._in_flight: set = set()          # partitions the worker is syncing now
         self._waiters: dict = {}              # PartitionLog -> [(target bytes, future)]
         self._thread: threading.Thread | None = None
         self._stopping = False
         self._loop = None
-        self.syncs = 0                        # fdatasync rounds done (for tests and stats)
+        self.syncs = 0                        # worker rounds done
+        self.fdatasyncs = 0                   # partition syncs done by the worker
+        self.fsync_sends = 0                  # fsync-enforced sends appended
         interval = parse_duration_us(server.cfg["system"]["partition"]["sync_interval"])
         server.periodic_tasks.append((interval / 1e6, self.sync_idle))
 
     # -- the send path -------------------------------------------------------------------
 
     def append(self, partition, batch, count: int, now: int) -> int:
+        plog = partition.log
+        if plog.sync_error is not None and partition.topic.settings["enforce_fsync"]:
+            raise IggyError.from_code(CANNOT_SAVE, str(plog.sync_error))
         try:
-            return partition.log.append(batch, count, now)
+            return plog.append(batch, count, now)
         except OSError as e:
             if e.errno == errno.ENOSPC:
                 log.error("partition %s: disk full, append refused: %s", partition.key, e)
@@ -56,6 +68,7 @@ class Durability:
         plog = partition.log
         settings = partition.topic.settings
         if settings["enforce_fsync"]:
+            self.fsync_sends += 1
             return self._after_sync(plog, reply)
         if (plog.unsynced_messages >= settings["messages_required_to_save"]
                 or plog.unsynced_bytes >= settings["size_of_messages_required_to_save"]):
@@ -98,14 +111,20 @@ class Durability:
                 if self._stopping and not self._queue:
                     return
                 batch, self._queue = self._queue, set()
+                self._in_flight = batch
             failures = {}
             for plog in batch:
                 try:
-                    plog.sync()
+                    covered = plog.sync()
                 except OSError as e:
                     log.error("fdatasync of %s failed: %s", plog.directory, e)
                     failures[plog] = e
+                else:
+                    self.fdatasyncs += 1
+                    log.debug("synced %s: %d bytes durable", plog.directory, covered)
             self.syncs += 1
+            with self._cv:
+                self._in_flight = set()
             loop = self._loop
             if loop is not None and not loop.is_closed():
                 try:
@@ -129,8 +148,13 @@ class Durability:
                 else:
                     still.append((target, future))
             if still:
+                # Each waiter queued a sync after its append; one already queued or running
+                # covers it. Ask again only when none is (a later round ended before us).
                 self._waiters[plog] = still
-                self._request(plog)
+                with self._cv:
+                    covered = plog in self._queue or plog in self._in_flight
+                if not covered:
+                    self._request(plog)
             else:
                 del self._waiters[plog]
 
@@ -145,7 +169,7 @@ class Durability:
     def sync_idle(self, now: int) -> None:
         """The time rule: anything left unsynced for a whole interval is synced now."""
         for plog in self._logs():
-            if plog.unsynced_bytes:
+            if plog.unsynced_bytes and plog.sync_error is None:
                 self._request(plog)
             plog.flush_index()
 
@@ -161,3 +185,5 @@ class Durability:
                 plog.sync()
             except OSError as e:
                 log.error("final fdatasync of %s failed: %s", plog.directory, e)
+        log.info("durability: %d fdatasyncs by the sync worker, %d fsync-enforced sends",
+                 self.fdatasyncs, self.fsync_sends)

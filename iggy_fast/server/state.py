@@ -260,7 +260,9 @@ class State:
                  for p in range(partitions)]
         # A directory left by a deleted topic with the same id must not leak old messages.
         shutil.rmtree(self.partition_dir(stream.id, tid), ignore_errors=True)
-        self.store.apply(puts=puts)
+        # An fsync'd topic's messages must never outlive its metadata after a power loss: its
+        # record is committed durably (syncing the WAL also covers its stream's record).
+        self.store.apply(puts=puts, durable=settings["enforce_fsync"])
         stream.topics[tid] = topic
         for p in range(partitions):
             self._open_partition(topic, p, now)
@@ -280,7 +282,8 @@ class State:
         old = (topic.name, topic.settings, topic.explicit)
         topic.name, topic.settings, topic.explicit = name, settings, explicit
         try:
-            self.store.apply(puts=[(f"topics/{topic.stream.id}/{topic.id}", topic.record())])
+            self.store.apply(puts=[(f"topics/{topic.stream.id}/{topic.id}", topic.record())],
+                             durable=settings["enforce_fsync"] or old[1]["enforce_fsync"])
         except BaseException:
             topic.name, topic.settings, topic.explicit = old
             raise
@@ -317,7 +320,8 @@ class State:
         for pid in ids:
             shutil.rmtree(self.partition_dir(topic.stream.id, topic.id, pid), ignore_errors=True)
         self.store.apply(puts=[(f"partitions/{topic.stream.id}/{topic.id}/{p}",
-                                {"created_at": now}) for p in ids])
+                                {"created_at": now}) for p in ids],
+                         durable=topic.settings["enforce_fsync"])
         for pid in ids:
             self._open_partition(topic, pid, now)
         self._emit("partitions_changed", topic)

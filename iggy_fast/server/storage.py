@@ -6,10 +6,21 @@ two kinds: a producer's batch, which the partition stamps with its id, the next 
 append time, and a replicated batch that already carries its offsets (a follower's append),
 accepted only if it continues the log exactly.
 
+Rollover opens the new segment before it seals the old one, so a failure to create it (a
+full disk, out of inodes or file descriptors) changes nothing and the append fails cleanly; a
+last segment found sealed at start (a crash, or an older version) gets a new active one after it.
+
 Durability bookkeeping: `appended` counts bytes appended since start and `durable` the part of
 them known to be on disk. `sync()` may run on a worker thread while the event loop appends: it
 reads the target before the segment, and a segment is synced when it is sealed, so everything
 counted before the call is covered. `_io_lock` keeps files from being closed under a sync.
+New directory entries (a partition's directories, a new segment, a seal's rename) are made
+durable with an fsync of their directory before the append that needs them returns.
+
+A failed fdatasync (EIO) is final for this process: the kernel may have dropped the dirty pages
+it could not write, so a later sync that succeeds proves nothing about them ("fsyncgate").
+`sync_error` keeps the failure and every later sync raises it; `durable` never moves past it.
+Restarting recovers the partition from what is really on disk.
 """
 
 from __future__ import annotations
@@ -28,27 +39,56 @@ from iggy_fast.errors import IggyError
 log = logging.getLogger("iggy_fast.storage")
 
 
+def fsync_dir(path: str) -> None:
+    """Make the entries of directory `path` (created, renamed files) durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def make_dirs(path: str) -> None:
+    """Create `path` and its missing parents, each made durable in its parent directory."""
+    missing = []
+    p = os.path.abspath(path)
+    while not os.path.isdir(p):
+        missing.append(p)
+        p = os.path.dirname(p)
+    os.makedirs(path, exist_ok=True)
+    for d in reversed(missing):
+        fsync_dir(os.path.dirname(d))
+
+
 class PartitionLog:
     def __init__(self, directory: str, partition_id: int, segment_size: int,
                  verify_on_open: bool = True):
         self.directory = directory
         self.partition_id = partition_id
         self.segment_size = segment_size
-        os.makedirs(directory, exist_ok=True)
+        make_dirs(directory)
         self.segments: list[Segment] = []
         stems = self._stems()
         for i, (base, stem) in enumerate(stems):
             seg = Segment.open(directory, base, verify_on_open, stem, i == len(stems) - 1)
             self._report(seg)
             self.segments.append(seg)
-        if not self.segments:
-            self.segments.append(Segment.open(directory, 0))
         for seg in self.segments[:-1]:
             seg.seal()
+        if not self.segments or self.segments[-1].sealed:
+            # A new partition, or a crash (or an older version) left the last segment sealed:
+            # appends need an active one after it.
+            base = self.segments[-1].end_offset if self.segments else 0
+            if self.segments:
+                log.warning("recovery: %s: the last segment is sealed; new active segment "
+                            "at offset %d", directory, base)
+            self.segments.append(Segment.open(directory, base))
+            fsync_dir(directory)
         self._bases = [s.base_offset for s in self.segments]
         self.last_timestamp = max((s.last_timestamp for s in self.segments), default=0)
         self.appended = self.durable = 0
         self.appended_messages = self.durable_messages = 0
+        self.sync_error: OSError | None = None
         self._io_lock = threading.Lock()
 
     _NAME = re.compile(r"^(\d{20})(?:-(\d{20}))?\.(log|index)$")
@@ -114,14 +154,26 @@ class PartitionLog:
 
     def _active(self, incoming: int) -> Segment:
         seg = self.segments[-1]
-        if seg.size and seg.size + incoming > self.segment_size:
-            # Sync before sealing so a worker's sync of the new segment covers all before it.
-            seg.sync()
-            seg.seal()
-            seg = Segment.open(self.directory, seg.end_offset)
-            self.segments.append(seg)
-            self._bases.append(seg.base_offset)
+        if seg.sealed or (seg.size and seg.size + incoming > self.segment_size):
+            seg = self._roll(seg)
         return seg
+
+    def _roll(self, old: Segment) -> Segment:
+        """Open the next segment, then seal `old`; a failure to open it changes nothing."""
+        new = Segment.open(self.directory, old.end_offset)
+        try:
+            # Sync before sealing so a worker's sync of the new segment covers all before it
+            # (after a failed sync nothing is acknowledged as durable: no point, no refusal).
+            if self.sync_error is None:
+                self._sync_segment(old)
+        except OSError:
+            new.delete()
+            raise
+        old.seal()
+        fsync_dir(self.directory)     # the new files and the seal's renames
+        self.segments.append(new)
+        self._bases.append(new.base_offset)
+        return new
 
     def append(self, batch, count: int, now_us: int) -> int:
         """Stamp a validated producer batch in place and append it; returns its base offset."""
@@ -157,12 +209,24 @@ class PartitionLog:
         """
         target, messages = self.appended, self.appended_messages
         with self._io_lock:
-            self.segments[-1].sync()
+            self._sync_segment(self.segments[-1])
         if target > self.durable:
             self.durable = target
         if messages > self.durable_messages:
             self.durable_messages = messages
         return target
+
+    def _sync_segment(self, seg: Segment) -> None:
+        if self.sync_error is not None:
+            raise self.sync_error
+        try:
+            seg.sync()
+        except OSError as e:
+            self.sync_error = OSError(e.errno, f"fdatasync failed earlier ({e.strerror}); "
+                                      f"restart the server to recover", self.directory)
+            log.error("%s: fdatasync failed: %s; nothing more is acknowledged as durable "
+                      "until a restart", self.directory, e)
+            raise
 
     def flush_index(self) -> None:
         self.segments[-1].flush_index()
@@ -219,6 +283,7 @@ class PartitionLog:
             for seg in self.segments:
                 seg.delete()
             self.segments = [Segment.open(self.directory, 0)]
+        fsync_dir(self.directory)
         self._bases = [0]
         self.last_timestamp = 0
         self.durable = self.appended

@@ -4,7 +4,11 @@ The event loop reads straight into the connection's FrameReader buffer; complete
 dispatched where they sit and replies leave with one writelines() of header + payload pieces.
 Stored batches in a poll reply arrive as FileRegion pieces: on plain TCP they go from the page
 cache to the socket with sendfile(2) when nothing is queued ahead of them in the transport, and
-are pread into bytes otherwise (TLS, or a socket that is not keeping up).
+are pread otherwise (TLS, or a socket that is not keeping up), in chunks, into a buffer the
+connection reuses. A transport may keep a reference to what it was given (the SSL transport's
+backlog, a socket's pending writes), so the buffer is reused only when the transport reports
+nothing pending after the write; otherwise the transport keeps it and a new one is made.
+Per connection, the bytes sent each way are counted and logged at DEBUG when it closes.
 Requests are answered strictly in order: when a reply must wait (an fsync'd send), reading is
 paused until it is written, so the receive buffer is not reused under the waiting request.
 """
@@ -24,6 +28,8 @@ from iggy_fast.errors import ProtocolViolation
 
 log = logging.getLogger("iggy_fast.tcp")
 
+READ_CHUNK = 256 * 1024      # the reused read buffer: large enough to amortise a write call
+
 
 class Connection(asyncio.BufferedProtocol):
     def __init__(self, server, transport_name: str = "TCP"):
@@ -34,6 +40,9 @@ class Connection(asyncio.BufferedProtocol):
         self.client = None
         self.waiting = None
         self.sendfile_fd = None      # the socket's fd when sendfile(2) can be used
+        self.read_buffer = None      # reused for stored batches that cannot be sendfile()d
+        self.sent_by_sendfile = 0    # bytes of stored batches sent each way
+        self.sent_by_copy = 0
 
     def connection_made(self, transport) -> None:
         self.transport = transport
@@ -89,12 +98,36 @@ class Connection(asyncio.BufferedProtocol):
                     queued = []
                 if transport.get_write_buffer_size() == 0:
                     sent = self._sendfile(piece)
+                    self.sent_by_sendfile += sent
                     if sent == piece.length:
                         continue
                     piece = FileRegion(piece.fd, piece.offset + sent, piece.length - sent)
-            queued.append(piece.read())
+            self._copy(piece, queued)
+            queued = []
         if queued:
             transport.writelines(queued)
+
+    def _copy(self, region, queued: list) -> None:
+        """Write `queued`, then the region pread chunk by chunk into the reused buffer."""
+        transport = self.transport
+        offset, left = region.offset, region.length
+        self.sent_by_copy += left
+        if not left and queued:
+            transport.writelines(queued)
+        while left:
+            n = min(left, READ_CHUNK)
+            if self.read_buffer is None:
+                self.read_buffer = bytearray(READ_CHUNK)
+            view = memoryview(self.read_buffer)[:n]
+            if os.preadv(region.fd, [view], offset) != n:
+                raise OSError(f"short read of {n} bytes at {offset}")
+            queued.append(view)
+            transport.writelines(queued)
+            queued.clear()
+            if transport.get_write_buffer_size():
+                self.read_buffer = None    # the transport may still hold the view: let it
+            offset += n
+            left -= n
 
     def _sendfile(self, region) -> int:
         """Send as much of the region as the socket takes now; returns the bytes sent."""
@@ -128,6 +161,10 @@ class Connection(asyncio.BufferedProtocol):
 
     def connection_lost(self, exc) -> None:
         self.transport = None
+        if self.client is not None:
+            log.debug("connection %s closed: stored batches sent %d bytes by sendfile, %d "
+                      "bytes by copy", self.client.address, self.sent_by_sendfile,
+                      self.sent_by_copy)
         if self.waiting is not None:
             # The reply can no longer be delivered, but the work (an fsync) is allowed to end.
             self.waiting = None
