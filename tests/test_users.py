@@ -9,6 +9,9 @@ from apache_iggy import (GlobalPermissions, IggyClient, Permissions, StreamPermi
                          UserStatus)
 
 from conftest import ServerProcess
+from iggy_fast._wire import Reader, Writer
+from iggy_fast.client import BlockingClient
+from iggy_fast.errors import IggyError
 
 
 async def login(server, user, password):
@@ -82,6 +85,64 @@ async def test_deleting_a_user_ends_its_sessions(server, client, unique):
         await client.delete_user(name)
         with pytest.raises((ConnectionError, OSError)):
             c.call(201)
+
+
+# Global flags manage_users and read_topics (PROTOCOL.md §3.1), no stream entries.
+ADMIN_PERMISSIONS = bytes([0, 0, 1, 0, 0, 0, 0, 1, 0, 0, 0])
+
+
+def test_a_user_deleting_itself_keeps_no_session_and_no_token(server, unique):
+    """A user that deletes itself gets its reply, then its session is over: it cannot act
+    again, cannot mint tokens, its other connections close and leave their groups, and none of
+    it carries over to the next user who gets the same (reused) id."""
+    with BlockingClient(server.address) as root:
+        root.login()
+        s = unique("selfdel")
+        root.call(202, Writer().name(s).getvalue())
+        root.call(302, Writer().identifier(s).u32(1).name("t").getvalue())
+        root.call(602, Writer().identifier(s).identifier("t").name("g").getvalue())
+        admin = unique("admin")
+        pw = b"pass-123"
+        root.call(33, Writer().name(admin).u8(len(pw)).raw(pw).u8(1).u8(1)
+                  .u32(len(ADMIN_PERMISSIONS)).raw(ADMIN_PERMISSIONS).getvalue())
+        me = BlockingClient(server.address)
+        twin = BlockingClient(server.address)
+        admin_id = me.login(admin, "pass-123")
+        twin.login(admin, "pass-123")
+        group = Writer().identifier(s).identifier("t").identifier("g").getvalue()
+        twin.call(604, group)
+        token = Reader(me.call(42, Writer().name("before").u64(0).getvalue()).body).name()
+
+        me.call(34, Writer().identifier(admin).getvalue())        # answered: status 0
+        with pytest.raises(IggyError) as e:
+            me.call(20)                                           # no session any more
+        assert e.value.code == 40
+        with pytest.raises((ConnectionError, OSError)):
+            twin.call(20)                                         # closed
+        members = Reader(root.call(600, group).body)
+        members.u32(), members.u32()
+        assert members.u32() == 0                                 # it left the group
+
+        heir = unique("heir")
+        reply = Reader(root.call(33, create_user_body(heir, "pass-456")).body)
+        assert reply.u32() == admin_id                            # the id is reused
+        with pytest.raises(IggyError) as e:                       # a token of the deleted
+            with BlockingClient(server.address) as t:             # user is refused
+                t.roundtrip(t.protocol.token_login_frame(token))
+        assert e.value.code == 53
+        with pytest.raises(IggyError) as e:                       # and the old connection
+            me.call(42, Writer().name("after").u64(0).getvalue())  # still cannot mint one
+        assert e.value.code == 40
+        me.close()
+        with BlockingClient(server.address) as h:                 # the heir has no tokens
+            h.login(heir, "pass-456")
+            assert h.call(41).body == b""
+        root.ping()
+
+
+def create_user_body(username: str, password: str) -> bytes:
+    pw = password.encode()
+    return Writer().name(username).u8(len(pw)).raw(pw).u8(1).u8(0).getvalue()
 
 
 async def test_bad_names_and_passwords(server, client):

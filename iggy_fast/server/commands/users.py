@@ -77,11 +77,15 @@ def delete_user(server, client, r: Reader, now: int):
     ident = r.identifier()
     r.expect_end()
     user = server.users.delete(ident)
-    # Deleting a user ends that user's live sessions.
+    # Deleting a user ends every live session of that user, the caller's too (Iggy drops all
+    # the user's clients): user ids are reused, so a session left behind would act as whoever
+    # gets the id next. Logging out also leaves the sessions' consumer groups. Other
+    # connections are closed; the caller's stays open so that it still gets this reply, and
+    # its next request is refused as unauthenticated.
     for other in list(server.clients.values()):
-        if other.user_id == user.id and other is not client:
+        if other.user_id == user.id:
             server.logout(other)
-            if other.close is not None:
+            if other is not client and other.close is not None:
                 other.close()
 
 
