@@ -46,15 +46,18 @@ class Tokens:
         owner = self.server.users.find(user_id)
         if owner is None:           # a session never outlives its user; refuse if one did
             raise IggyError.from_code(40)
-        if not NAME_LENGTH[0] <= len(name) <= NAME_LENGTH[1] or "/" in name:
-            raise IggyError.from_code(3, "token name must be 3..30 characters")
+        if not NAME_LENGTH[0] <= len(name.encode()) <= NAME_LENGTH[1]:
+            raise IggyError.from_code(50, "token name must be 3..30 bytes")
         mine = self.by_user.setdefault(user_id, {})
         if name in mine:
             raise IggyError.from_code(51)
         if len(mine) >= self.limit:
             raise IggyError.from_code(52)
-        # 0 = server default (never), u64::MAX = never, otherwise a duration in µs.
+        # 0 = server default (never), u64::MAX = never, otherwise a duration in µs. An expiry
+        # instant past u64 is refused as Iggy refuses it (its sum wraps to the past): 56.
         expiry_at = 0 if expiry in (0, NEVER) else now + expiry
+        if expiry_at > NEVER:
+            raise IggyError.from_code(56, "token expiry beyond the u64 clock")
         token = secrets.token_urlsafe(32)
         # The owner's creation time names the user, not just the id: ids are reused, and a
         # token must never log in as a later user who got its owner's id.
