@@ -81,6 +81,54 @@ async def test_group_commands_and_rebalancing(server, client, unique):
     members[1].close()
 
 
+async def test_group_offsets_are_stored_only_by_the_owning_member(server, client, unique):
+    """As Iggy's commit fence: a group offset is stored or deleted only by the member that owns
+    that partition; anyone else, member or not, is refused with 20 (what Iggy answers) and the
+    offset does not move. Reading it needs no membership. No partition means partition 0."""
+    s, t = unique("gf"), "t"
+    await client.create_stream(s)
+    await client.create_topic(stream=s, name=t, partitions_count=2)
+    await client.create_consumer_group(s, t, "g")
+    for pid in (0, 1):
+        await client.send_messages(s, t, pid, [Message(f"m{i}") for i in range(5)])
+    owner0, owner1, outsider = (BlockingClient(server.address) for _ in range(3))
+    for c in (owner0, owner1, outsider):
+        c.login()
+    owner0.call(604, sync_body(s, t, "g"))
+    owner1.call(604, sync_body(s, t, "g"))
+    assert owner0.call(606, sync_body(s, t, "g")).body[8:] == b"\x01\x00\x00\x00" + bytes(4)
+
+    def target(pid, group="g"):
+        w = Writer().u8(2).identifier(group).identifier(s).identifier(t)
+        return w.u8(0).u32(0) if pid is None else w.u8(1).u32(pid)
+
+    def stored(pid):
+        body = outsider.call(120, target(pid).getvalue()).body
+        return int.from_bytes(body[12:20], "little") if body else None
+
+    owner0.call(121, target(0).u64(2).u8(1).getvalue())
+    owner1.call(121, target(1).u64(3).u8(1).getvalue())
+    for c, pid in ((owner0, 1), (owner1, 0), (owner1, None), (outsider, 0), (outsider, 1),
+                   (owner0, 7)):
+        with pytest.raises(IggyError) as e:
+            c.call(121, target(pid).u64(4).u8(1).getvalue())
+        assert e.value.code == 20, (pid,)
+        with pytest.raises(IggyError) as e:
+            c.call(122, target(pid).u8(1).getvalue())
+        assert e.value.code == 20, (pid,)
+    assert (stored(0), stored(1)) == (2, 3)                  # nothing moved
+    with pytest.raises(IggyError) as e:
+        owner0.call(121, target(0, group="nope").u64(1).u8(1).getvalue())
+    assert e.value.code == 5000
+    owner0.call(121, target(None).u64(4).u8(1).getvalue())  # no partition: partition 0
+    assert stored(None) == 4
+    owner0.call(122, target(0).u8(1).getvalue())
+    assert stored(0) is None and stored(1) == 3
+    for c in (owner0, owner1, outsider):
+        c.close()
+    await client.ping()
+
+
 async def test_group_offsets_and_heartbeat_timeout(tmp_path):
     srv = ServerProcess(tmp_path / "hb", env={"IGGY_HEARTBEAT_INTERVAL": "1 s"}).start()
     try:

@@ -191,6 +191,17 @@ class Groups:
             return None
         return group.generation, group.assignment.get(mid, [])
 
+    def offset_owner(self, client, topic, ident, partition_id: int) -> int:
+        """The group id under which `client` may store or delete the group's offset of
+        `partition_id`: only a member that owns that partition may (as Iggy's commit fence),
+        so a stale or foreign client cannot move a shared offset. Anyone else gets 20, the
+        code Iggy answers for this refusal; an unknown group 5000."""
+        group = self.get(topic, ident)
+        mid = group.member_id(client)
+        if mid is None or partition_id not in group.assignment.get(mid, ()):
+            raise IggyError.from_code(20, "not a member owning this partition")
+        return group.id
+
     def member_partition(self, client, topic, ident, partition_id):
         """(partition to read or None when fenced, group id) for a group poll."""
         group = self.get(topic, ident)
