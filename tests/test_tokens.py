@@ -56,8 +56,9 @@ async def test_token_login_list_delete_and_restart(srv):
     c = await root(srv)
     token = await create_token(c, "service-a")
     await create_token(c, "short-lived", 60_000_000)
+    slashed = await create_token(c, "team/svc")           # '/' is fine in a name
     names = dict(await list_tokens(c))
-    assert names["service-a"] == 0 and names["short-lived"] > 0
+    assert names["service-a"] == 0 and names["short-lived"] > 0 and names["team/svc"] == 0
     t = await token_client(srv, token)
     await t.create_stream("by-token")            # acts as root, the token's owner
     assert (await t.get_stream("by-token")) is not None
@@ -69,8 +70,10 @@ async def test_token_login_list_delete_and_restart(srv):
     srv.start()
     t = await token_client(srv, token)
     assert (await t.get_stream("by-token")) is not None
+    await (await token_client(srv, slashed)).ping()
     c = await root(srv)
     await c.send_binary_request(43, Writer().name("service-a").getvalue())
+    await c.send_binary_request(43, Writer().name("team/svc").getvalue())
     assert [n for n, _ in await list_tokens(c)] == ["short-lived"]
     with pytest.raises(Exception):
         bad = await token_client(srv, token)
