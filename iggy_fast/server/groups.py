@@ -6,8 +6,9 @@ member set or of the topic's partitions rebalances the group: partitions (sorted
 round-robin to members (sorted by member id) and the generation goes up, which tells members
 to re-sync. A group poll names a partition; one the member does not own is fenced with the
 0xFFFFFFFF sentinel so the SDK re-syncs. Groups (id, name) persist under
-"groups/<stream>/<topic>/<id>"; their offsets are ordinary consumer offsets keyed by group id.
-Group ids count up per topic and are never reused.
+"groups/<stream>/<topic>/<id>"; their offsets are ordinary consumer offsets keyed by group id,
+which only the member owning a partition may store or delete (anyone who may poll may read
+them). Group ids count up per topic and are never reused.
 """
 
 from __future__ import annotations
