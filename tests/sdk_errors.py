@@ -38,15 +38,6 @@ SDK_TEXT = {
 }
 
 
-def code_of(error: BaseException) -> int | None:
-    """The code an SDK error stands for, or None if its text is not one of ours."""
-    text = str(error)
-    for code, known in SDK_TEXT.items():
-        if text == known:
-            return code
-    return None
-
-
 async def expect_code(awaitable, code: int):
     """Await an SDK call that must fail with exactly `code`."""
     with pytest.raises(RuntimeError) as e:
