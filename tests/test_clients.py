@@ -42,6 +42,10 @@ def test_me_client_and_clients(server):
     with BlockingClient(server.address) as c:
         c.login("nobody-cl", "pass-123")
         c.call(20)                                                   # oneself: allowed
-        with pytest.raises(IggyError) as e:
-            c.call(22)
-        assert e.value.code == 41
+        for code, body in ((22, b""), (21, (1).to_bytes(4, "little"))):
+            with pytest.raises(IggyError) as e:
+                c.call(code, body)
+            assert e.value.code == 41
+        with BlockingClient(server.address) as other:
+            other.login()
+            assert other.call(22).body != b""              # everyone else is still served

@@ -16,6 +16,7 @@ from conftest import ServerProcess
 from iggy_fast._wire import Writer
 from iggy_fast.client import BlockingClient
 from iggy_fast.errors import IggyError
+from sdk_errors import expect_code
 
 
 async def connect(address):
@@ -27,6 +28,13 @@ async def connect(address):
 
 def sync_body(stream, topic, group):
     return Writer().identifier(stream).identifier(topic).identifier(group).getvalue()
+
+
+def sync(reply) -> tuple[int, list[int]]:
+    """A SyncConsumerGroup reply: (generation, owned partitions)."""
+    count = int.from_bytes(reply[8:12], "little")
+    return (int.from_bytes(reply[:8], "little"),
+            [int.from_bytes(reply[12 + 4 * i:16 + 4 * i], "little") for i in range(count)])
 
 
 async def test_group_commands_and_rebalancing(server, client, unique):
@@ -73,12 +81,97 @@ async def test_group_commands_and_rebalancing(server, client, unique):
     assert await client.get_consumer_group(s, t, "g1") is None
     await client.create_consumer_group(s, t, "g3")
     assert (await client.get_consumer_group(s, t, "g3")).id == 2   # ids are never reused
-    for bad in (lambda: client.join_consumer_group(s, t, "nope"),
-                lambda: client.get_consumer_groups(s, unique("no-topic")),
-                lambda: client.delete_consumer_group(s, t, 99)):
-        with pytest.raises(RuntimeError):
-            await bad()
     members[1].close()
+
+
+async def test_bad_group_requests_answer_their_codes(server, client, unique):
+    s, t = unique("gb"), "t"
+    await client.create_stream(s)
+    await client.create_topic(stream=s, name=t, partitions_count=1)
+    await client.create_consumer_group(s, t, "g")
+    other = await connect(server.address)
+    for call, code in ((lambda: client.join_consumer_group(s, t, "nope"), 5000),
+                       (lambda: client.join_consumer_group(unique("no-stream"), t, "g"), 1009),
+                       (lambda: client.join_consumer_group(s, "no-topic", "g"), 2010),
+                       (lambda: client.get_consumer_groups(s, "no-topic"), 2010),
+                       (lambda: client.get_consumer_groups(unique("no-stream"), t), 1009),
+                       (lambda: client.create_consumer_group(s, t, "g"), 5004),
+                       (lambda: client.delete_consumer_group(s, t, 99), 5000),
+                       (lambda: client.leave_consumer_group(s, t, "g"), 5006)):
+        await expect_code(call(), code)
+        await other.ping()                               # everyone else is still served
+    assert [g.name for g in await client.get_consumer_groups(s, t)] == ["g"]
+    assert (await client.get_consumer_group(s, t, "g")).members_count == 0
+
+
+async def test_join_and_sync_through_the_sdk_and_logout_leaves(server, client, unique):
+    """The SDK's own join_consumer_group makes its connection a member (Sync answers it);
+    logging out ends the membership: the member drops and the generation goes up."""
+    s, t = unique("gj"), "t"
+    await client.create_stream(s)
+    await client.create_topic(stream=s, name=t, partitions_count=2)
+    await client.create_consumer_group(s, t, "g")
+    a, b = await connect(server.address), await connect(server.address)
+    await a.join_consumer_group(s, t, "g")
+    gen_a, parts_a = sync(await a.send_binary_request(606, sync_body(s, t, "g")))
+    assert parts_a == [0, 1]
+    await b.join_consumer_group(s, t, "g")
+    gen_b, parts_b = sync(await b.send_binary_request(606, sync_body(s, t, "g")))
+    assert gen_b > gen_a and parts_b == [1]
+    assert sync(await a.send_binary_request(606, sync_body(s, t, "g"))) == (gen_b, [0])
+    await b.logout_user()
+    group = await client.get_consumer_group(s, t, "g")
+    assert group.members_count == 1
+    gen, parts = sync(await a.send_binary_request(606, sync_body(s, t, "g")))
+    assert gen > gen_b and parts == [0, 1]
+
+
+async def test_group_offsets_are_stored_only_by_the_owning_member(server, client, unique):
+    """As Iggy's commit fence: a group offset is stored or deleted only by the member that owns
+    that partition; anyone else, member or not, is refused with 20 (what Iggy answers) and the
+    offset does not move. Reading it needs no membership. No partition means partition 0."""
+    s, t = unique("gf"), "t"
+    await client.create_stream(s)
+    await client.create_topic(stream=s, name=t, partitions_count=2)
+    await client.create_consumer_group(s, t, "g")
+    for pid in (0, 1):
+        await client.send_messages(s, t, pid, [Message(f"m{i}") for i in range(5)])
+    owner0, owner1, outsider = (BlockingClient(server.address) for _ in range(3))
+    for c in (owner0, owner1, outsider):
+        c.login()
+    owner0.call(604, sync_body(s, t, "g"))
+    owner1.call(604, sync_body(s, t, "g"))
+    assert owner0.call(606, sync_body(s, t, "g")).body[8:] == b"\x01\x00\x00\x00" + bytes(4)
+
+    def target(pid, group="g"):
+        w = Writer().u8(2).identifier(group).identifier(s).identifier(t)
+        return w.u8(0).u32(0) if pid is None else w.u8(1).u32(pid)
+
+    def stored(pid):
+        body = outsider.call(120, target(pid).getvalue()).body
+        return int.from_bytes(body[12:20], "little") if body else None
+
+    owner0.call(121, target(0).u64(2).u8(1).getvalue())
+    owner1.call(121, target(1).u64(3).u8(1).getvalue())
+    for c, pid in ((owner0, 1), (owner1, 0), (owner1, None), (outsider, 0), (outsider, 1),
+                   (owner0, 7)):
+        with pytest.raises(IggyError) as e:
+            c.call(121, target(pid).u64(4).u8(1).getvalue())
+        assert e.value.code == 20, (pid,)
+        with pytest.raises(IggyError) as e:
+            c.call(122, target(pid).u8(1).getvalue())
+        assert e.value.code == 20, (pid,)
+    assert (stored(0), stored(1)) == (2, 3)                  # nothing moved
+    with pytest.raises(IggyError) as e:
+        owner0.call(121, target(0, group="nope").u64(1).u8(1).getvalue())
+    assert e.value.code == 5000
+    owner0.call(121, target(None).u64(4).u8(1).getvalue())  # no partition: partition 0
+    assert stored(None) == 4
+    owner0.call(122, target(0).u8(1).getvalue())
+    assert stored(0) is None and stored(1) == 3
+    for c in (owner0, owner1, outsider):
+        c.close()
+    await client.ping()
 
 
 async def test_group_offsets_and_heartbeat_timeout(tmp_path):
@@ -95,8 +188,19 @@ async def test_group_offsets_and_heartbeat_timeout(tmp_path):
         got = m.poll_messages("s", "t", 0, 5, 0, 4, auto_commit=True, consumer_id="g",
                               consumer_kind=2)
         assert [x[0] for x in got] == [0, 1, 2, 3]
-        await asyncio.sleep(2.5)                         # m sends nothing: it is dropped
-        assert (await c.get_consumer_group("s", "t", "g")).members_count == 0
+        alive = BlockingClient(srv.address)              # a member that keeps talking
+        alive.login()
+        alive.call(604, sync_body("s", "t", "g"))
+        before, owned = sync(alive.call(606, sync_body("s", "t", "g")).body)
+        assert owned == []                               # m owns the only partition
+        for _ in range(10):                              # m sends nothing: it is dropped
+            await asyncio.sleep(0.25)
+            alive.ping()
+        assert (await c.get_consumer_group("s", "t", "g")).members_count == 1
+        after, owned = sync(alive.call(606, sync_body("s", "t", "g")).body)
+        assert after > before and owned == [0]           # rebalanced to the survivor
+        alive.close()
+        m.close()
         assert srv.stop() == 0
         srv.start()
         c = await connect(srv.address)

@@ -1,9 +1,18 @@
-"""The permission matrix: each global, stream and topic flag allows exactly what it names
-(with Iggy's implications: managing implies reading, reading topics implies polling) and
-nothing else; denials answer Unauthorized (41)."""
+"""The permission matrix: each global, stream and topic flag allows exactly what Iggy's
+permissioner allows (core/metadata/src/permissioner; PROTOCOL.md §8.2) and nothing else.
+
+One user per flag (and one with no permissions) runs every command family through the official
+SDK against a world of its own (a stream with two topics, groups, messages, a user to manage),
+so that destructive commands can succeed where allowed. Every command must either succeed or
+be refused with exactly Unauthorized (41). Stream flags are also probed against another
+stream, topic flags against another topic: there they allow nothing. The expected sets below
+are written out from Iggy's rules, not computed by the code under test. All users run at once
+against the module's one server.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import pytest
@@ -11,128 +20,248 @@ from apache_iggy import (Consumer, GlobalPermissions, IggyClient, Permissions, P
                          StreamPermissions, TopicPermissions)
 from apache_iggy import SendMessage as Message
 
-OPS = ("stats", "users", "create_stream", "streams", "stream", "create_topic", "topic",
-       "send", "poll")
+from iggy_fast._wire import Writer
+from sdk_errors import SDK_TEXT
+
+PASSWORD = "secret-pw"
+
+# Command families, by the rule that guards them.
+SERVERS = {"stats", "clients", "client"}
+READ_USERS = {"users", "user"}
+MANAGE_USERS = {"create_user", "update_user", "update_permissions", "change_password",
+                "delete_user"}
+READ_STREAMS = {"streams"}
+CREATE_STREAM = {"create_stream"}
+READ_STREAM = {"stream"}
+MANAGE_STREAM = {"update_stream", "purge_stream", "delete_stream"}
+READ_TOPICS = {"topics"}
+CREATE_TOPIC = {"create_topic"}
+READ_TOPIC = {"topic", "groups", "group", "create_group", "join", "leave", "delete_group"}
+MANAGE_TOPIC = {"update_topic", "purge_topic", "delete_topic", "create_partitions",
+                "delete_partitions", "delete_segments"}
+POLL = {"poll", "get_offset", "store_offset", "delete_offset"}
+SEND = {"send"}
+# Self-scoped: a login is all they need.
+ALWAYS = {"ping", "me", "own_user", "own_password", "tokens", "sync"}
+
+MANAGING_TOPIC = READ_TOPIC | MANAGE_TOPIC | POLL | SEND
+READING_TOPIC = READ_TOPIC | POLL
+
+GLOBAL_EXPECTED = {
+    "manage_servers": SERVERS,
+    "read_servers": SERVERS,
+    "manage_users": READ_USERS | MANAGE_USERS,
+    "read_users": READ_USERS,
+    "manage_streams": (READ_STREAMS | CREATE_STREAM | READ_STREAM | MANAGE_STREAM | READ_TOPICS
+                       | CREATE_TOPIC | MANAGING_TOPIC),
+    "read_streams": READ_STREAMS | READ_STREAM | READ_TOPICS | READING_TOPIC,
+    "manage_topics": READ_TOPICS | CREATE_TOPIC | MANAGING_TOPIC,
+    "read_topics": READ_TOPICS | READING_TOPIC,
+    "poll_messages": POLL,
+    "send_messages": SEND,
+}
+STREAM_EXPECTED = {
+    "manage_stream": READ_STREAM | MANAGE_STREAM | READ_TOPICS | CREATE_TOPIC | MANAGING_TOPIC,
+    "read_stream": READ_STREAM | READ_TOPICS | READING_TOPIC,
+    "manage_topics": READ_TOPICS | CREATE_TOPIC | MANAGING_TOPIC,
+    "read_topics": READ_TOPICS | READING_TOPIC,
+    "poll_messages": POLL,
+    "send_messages": SEND,
+}
+TOPIC_EXPECTED = {
+    "manage_topic": MANAGING_TOPIC,
+    "read_topic": READING_TOPIC,
+    "poll_messages": POLL,
+    "send_messages": SEND,
+}
 
 
-async def probe(server, username, s, t):
-    """The set of operations this user may perform on stream s / topic t."""
+def _u(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+def _offset(stream, topic) -> Writer:
+    return Writer().u8(1).identifier(7).identifier(stream).identifier(topic).u8(1).u32(0)
+
+
+def _topic_ids(stream, topic) -> Writer:
+    return Writer().identifier(stream).identifier(topic)
+
+
+class World:
+    """What one user is probed against: stream s (topics t and t2) and a user to manage."""
+
+    def __init__(self, s, t, victim):
+        self.s, self.t, self.victim = s, t, victim
+
+
+async def build_world(root) -> tuple[World, int, int]:
+    s, victim = _u("pm"), _u("victim")
+    await root.create_stream(s)
+    await root.create_topic(stream=s, name="t", partitions_count=2)
+    await root.create_topic(stream=s, name="t2", partitions_count=1)
+    for topic in ("t", "t2"):
+        await root.send_messages(s, topic, 0, [Message("m0"), Message("m1")])
+        for group in ("g", "g2"):
+            await root.create_consumer_group(s, topic, group)
+    await root.create_user(victim, PASSWORD)
+    sid = (await root.get_stream(s)).id
+    tid = (await root.get_topic(s, "t")).id
+    return World(s, "t", victim), sid, tid
+
+
+def operations(c, w: World, me: str):
+    """(name, call) in an order where each destructive command comes after what needs the
+    thing it destroys."""
+    s, t = w.s, w.t
+    token = _u("tok")[:20]
+    return [
+        ("ping", lambda: c.ping()),
+        ("me", lambda: c.send_binary_request(20, b"")),
+        ("own_user", lambda: c.get_user(me)),
+        ("own_password", lambda: c.change_password(me, PASSWORD, PASSWORD)),
+        ("tokens", lambda: c.send_binary_request(42, Writer().name(token).u64(0).getvalue())),
+        ("stats", lambda: c.get_stats()),
+        ("clients", lambda: c.send_binary_request(22, b"")),
+        ("client", lambda: c.send_binary_request(21, (1).to_bytes(4, "little"))),
+        ("users", lambda: c.get_users()),
+        ("user", lambda: c.get_user(w.victim)),
+        ("create_user", lambda: c.create_user(_u("made"), PASSWORD)),
+        ("update_user", lambda: c.update_user(w.victim, username=w.victim)),
+        ("update_permissions", lambda: c.update_permissions(w.victim, None)),
+        ("change_password", lambda: c.change_password(w.victim, PASSWORD, PASSWORD)),
+        ("streams", lambda: c.get_streams()),
+        ("create_stream", lambda: c.create_stream(_u("made"))),
+        ("stream", lambda: c.get_stream(s)),
+        ("topics", lambda: c.get_topics(s)),
+        ("topic", lambda: c.get_topic(s, t)),
+        ("groups", lambda: c.get_consumer_groups(s, t)),
+        ("group", lambda: c.get_consumer_group(s, t, "g")),
+        ("create_group", lambda: c.create_consumer_group(s, t, _u("made"))),
+        ("join", lambda: c.join_consumer_group(s, t, "g")),
+        ("sync", lambda: c.send_binary_request(606, _topic_ids(s, t).identifier("g")
+                                              .getvalue())),
+        ("leave", lambda: c.leave_consumer_group(s, t, "g")),
+        ("send", lambda: c.send_messages(s, t, 0, [Message("x")])),
+        ("poll", lambda: c.poll_messages(s, t, consumer=Consumer.Single(7), partition_id=0,
+                                         polling_strategy=PollingStrategy.First(), count=1,
+                                         auto_commit=False)),
+        ("store_offset", lambda: c.send_binary_request(121, _offset(s, t).u64(0).u8(1)
+                                                      .getvalue())),
+        ("get_offset", lambda: c.send_binary_request(120, _offset(s, t).getvalue())),
+        ("delete_offset", lambda: c.send_binary_request(122, _offset(s, t).u8(1).getvalue())),
+        ("create_topic", lambda: c.create_topic(stream=s, name=_u("made"), partitions_count=1)),
+        ("update_topic", lambda: c.update_topic(s, t, name=t)),
+        ("update_stream", lambda: c.update_stream(s, s)),
+        ("create_partitions", lambda: c.create_partitions(s, t, 1)),
+        ("delete_partitions", lambda: c.delete_partitions(s, t, 1)),
+        ("delete_segments", lambda: c.send_binary_request(503, _topic_ids(s, t).u32(0).u32(1)
+                                                         .getvalue())),
+        ("purge_topic", lambda: c.purge_topic(s, t)),
+        ("purge_stream", lambda: c.purge_stream(s)),
+        ("delete_group", lambda: c.delete_consumer_group(s, t, "g2")),
+        ("delete_topic", lambda: c.delete_topic(s, t)),
+        ("delete_stream", lambda: c.delete_stream(s)),
+        ("delete_user", lambda: c.delete_user(w.victim)),
+    ]
+
+
+async def probe(server, username: str, world: World) -> set[str]:
+    """The commands this user may run against `world`; anything but success or exactly
+    Unauthorized fails the test."""
     c = IggyClient(server.address)
     await c.connect()
-    await c.login_user(username, "secret-pw")
-    calls = {
-        "stats": lambda: c.get_stats(),
-        "users": lambda: c.get_users(),
-        "create_stream": lambda: c.create_stream(f"p-{uuid.uuid4().hex[:8]}"),
-        "streams": lambda: c.get_streams(),
-        "stream": lambda: c.get_stream(s),
-        "create_topic": lambda: c.create_topic(stream=s, name=f"p-{uuid.uuid4().hex[:8]}",
-                                               partitions_count=1),
-        "topic": lambda: c.get_topic(s, t),
-        "send": lambda: c.send_messages(s, t, 0, [Message("x")]),
-        "poll": lambda: c.poll_messages(stream=s, topic=t, consumer=Consumer.Single(1),
-                                        partition_id=0, polling_strategy=PollingStrategy.First(),
-                                        count=1, auto_commit=False),
-    }
+    await c.login_user(username, PASSWORD)
     allowed = set()
-    for name in OPS:
+    for name, call in operations(c, world, username):
         try:
-            await calls[name]()
+            await asyncio.wait_for(call(), 10)
             allowed.add(name)
         except RuntimeError as e:
-            assert "nauthorized" in str(e) or "ermission" in str(e), (name, str(e))
+            assert str(e) == SDK_TEXT[41], (username, name, str(e))
     return allowed
 
 
-@pytest.fixture
-async def world(client, unique):
-    s, t, other_t = unique("ps"), "t", "other"
-    other_s = unique("po")
-    for stream in (s, other_s):
-        await client.create_stream(stream)
-        await client.create_topic(stream=stream, name=t, partitions_count=1)
-    await client.create_topic(stream=s, name=other_t, partitions_count=1)
-    sid = (await client.get_stream(s)).id
-    tid = (await client.get_topic(s, t)).id
-    return s, t, other_s, other_t, sid, tid
+def cases():
+    """(case id, permissions builder(sid, tid, other_sid, other_tid), expected, scope)."""
+    out = [("none", lambda *_: None, set(), None)]
+    for flag, expected in GLOBAL_EXPECTED.items():
+        out.append((f"global-{flag}",
+                    lambda sid, tid, f=flag: Permissions(GlobalPermissions(**{f: True})),
+                    expected, None))
+    for flag, expected in STREAM_EXPECTED.items():
+        out.append((f"stream-{flag}",
+                    lambda sid, tid, f=flag: Permissions(
+                        GlobalPermissions(), {sid: StreamPermissions(**{f: True})}),
+                    expected, "stream"))
+    for flag, expected in TOPIC_EXPECTED.items():
+        out.append((f"topic-{flag}",
+                    lambda sid, tid, f=flag: Permissions(GlobalPermissions(), {
+                        sid: StreamPermissions(topics={tid: TopicPermissions(**{f: True})})}),
+                    expected, "topic"))
+    return out
 
 
-async def make_user(client, permissions):
-    name = f"u{uuid.uuid4().hex[:10]}"
-    await client.create_user(name, "secret-pw", permissions=permissions)
-    return name
+CASES = cases()
 
 
-GLOBAL_EXPECTED = {
-    "manage_servers": {"stats"},
-    "read_servers": {"stats"},
-    "manage_users": {"users"},
-    "read_users": {"users"},
-    "manage_streams": {"create_stream", "streams", "stream", "create_topic", "topic", "send",
-                       "poll"},
-    "read_streams": {"streams", "stream", "topic", "poll"},
-    "manage_topics": {"create_topic", "topic", "send", "poll"},
-    "read_topics": {"topic", "poll"},
-    "poll_messages": {"poll"},
-    "send_messages": {"send"},
-}
+async def run_case(server, limit, case):
+    _, make_permissions, _, scope = case
+    async with limit:
+        root = IggyClient(server.address)
+        await root.connect()
+        await root.login_user("iggy", "iggy")
+        world, sid, tid = await build_world(root)
+        user = _u("u")
+        await root.create_user(user, PASSWORD, permissions=make_permissions(sid, tid))
+        elsewhere = None
+        if scope == "stream":        # the same commands on another stream
+            other, _, _ = await build_world(root)
+            elsewhere = await probe(server, user, other)
+        elif scope == "topic":       # ... on the other topic of the same stream
+            elsewhere = await probe(server, user, World(world.s, "t2", world.victim))
+        return await probe(server, user, world), elsewhere
 
 
-@pytest.mark.parametrize("flag", sorted(GLOBAL_EXPECTED))
-async def test_each_global_flag(server, client, world, flag):
-    s, t, *_ = world
-    user = await make_user(client, Permissions(GlobalPermissions(**{flag: True})))
-    assert await probe(server, user, s, t) == GLOBAL_EXPECTED[flag]
+@pytest.fixture(scope="module")
+def matrix(server):
+    async def run_all():
+        limit = asyncio.Semaphore(6)
+        results = await asyncio.gather(*(run_case(server, limit, case) for case in CASES))
+        return {case[0]: result for case, result in zip(CASES, results)}
+    return asyncio.run(run_all())
 
 
-STREAM_EXPECTED = {
-    "manage_stream": {"stream", "create_topic", "topic", "send", "poll"},
-    "read_stream": {"stream", "topic", "poll"},
-    "manage_topics": {"create_topic", "topic", "send", "poll"},
-    "read_topics": {"topic", "poll"},
-    "poll_messages": {"poll"},
-    "send_messages": {"send"},
-}
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+def test_flag_allows_exactly_what_iggy_allows(matrix, case):
+    name, _, expected, scope = case
+    allowed, elsewhere = matrix[name]
+    assert allowed - ALWAYS == expected, (
+        f"extra: {sorted(allowed - ALWAYS - expected)}, missing: {sorted(expected - allowed)}")
+    assert ALWAYS <= allowed, sorted(ALWAYS - allowed)
+    if scope is not None:
+        assert elsewhere - ALWAYS == set(), sorted(elsewhere - ALWAYS)
 
 
-@pytest.mark.parametrize("flag", sorted(STREAM_EXPECTED))
-async def test_each_stream_flag_applies_to_that_stream_only(server, client, world, flag):
-    s, t, other_s, _, sid, _ = world
-    perms = Permissions(GlobalPermissions(), {sid: StreamPermissions(**{flag: True})})
-    user = await make_user(client, perms)
-    assert await probe(server, user, s, t) == STREAM_EXPECTED[flag]
-    assert await probe(server, user, other_s, t) == set()
-
-
-TOPIC_EXPECTED = {
-    "manage_topic": {"topic", "send", "poll"},
-    "read_topic": {"topic", "poll"},
-    "poll_messages": {"poll"},
-    "send_messages": {"send"},
-}
-
-
-@pytest.mark.parametrize("flag", sorted(TOPIC_EXPECTED))
-async def test_each_topic_flag_applies_to_that_topic_only(server, client, world, flag):
-    s, t, _, other_t, sid, tid = world
-    perms = Permissions(GlobalPermissions(), {
-        sid: StreamPermissions(topics={tid: TopicPermissions(**{flag: True})})})
-    user = await make_user(client, perms)
-    assert await probe(server, user, s, t) == TOPIC_EXPECTED[flag]
-    assert await probe(server, user, s, other_t) == set()
-
-
-async def test_no_permissions_allows_only_oneself(server, client):
-    user = await make_user(client, None)
+async def test_own_record_and_password_need_no_permission(server, client, unique):
+    """Oneself is readable and one's password changeable without permissions; for anyone
+    else, known or not, the answer is Unauthorized (no probing for names)."""
+    user = unique("self")
+    await client.create_user(user, PASSWORD)
     c = IggyClient(server.address)
     await c.connect()
-    await c.login_user(user, "secret-pw")
-    me = await c.get_user(user)
-    assert me.username == user
-    with pytest.raises(RuntimeError, match="nauthorized"):
-        await c.get_user("iggy")
-    await c.change_password(user, "secret-pw", "new-secret")
+    await c.login_user(user, PASSWORD)
+    assert (await c.get_user(user)).username == user
+    for target in ("iggy", unique("nobody")):
+        with pytest.raises(RuntimeError) as e:
+            await c.get_user(target)
+        assert str(e.value) == SDK_TEXT[41]
+        with pytest.raises(RuntimeError) as e:
+            await c.change_password(target, "iggy", "hijacked")
+        assert str(e.value) == SDK_TEXT[41]
+    await c.change_password(user, PASSWORD, "new-secret")
     await c.logout_user()
     await c.login_user(user, "new-secret")
-    with pytest.raises(RuntimeError, match="nauthorized"):
-        await c.change_password("iggy", "iggy", "hijacked")
+    root = IggyClient(server.address)
+    await root.connect()
+    await root.login_user("iggy", "iggy")          # root's password did not change

@@ -13,6 +13,7 @@ from apache_iggy import AutoLogin, GlobalPermissions, IggyClient, Permissions, T
 
 from conftest import ServerProcess
 from iggy_fast._wire import Reader, Writer
+from sdk_errors import expect_code
 
 NEVER = 2**64 - 1
 
@@ -55,8 +56,9 @@ async def test_token_login_list_delete_and_restart(srv):
     c = await root(srv)
     token = await create_token(c, "service-a")
     await create_token(c, "short-lived", 60_000_000)
+    slashed = await create_token(c, "team/svc")           # '/' is fine in a name
     names = dict(await list_tokens(c))
-    assert names["service-a"] == 0 and names["short-lived"] > 0
+    assert names["service-a"] == 0 and names["short-lived"] > 0 and names["team/svc"] == 0
     t = await token_client(srv, token)
     await t.create_stream("by-token")            # acts as root, the token's owner
     assert (await t.get_stream("by-token")) is not None
@@ -68,8 +70,10 @@ async def test_token_login_list_delete_and_restart(srv):
     srv.start()
     t = await token_client(srv, token)
     assert (await t.get_stream("by-token")) is not None
+    await (await token_client(srv, slashed)).ping()
     c = await root(srv)
     await c.send_binary_request(43, Writer().name("service-a").getvalue())
+    await c.send_binary_request(43, Writer().name("team/svc").getvalue())
     assert [n for n, _ in await list_tokens(c)] == ["short-lived"]
     with pytest.raises(Exception):
         bad = await token_client(srv, token)
@@ -107,9 +111,9 @@ async def test_expired_unknown_and_foreign_tokens(srv):
         await t.create_stream("not-allowed")
     # The worker cannot delete root's tokens: names are per user.
     await create_token(c, "root-token")
-    with pytest.raises(RuntimeError):
-        await w.send_binary_request(43, Writer().name("root-token").getvalue())
+    await expect_code(w.send_binary_request(43, Writer().name("root-token").getvalue()), 20)
     assert "root-token" in [n for n, _ in await list_tokens(c)]
+    await c.get_streams()                                      # root is still served
 
 
 async def test_token_limits_and_duplicates(tmp_path):
@@ -117,14 +121,32 @@ async def test_token_limits_and_duplicates(tmp_path):
                         env={"IGGY_PERSONAL_ACCESS_TOKEN_MAX_TOKENS_PER_USER": "2"}).start()
     try:
         c = await root(srv)
-        await create_token(c, "one")
-        with pytest.raises(RuntimeError):
-            await create_token(c, "one")                       # 51 already exists
+        other = await root(srv)
+        # Names are 3..30 UTF-8 bytes: 'é' counts two. Refused names answer 50.
+        for bad in ("ab", "x" * 31, "é" * 16):                  # 16 characters, 32 bytes
+            await expect_code(create_token(c, bad), 50)
+            await other.ping()
+        await create_token(c, "éa")                             # 2 characters, 3 bytes
+        await expect_code(create_token(c, "éa"), 51)
         await create_token(c, "two", NEVER)
-        with pytest.raises(RuntimeError):
-            await create_token(c, "three")                     # 52 limit reached
-        with pytest.raises(RuntimeError):
-            await create_token(c, "ab")                        # name too short
-        assert sorted(n for n, _ in await list_tokens(c)) == ["one", "two"]
+        await expect_code(create_token(c, "three"), 52)
+        assert sorted(n for n, _ in await list_tokens(c)) == ["two", "éa"]
+        await other.get_streams()
     finally:
         assert srv.stop() == 0
+
+
+async def test_expiry_beyond_the_u64_clock(srv):
+    """now + expiry past 2**64-1 is refused with 56 (Iggy's sum wraps into the past and is
+    refused as an expired expiry), not an internal error; u64::MAX itself means never, and the
+    largest expiry that still fits is stored as an instant."""
+    c = await root(srv)
+    other = await root(srv)
+    for expiry in (NEVER - 1, NEVER - 10**6, 2**64 - 2**40):
+        await expect_code(create_token(c, "overflow", expiry), 56)
+        await other.ping()
+    await create_token(c, "never", NEVER)
+    await create_token(c, "far", 2**63)
+    listed = dict(await list_tokens(c))
+    assert "overflow" not in listed
+    assert listed["never"] == 0 and 2**63 < listed["far"] < NEVER

@@ -1,17 +1,39 @@
 """Authorization: may this client do that, on that stream or topic? (PROTOCOL.md §8.2)
 
 A user's permissions arrive as the wire block of §3.1 and are parsed once per change into a
-`Grants` object; every check is then a few dictionary and attribute lookups. The rules are
-Iggy's: a global flag covers every stream, a stream's flags cover its topics, and the
-broader management flags imply the reading and messaging ones beneath them (a user who may
-manage topics may also read them, poll and send). Root (id 0) may do everything. A denial
-raises Unauthorized (41).
+`Grants` object; every check is then a few set lookups. Root (id 0) may do everything; a user
+without permissions may do nothing but the self-scoped commands. A denial raises Unauthorized
+(41). The rules are those of Iggy's permissioner (core/metadata/src/permissioner), flag for
+flag; PROTOCOL.md §8.2 only adds that one's own user record is readable without read_users,
+which Iggy does too. A global flag covers every stream; a stream entry covers its topics:
 
-Actions for `require(client, action, stream_id, topic_id)`:
-  read_stream, manage_stream, read_topics, manage_topics (create a topic in a stream),
-  read_topic, manage_topic, poll, send.
-Global checks `require_global(client, flag)`: read_servers, manage_servers, read_users,
-manage_users, read_streams (list streams), manage_streams (create a stream).
+  action          commands                                   allowed by
+  read_servers    10 stats, 21 client, 22 clients            g.read_servers, g.manage_servers
+  read_users      31 user (not oneself), 32 users            g.read_users, g.manage_users
+  manage_users    33-36, 37 (another user's password)        g.manage_users
+  read_streams    201 streams                                g.read_streams, g.manage_streams
+  manage_streams  202 create stream                          g.manage_streams
+  read_stream     200 stream                                 read_streams; s.read_stream,
+                                                             s.manage_stream
+  manage_stream   203-205 delete/update/purge stream         g.manage_streams; s.manage_stream
+  read_topics     301 topics                                 g.read_streams, g.manage_streams,
+                                                             g.read_topics, g.manage_topics;
+                                                             s.read_stream, s.manage_stream,
+                                                             s.read_topics, s.manage_topics
+  manage_topics   302 create topic                           g.manage_streams, g.manage_topics;
+                                                             s.manage_stream, s.manage_topics
+  read_topic      300 topic, 600-605 consumer groups         read_topics; t.read_topic,
+                                                             t.manage_topic
+  manage_topic    303-305 topic, 402/403 partitions,         manage_topics; t.manage_topic
+                  503 segments
+  poll            100 poll, 120-122 consumer offsets         read_topics; g/s/t.poll_messages;
+                                                             t.read_topic, t.manage_topic
+  send            101 send (and 102 flush)                   manage_topics; g/s/t.send_messages;
+                                                             t.manage_topic
+
+Reading streams does not imply sending; managing servers or users implies nothing about
+streams. Self-scoped commands need only a login: 20 me, 31 oneself, 37 one's own password,
+39 logout, 41-43 one's own tokens, 606 sync (one's own assignment), 12 and 13.
 """
 
 from __future__ import annotations
@@ -28,6 +50,9 @@ STREAM_FLAGS = ("manage_stream", "read_stream", "manage_topics", "read_topics",
 TOPIC_FLAGS = ("manage_topic", "read_topic", "poll_messages", "send_messages")
 
 
+KNOWN_FLAGS = frozenset(GLOBAL_FLAGS + STREAM_FLAGS + TOPIC_FLAGS)
+
+
 class Flags:
     __slots__ = ("names",)
 
@@ -35,6 +60,9 @@ class Flags:
         self.names = frozenset(names)
 
     def __getattr__(self, name):
+        # A misspelt flag in a rule must fail loudly, not quietly read as "not granted".
+        if name not in KNOWN_FLAGS:
+            raise AttributeError(name)
         return name in object.__getattribute__(self, "names")
 
 

@@ -6,8 +6,9 @@ member set or of the topic's partitions rebalances the group: partitions (sorted
 round-robin to members (sorted by member id) and the generation goes up, which tells members
 to re-sync. A group poll names a partition; one the member does not own is fenced with the
 0xFFFFFFFF sentinel so the SDK re-syncs. Groups (id, name) persist under
-"groups/<stream>/<topic>/<id>"; their offsets are ordinary consumer offsets keyed by group id.
-Group ids count up per topic and are never reused.
+"groups/<stream>/<topic>/<id>"; their offsets are ordinary consumer offsets keyed by group id,
+which only the member owning a partition may store or delete (anyone who may poll may read
+them). Group ids count up per topic and are never reused.
 """
 
 from __future__ import annotations
@@ -190,6 +191,17 @@ class Groups:
         if mid is None:
             return None
         return group.generation, group.assignment.get(mid, [])
+
+    def offset_owner(self, client, topic, ident, partition_id: int) -> int:
+        """The group id under which `client` may store or delete the group's offset of
+        `partition_id`: only a member that owns that partition may (as Iggy's commit fence),
+        so a stale or foreign client cannot move a shared offset. Anyone else gets 20, the
+        code Iggy answers for this refusal; an unknown group 5000."""
+        group = self.get(topic, ident)
+        mid = group.member_id(client)
+        if mid is None or partition_id not in group.assignment.get(mid, ()):
+            raise IggyError.from_code(20, "not a member owning this partition")
+        return group.id
 
     def member_partition(self, client, topic, ident, partition_id):
         """(partition to read or None when fenced, group id) for a group poll."""

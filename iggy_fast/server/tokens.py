@@ -3,7 +3,9 @@
 A token is 32 random bytes (URL-safe base64, 43 characters), shown once at creation. Only its
 SHA-256 is stored: a token is as strong as a 256-bit key, so a slow password hash would add
 nothing but login latency. Tokens persist under "tokens/<user_id>/<name>"; expired ones are
-refused at login (eviction reason 10) and removed by a periodic cleaner.
+refused at login (eviction reason 10) and removed by a periodic cleaner. Deleting a user
+deletes its tokens; each token also records its owner's creation time, so that even a token
+left behind could never log in as a later user given the same (reused) id.
 """
 
 from __future__ import annotations
@@ -41,17 +43,26 @@ class Tokens:
         return sorted((name, t["expiry_at"]) for name, t in self.by_user.get(user_id, {}).items())
 
     def create(self, user_id: int, name: str, expiry: int, now: int) -> str:
-        if not NAME_LENGTH[0] <= len(name) <= NAME_LENGTH[1] or "/" in name:
-            raise IggyError.from_code(3, "token name must be 3..30 characters")
+        owner = self.server.users.find(user_id)
+        if owner is None:           # a session never outlives its user; refuse if one did
+            raise IggyError.from_code(40)
+        if not NAME_LENGTH[0] <= len(name.encode()) <= NAME_LENGTH[1]:
+            raise IggyError.from_code(50, "token name must be 3..30 bytes")
         mine = self.by_user.setdefault(user_id, {})
         if name in mine:
             raise IggyError.from_code(51)
         if len(mine) >= self.limit:
             raise IggyError.from_code(52)
-        # 0 = server default (never), u64::MAX = never, otherwise a duration in µs.
+        # 0 = server default (never), u64::MAX = never, otherwise a duration in µs. An expiry
+        # instant past u64 is refused as Iggy refuses it (its sum wraps to the past): 56.
         expiry_at = 0 if expiry in (0, NEVER) else now + expiry
+        if expiry_at > NEVER:
+            raise IggyError.from_code(56, "token expiry beyond the u64 clock")
         token = secrets.token_urlsafe(32)
-        record = {"hash": _digest(token), "expiry_at": expiry_at}
+        # The owner's creation time names the user, not just the id: ids are reused, and a
+        # token must never log in as a later user who got its owner's id.
+        record = {"hash": _digest(token), "expiry_at": expiry_at,
+                  "owner_created_at": owner.created_at}
         self.store.apply(puts=[(f"tokens/{user_id}/{name}", record)])
         mine[name] = record
         return token
@@ -75,7 +86,8 @@ class Tokens:
                     if record["expiry_at"] and record["expiry_at"] <= now:
                         raise IggyError.from_code(53, "token expired")
                     user = self.server.users.find(uid)
-                    if user is None:
+                    if user is None or record.get("owner_created_at",
+                                                  user.created_at) != user.created_at:
                         raise IggyError.from_code(53)
                     if user.status != ACTIVE:
                         raise IggyError.from_code(47)

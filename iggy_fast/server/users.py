@@ -40,14 +40,16 @@ def verify_password(stored_hash: str, password: str) -> bool:
         return False
 
 
+# Bounds count UTF-8 bytes, as the wire does (PROTOCOL.md §5.2.1): "ééé" is 6 bytes.
 def check_username(name: str) -> str:
-    if not USERNAME_LENGTH[0] <= len(name) <= USERNAME_LENGTH[1] or name.strip() != name:
+    if (not USERNAME_LENGTH[0] <= len(name.encode()) <= USERNAME_LENGTH[1]
+            or name.strip() != name):
         raise IggyError.from_code(43)
     return name
 
 
 def check_password(password: str) -> str:
-    if not PASSWORD_LENGTH[0] <= len(password) <= PASSWORD_LENGTH[1]:
+    if not PASSWORD_LENGTH[0] <= len(password.encode()) <= PASSWORD_LENGTH[1]:
         raise IggyError.from_code(44)
     return password
 

@@ -2,7 +2,8 @@
 
 A Group record is [id u32][partitions_count u32][members_count u32][name Name]; GroupDetails
 appends, per member, [member_id u32][partitions_count u32][partition_id u32 x count].
-Permissions follow Iggy: everything here needs read access to the topic.
+Permissions follow Iggy: everything here needs read access to the topic (its get_topic rule),
+except Sync, which only answers the caller about itself.
 """
 
 from __future__ import annotations
@@ -83,7 +84,9 @@ def leave_consumer_group(server, client, r: Reader, now: int):
 
 @command(606, "sync_consumer_group")
 def sync_consumer_group(server, client, r: Reader, now: int):
-    topic = _topic(server, client, r)
+    # Self-scoped, so no permission rule (as Iggy): it only tells the caller its own
+    # assignment, and only a member (who needed read access to join) has one.
+    topic = server.state.topic(r.identifier(), r.identifier())
     ident = r.identifier()
     r.expect_end()
     synced = server.groups.sync(client, topic, ident)

@@ -133,25 +133,30 @@ def flush_unsaved_buffer(server, client, r: Reader, now: int):
     return None
 
 
-def _offset_target(server, client, r: Reader):
+def _offset_target(server, client, r: Reader, write: bool):
+    """(partition, offsets key) an offset command addresses. Anyone allowed to poll the topic
+    may read a group's offsets; storing or deleting one is fenced to the member that owns the
+    partition (Groups.offset_owner). An absent partition means partition 0 (PROTOCOL.md §5.9)."""
     kind, ident = r.consumer()
     topic = server.state.topic(r.identifier(), r.identifier())
     server.authz.require(client, "poll", topic.stream.id, topic.id)
     partition_id = r.optional_partition()
+    pid = 0 if partition_id is None else partition_id
     if kind == CONSUMER:
-        part = server.state.partition(topic, 0 if partition_id is None else partition_id)
-        return part, consumer_key(CONSUMER, ident)
+        return server.state.partition(topic, pid), consumer_key(CONSUMER, ident)
     groups = getattr(server, "groups", None)
     if groups is None:
         raise IggyError.from_code(5000)
-    gid = groups.group_id(topic, ident)
-    part = server.state.partition(topic, 0 if partition_id is None else partition_id)
-    return part, consumer_key(GROUP, gid)
+    if write:
+        gid = groups.offset_owner(client, topic, ident, pid)
+    else:
+        gid = groups.group_id(topic, ident)
+    return server.state.partition(topic, pid), consumer_key(GROUP, gid)
 
 
 @command(120, "get_consumer_offset")
 def get_consumer_offset(server, client, r: Reader, now: int):
-    part, ckey = _offset_target(server, client, r)
+    part, ckey = _offset_target(server, client, r, write=False)
     r.expect_end()
     stored = server.state.stored_offset(part, ckey)
     if stored is None:
@@ -161,7 +166,7 @@ def get_consumer_offset(server, client, r: Reader, now: int):
 
 @command(121, "store_consumer_offset")
 def store_consumer_offset(server, client, r: Reader, now: int):
-    part, ckey = _offset_target(server, client, r)
+    part, ckey = _offset_target(server, client, r, write=True)
     offset = r.u64()
     if r.remaining:
         r.u8()   # ack level: every store is committed before the reply
@@ -171,7 +176,7 @@ def store_consumer_offset(server, client, r: Reader, now: int):
 
 @command(122, "delete_consumer_offset")
 def delete_consumer_offset(server, client, r: Reader, now: int):
-    part, ckey = _offset_target(server, client, r)
+    part, ckey = _offset_target(server, client, r, write=True)
     if r.remaining:
         r.u8()
     r.expect_end()

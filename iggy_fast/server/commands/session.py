@@ -82,6 +82,9 @@ async def _authenticate(server, client, body: bytes, now: int):
                     failure = EVICT_USER_INACTIVE if e.code == 47 else EVICT_INVALID_TOKEN
     if user is None:
         raise Eviction(failure)
+    if server.users.find(user.id) is not user:
+        # Deleted while its password was being checked: its sessions have already ended.
+        raise Eviction(EVICT_INVALID_CREDENTIALS)
     if client.user_id is not None:
         server.logout(client)
     client.user_id = user.id

@@ -2,8 +2,9 @@
 
 A User record is [id u32][created_at u64][status u8][username Name][options_len u32][options];
 UserDetails appends `00 00 00 00` (no permissions) or `01 [perms_len u32][permissions]`.
-Anyone may read and change their own record's password; everything else needs read_users or
-manage_users.
+Anyone may read its own record and change its own password; everything else needs read_users
+(get, list) or manage_users (the rest), as Iggy's permissioner says. Unknown users answer 20 to
+those allowed to ask and 41 to everyone else, so that names cannot be probed.
 """
 
 from __future__ import annotations
@@ -77,11 +78,15 @@ def delete_user(server, client, r: Reader, now: int):
     ident = r.identifier()
     r.expect_end()
     user = server.users.delete(ident)
-    # Deleting a user ends that user's live sessions.
+    # Deleting a user ends every live session of that user, the caller's too (Iggy drops all
+    # the user's clients): user ids are reused, so a session left behind would act as whoever
+    # gets the id next. Logging out also leaves the sessions' consumer groups. Other
+    # connections are closed; the caller's stays open so that it still gets this reply, and
+    # its next request is refused as unauthenticated.
     for other in list(server.clients.values()):
-        if other.user_id == user.id and other is not client:
+        if other.user_id == user.id:
             server.logout(other)
-            if other.close is not None:
+            if other is not client and other.close is not None:
                 other.close()
 
 
@@ -110,9 +115,13 @@ def change_password(server, client, r: Reader, now: int):
     current = r.short_string()
     new = r.short_string()
     r.expect_end()
-    user = server.users.get(ident)
-    if user.id != client.user_id:
+    # Permission before existence: a caller without manage_users learns nothing about which
+    # usernames exist (41 for any user but itself, known or not).
+    user = server.users.find(ident)
+    if user is None or user.id != client.user_id:
         server.authz.require_global(client, "manage_users")
+    if user is None:
+        raise IggyError.from_code(20)
     server.users.change_password(user.id, current, new)
 
 
