@@ -53,6 +53,7 @@ _TABLE = [
     (47, "UserInactive", "user_inactive"),
     (48, "CannotDeleteUser", "cannot_delete_user"),
     (49, "CannotChangePermissions", "cannot_change_permissions"),
+    (50, "InvalidPersonalAccessTokenName", "invalid_personal_access_token_name"),
     (51, "PersonalAccessTokenAlreadyExists", "personal_access_token_already_exists"),
     (52, "PersonalAccessTokensLimitReached", "personal_access_tokens_limit_reached"),
     (53, "InvalidPersonalAccessToken", "invalid_personal_access_token"),
