@@ -102,6 +102,14 @@ def test_tls_transport_against_a_started_server():
     assert report["totals"]["consumer"]["end_to_end_us"]["samples"] == BATCHES * PER_BATCH
 
 
+def test_a_server_that_does_not_start_says_why(monkeypatch):
+    # The server's own one-line error reaches the benchmark's user instead of being
+    # deleted with the temporary directory.
+    monkeypatch.setenv("IGGY_TCP_ENABLED", "maybe")
+    with pytest.raises(RuntimeError, match="IGGY_TCP_ENABLED"):
+        runner.LocalServer(fsync=False)
+
+
 def test_large_send_survives_partial_socket_writes(server):
     """With a small send buffer one sendmsg() writes only part of a 1 MB request; the client
     must write the rest (it used to wait for a reply to a request the server never got)."""

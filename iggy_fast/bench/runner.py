@@ -139,8 +139,11 @@ class LocalServer:
                 if self.proc.poll() is not None:
                     break
                 time.sleep(0.05)
+        self.log.flush()
+        with open(os.path.join(self.dir, "server.log"), "rb") as f:
+            output = f.read().decode(errors="replace")[-2000:]
         self.stop()
-        raise RuntimeError("the benchmark's server did not start")
+        raise RuntimeError(f"the benchmark's server did not start:\n{output}")
 
     def stop(self) -> None:
         if self.proc.poll() is None:
