@@ -34,6 +34,10 @@ def test_offsets_reads_and_rollover(tmp_path):
         assert payloads(chunks) == expected[start:start + got]
     assert log.read(140, 10) == ([], 0, 140)
     assert log.offset_for_timestamp(1_005) == 35
+    # Every timestamp, in every segment (found by bisection over segments, then the index).
+    for k in range(20):
+        assert log.offset_for_timestamp(1_000 + k) == 7 * k
+    assert log.offset_for_timestamp(0) == 0
     assert log.offset_for_timestamp(10**12) is None
     log.close()
     reopened = PartitionLog(str(tmp_path / "p0"), 0, segment_size=4096)

@@ -259,10 +259,15 @@ class PartitionLog:
         return chunks, got, position
 
     def offset_for_timestamp(self, timestamp: int) -> int | None:
-        for seg in self.segments:
-            if seg.last_timestamp >= timestamp and seg.batches:
-                return seg.offset_for_timestamp(timestamp)
-        return None
+        # Stamping never goes back in time, so segments hold increasing timestamps: the first
+        # segment whose last timestamp reaches `timestamp` is found by bisection, then the
+        # offset inside it by the segment's own index. Only the active (last) segment may be
+        # empty, and it holds nothing to find.
+        segments = self.segments
+        end = len(segments) - (0 if segments and segments[-1].batches else 1)
+        i = bisect.bisect_left(segments, True, 0, max(end, 0),
+                               key=lambda seg: seg.last_timestamp >= timestamp)
+        return segments[i].offset_for_timestamp(timestamp) if i < end else None
 
     # -- lifecycle -----------------------------------------------------------------------
 
