@@ -104,6 +104,22 @@ def fresh_server(tmp_path):
 
 
 @pytest.fixture
+def spawn():
+    """Start servers that are stopped at teardown even when the test fails (before any
+    file system fixture requested ahead of this one is unmounted)."""
+    started = []
+
+    def start(data_dir, env=None):
+        srv = ServerProcess(data_dir, env=env).start()
+        started.append(srv)
+        return srv
+
+    yield start
+    for srv in started:
+        srv.stop()
+
+
+@pytest.fixture
 def unique():
     def make(prefix: str = "t") -> str:
         return f"{prefix}-{uuid.uuid4().hex[:12]}"

@@ -18,7 +18,6 @@ import time
 
 import pytest
 
-from conftest import ServerProcess
 from iggy_fast import _wire
 from iggy_fast.client import BlockingClient
 from iggy_fast.errors import IggyError
@@ -126,22 +125,6 @@ def wait_for(predicate, timeout=10.0):
             return True
         time.sleep(0.05)
     return predicate()
-
-
-@pytest.fixture
-def spawn():
-    """Start servers that are stopped at teardown even when the test fails (before any
-    file system fixture requested ahead of this one is unmounted)."""
-    started = []
-
-    def start(data_dir, env=None):
-        srv = ServerProcess(data_dir, env=env).start()
-        started.append(srv)
-        return srv
-
-    yield start
-    for srv in started:
-        srv.stop()
 
 
 # -- directory entries ---------------------------------------------------------------------

@@ -44,6 +44,15 @@ def offsets_and_payloads(c):
     return [m[0] for m in msgs], [m[4] for m in msgs]
 
 
+def flip_bit(path, position):
+    """Corrupt one stored bit in place, as a failing disk would."""
+    with open(path, "r+b") as f:
+        f.seek(position)
+        byte = f.read(1)
+        f.seek(position)
+        f.write(bytes([byte[0] ^ 0x01]))
+
+
 def test_torn_tail_is_truncated_and_logged(tmp_path):
     srv = ServerProcess(tmp_path / "torn").start()
     c = setup_topic(srv)
@@ -91,11 +100,7 @@ def test_flipped_bit_in_a_sealed_segment_is_never_served(tmp_path):
     c.close()
     assert srv.stop() == 0
     sealed = sorted(n for n in os.listdir(pdir(srv)) if n.endswith(".log"))[1]   # offsets 10..19
-    with open(os.path.join(pdir(srv), sealed), "r+b") as f:
-        f.seek(256 + 48 + 20)                                  # inside message 10's payload
-        byte = f.read(1)
-        f.seek(-1, 1)
-        f.write(bytes([byte[0] ^ 0x01]))
+    flip_bit(os.path.join(pdir(srv), sealed), 256 + 48 + 20)   # inside message 10's payload
     srv.start()
     c = BlockingClient(srv.address)
     c.login()
@@ -123,11 +128,7 @@ def test_flipped_bit_in_the_unindexed_tail_keeps_the_batches_after_it(tmp_path, 
     log_path = os.path.join(pdir(srv), f"{0:020d}.log")
     assert os.path.getsize(os.path.join(pdir(srv), f"{0:020d}.index")) == 0
     batch_len = os.path.getsize(log_path) // 6
-    with open(log_path, "r+b") as f:
-        f.seek(2 * batch_len + 256 + 48 + 20)                # inside message 20's payload
-        byte = f.read(1)
-        f.seek(-1, 1)
-        f.write(bytes([byte[0] ^ 0x01]))
+    flip_bit(log_path, 2 * batch_len + 256 + 48 + 20)      # inside message 20's payload
     srv.start()
     c = BlockingClient(srv.address)
     c.login()
@@ -148,22 +149,6 @@ def test_flipped_bit_in_the_unindexed_tail_keeps_the_batches_after_it(tmp_path, 
     assert c.poll_messages("s", "t", 0, 1, 25, 10)[0][0] == 30
     c.close()
     assert srv.stop() == 0
-
-
-@pytest.fixture
-def spawn():
-    """Start servers that are stopped at teardown even when the test fails (before any
-    file system fixture requested ahead of this one is unmounted)."""
-    started = []
-
-    def start(data_dir, env=None):
-        srv = ServerProcess(data_dir, env=env).start()
-        started.append(srv)
-        return srv
-
-    yield start
-    for srv in started:
-        srv.stop()
 
 
 def mount_tmpfs(path, options):

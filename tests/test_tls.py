@@ -14,16 +14,22 @@ from apache_iggy import SendMessage as Message
 from conftest import ServerProcess
 
 
+async def tls_client(srv):
+    """The official SDK over TLS, validating the server's self-signed certificate."""
+    ca = os.path.join(srv.data_dir, "certs", "iggy_cert.pem")
+    c = IggyClient(TcpConfig(server_address=srv.address, tls_enabled=True,
+                             tls_domain="localhost", tls_ca_file=ca,
+                             tls_validate_certificate=True))
+    await c.connect()
+    await c.login_user("iggy", "iggy")
+    return c
+
+
 async def test_sdk_over_tls_with_ca_validation(tmp_path):
     srv = ServerProcess(tmp_path / "tls", env={"IGGY_TCP_TLS_ENABLED": "true"})
     srv.start()
     try:
-        ca = os.path.join(srv.data_dir, "certs", "iggy_cert.pem")
-        c = IggyClient(TcpConfig(server_address=srv.address, tls_enabled=True,
-                                 tls_domain="localhost", tls_ca_file=ca,
-                                 tls_validate_certificate=True))
-        await c.connect()
-        await c.login_user("iggy", "iggy")
+        c = await tls_client(srv)
         await c.create_stream("secure")
         assert (await c.get_stream("secure")).name == "secure"
         # A plaintext client gets nowhere (and does not disturb the server).
@@ -35,16 +41,6 @@ async def test_sdk_over_tls_with_ca_validation(tmp_path):
         assert await c.get_stream("secure") is not None
     finally:
         assert srv.stop() == 0
-
-
-async def tls_client(srv):
-    ca = os.path.join(srv.data_dir, "certs", "iggy_cert.pem")
-    c = IggyClient(TcpConfig(server_address=srv.address, tls_enabled=True,
-                             tls_domain="localhost", tls_ca_file=ca,
-                             tls_validate_certificate=True))
-    await c.connect()
-    await c.login_user("iggy", "iggy")
-    return c
 
 
 async def test_poll_over_tls_across_segments_is_byte_identical(tmp_path):
