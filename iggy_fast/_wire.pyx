@@ -31,7 +31,7 @@ from libc.string cimport memcpy, memmove, memset
 
 import sys
 
-from iggy_fast.errors import IggyError, ProtocolViolation
+from iggy_fast.protocol.errors import InvalidCommand, PartitionNotFound, ProtocolViolation
 
 if sys.byteorder != "little":  # pragma: no cover
     raise ImportError("iggy_fast._wire supports little-endian hosts only")
@@ -97,7 +97,7 @@ def xxh32(const uint8_t[::1] data not None, uint32_t seed=0):
 def partition_for_key(const uint8_t[::1] key not None, uint32_t partitions_count):
     """Message-key routing as the official SDK does it: xxh32(key, 0) % partitions_count."""
     if partitions_count == 0:
-        raise IggyError.from_code(3007)
+        raise PartitionNotFound()
     return iggy_xxh32(&key[0] if key.shape[0] else NULL, key.shape[0], 0) % partitions_count
 
 
@@ -345,7 +345,7 @@ cdef class Reader:
 
     cdef inline const uint8_t *take(self, Py_ssize_t k) except NULL:
         if k < 0 or self.pos + k > self.n:
-            raise IggyError.from_code(3, "request body too short")
+            raise InvalidCommand("request body too short")
         cdef const uint8_t *p = &self.data[0] + self.pos
         self.pos += k
         return p
@@ -359,7 +359,7 @@ cdef class Reader:
 
     def expect_end(self):
         if self.pos != self.n:
-            raise IggyError.from_code(3, "unexpected bytes after the request body")
+            raise InvalidCommand("unexpected bytes after the request body")
 
     def u8(self):
         return self.take(1)[0]
@@ -390,7 +390,7 @@ cdef class Reader:
         """WireName: [len u8 (1..255)][UTF-8]."""
         cdef int k = self.take(1)[0]
         if k == 0:
-            raise IggyError.from_code(3, "empty name")
+            raise InvalidCommand("empty name")
         return self._utf8(k)
 
     def short_string(self):
@@ -406,7 +406,7 @@ cdef class Reader:
         try:
             return PyBytes_FromStringAndSize(<const char *>p, k).decode("utf-8")
         except UnicodeDecodeError:
-            raise IggyError.from_code(3, "name is not UTF-8")
+            raise InvalidCommand("name is not UTF-8")
 
     def identifier(self):
         """Identifier: [kind u8][len u8][value]; returns an int (kind 1) or a str (kind 2).
@@ -417,19 +417,19 @@ cdef class Reader:
         cdef int k = self.take(1)[0]
         if kind == 1:
             if k != 4:
-                raise IggyError.from_code(3, "numeric identifier must be 4 bytes")
+                raise InvalidCommand("numeric identifier must be 4 bytes")
             return ld32(self.take(4))
         if kind == 2:
             if k == 0:
-                raise IggyError.from_code(3, "empty identifier")
+                raise InvalidCommand("empty identifier")
             return self._utf8(k)
-        raise IggyError.from_code(3, f"identifier kind {kind}")
+        raise InvalidCommand(f"identifier kind {kind}")
 
     def consumer(self):
         """Consumer: [kind u8 (1 consumer, 2 group)][Identifier]."""
         cdef int kind = self.take(1)[0]
         if kind not in (1, 2):
-            raise IggyError.from_code(3, f"consumer kind {kind}")
+            raise InvalidCommand(f"consumer kind {kind}")
         return kind, self.identifier()
 
     def optional_partition(self):
@@ -599,7 +599,7 @@ def batch_info(const uint8_t[::1] batch not None):
     """(base_offset, base_timestamp, batch_length, message_count) of a batch header."""
     cdef const uint8_t *b = &batch[0]
     if batch.shape[0] < HDR:
-        raise IggyError.from_code(3, "batch shorter than its header")
+        raise InvalidCommand("batch shorter than its header")
     return ld64(b + 8), ld64(b + 16), ld64(b + 32), ld32(b + 48)
 
 
@@ -695,7 +695,7 @@ def iter_messages(const uint8_t[::1] batches not None):
         b = &batches[0] + pos
         end = pos + <Py_ssize_t>ld64(b + 32)
         if end > n or end < pos + HDR:
-            raise IggyError.from_code(3, "truncated batch")
+            raise InvalidCommand("truncated batch")
         count = ld32(b + 48)
         fpos = pos + HDR
         for i in range(count):
@@ -703,7 +703,7 @@ def iter_messages(const uint8_t[::1] batches not None):
             hlen = ld32(f + 32)
             plen = ld32(f + 36)
             if fpos + MSG_HDR + hlen + plen > end:
-                raise IggyError.from_code(3, "truncated message")
+                raise InvalidCommand("truncated message")
             out.append((
                 ld64(b + 8) + ld32(f + 24),
                 ld64(b + 16),

@@ -11,7 +11,7 @@ import pytest
 from iggy_fast import _wire
 from iggy_fast.client import BlockingClient
 from iggy_fast.client.protocol import send_messages_body
-from iggy_fast.errors import IggyError
+from iggy_fast.protocol.errors import IggyError
 
 CLIENT_ID = b"\x07" * 16
 

@@ -6,7 +6,7 @@ import pytest
 
 from iggy_fast._wire import Reader, Writer
 from iggy_fast.client import BlockingClient
-from iggy_fast.errors import IggyError
+from iggy_fast.protocol.errors import IggyError
 
 
 def record(r: Reader):

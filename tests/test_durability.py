@@ -20,7 +20,7 @@ import pytest
 
 from iggy_fast import _wire
 from iggy_fast.client import BlockingClient
-from iggy_fast.errors import IggyError
+from iggy_fast.protocol.errors import IggyError
 
 SMALL = {"IGGY_SYSTEM_SEGMENT_SIZE": "8 KiB"}
 NO_TIMER = {"IGGY_SYSTEM_PARTITION_SYNC_INTERVAL": "1 h"}

@@ -9,8 +9,8 @@ import random
 
 from iggy_fast import _wire
 from iggy_fast.client import BlockingClient
-from iggy_fast.client.protocol import OPERATIONS
-from iggy_fast.errors import IggyError
+from iggy_fast.protocol.codes import OPERATION_COMMANDS
+from iggy_fast.protocol.errors import IggyError
 from iggy_fast.server import commands  # noqa: F401  (fills the command table)
 from iggy_fast.server.dispatch import COMMANDS
 
@@ -56,5 +56,5 @@ def test_random_bodies_for_every_command(server):
                     pass
     assert answered == ROUNDS * (len(COMMANDS) - len(SKIP))
     c.ping()
-    assert set(OPERATIONS) - SKIP <= set(COMMANDS)   # every replicated code has a handler
+    assert set(OPERATION_COMMANDS.values()) - SKIP <= set(COMMANDS)   # every replicated code has a handler
     c.close()

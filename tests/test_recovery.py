@@ -15,7 +15,7 @@ from apache_iggy import SendMessage as Message
 from conftest import ServerProcess
 from iggy_fast import _wire
 from iggy_fast.client import BlockingClient
-from iggy_fast.errors import IggyError
+from iggy_fast.protocol.errors import IggyError
 
 SMALL = {"IGGY_SYSTEM_SEGMENT_SIZE": "8 KiB"}
 

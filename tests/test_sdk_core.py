@@ -330,7 +330,7 @@ async def test_flush_unsaved_buffer_syncs_the_partition(server, client, unique):
     # batch through to the file already and can fsync a partition when asked, so it does.
     from iggy_fast._wire import Writer
     from iggy_fast.client import BlockingClient
-    from iggy_fast.errors import IggyError
+    from iggy_fast.protocol.errors import IggyError
 
     stream, topic = await make_topic(client, unique)
     await client.send_messages(stream, topic, 0, [Message(f"f{i}") for i in range(3)])

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from iggy_fast import _wire
-from iggy_fast.errors import IggyError
+from iggy_fast.protocol.errors import IggyError
 from iggy_fast.server.storage import PartitionLog
 
 

@@ -87,7 +87,7 @@ def raw_token_login(address, token):
 
 
 async def test_expired_unknown_and_foreign_tokens(srv):
-    from iggy_fast.errors import IggyError
+    from iggy_fast.protocol.errors import IggyError
     c = await root(srv)
     await c.create_user("worker", "pass-123",
                         permissions=Permissions(GlobalPermissions(read_streams=True)))

@@ -10,7 +10,7 @@ from apache_iggy import (GlobalPermissions, IggyClient, Permissions, StreamPermi
 from conftest import ServerProcess
 from iggy_fast._wire import Reader, Writer
 from iggy_fast.client import BlockingClient
-from iggy_fast.errors import IggyError
+from iggy_fast.protocol.errors import IggyError
 from sdk_errors import expect_code
 
 

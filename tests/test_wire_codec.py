@@ -10,7 +10,7 @@ import pytest
 import xxhash
 
 from iggy_fast import _wire
-from iggy_fast.errors import IggyError, ProtocolViolation
+from iggy_fast.protocol.errors import IggyError, ProtocolViolation
 
 
 def test_xxh3_64_matches_xxhash_for_every_length_class():

@@ -12,7 +12,7 @@ import ssl
 
 from iggy_fast import _wire
 from iggy_fast.client.protocol import ClientProtocol, Reply, poll_body, send_messages_body
-from iggy_fast.errors import IggyError, ProtocolViolation
+from iggy_fast.protocol.errors import IggyError, ProtocolViolation
 
 
 def _nbytes(piece) -> int:

@@ -17,17 +17,9 @@ from array import array
 
 from iggy_fast import _wire
 from iggy_fast._wire import Writer
-from iggy_fast.errors import IggyError, ProtocolViolation
-
-PROTOCOL_VERSION = 11 << 10
-RESULT_FRAMED = set(range(128, 138)) | set(range(139, 150)) | {161, 162}
-OPERATIONS = {39: 3, 202: 128, 204: 129, 203: 130, 205: 131, 302: 132, 304: 133, 303: 134,
-              305: 135, 402: 136, 403: 137, 503: 138, 602: 139, 603: 140, 33: 141, 35: 142,
-              34: 143, 37: 144, 36: 145, 42: 146, 43: 147, 604: 148, 605: 149, 101: 160,
-              121: 161, 122: 162}
-# Eviction reason -> the error the official SDK raises (PROTOCOL.md §1.7).
-EVICTION_ERRORS = {1: 40, 2: 3, 3: 3, 4: 3, 5: 3, 6: 3, 7: 40, 8: 40, 9: 42, 10: 53, 11: 40,
-                   12: 40, 13: 30, 14: 14003, 15: 4}
+from iggy_fast.protocol.codes import (COMMAND_OPERATIONS, EVICTION_ERROR_CODES, PROTOCOL_VERSION,
+                                      RESULT_FRAMED, carries_body_checksum)
+from iggy_fast.protocol.errors import IggyError, ProtocolViolation
 
 
 class Reply:
@@ -47,11 +39,11 @@ class ClientProtocol:
 
     def request_frame(self, code: int, body=b"", extra=()) -> list:
         """Buffers for one request: header, body, then `extra` pieces appended to the body."""
-        op = OPERATIONS.get(code, 2)
+        op = COMMAND_OPERATIONS.get(code, 2)
         length = len(body) + sum(len(p) if not isinstance(p, memoryview) else p.nbytes
                                  for p in extra)
         checksum = 0
-        if op == 3 or 128 <= op <= 149:
+        if carries_body_checksum(op):
             checksum = _wire.xxh3_64(bytes(body))
         req = self.request
         if op != 2:
@@ -82,7 +74,7 @@ class ClientProtocol:
     def parse_reply(self, header, body) -> Reply:
         size, command, operation, status, reason = _wire.parse_reply_header(header)
         if command == _wire.COMMAND_EVICTION:
-            raise IggyError.from_code(EVICTION_ERRORS.get(reason, 40),
+            raise IggyError.from_code(EVICTION_ERROR_CODES.get(reason, 40),
                                       f"evicted by the server (reason {reason})")
         if command != _wire.COMMAND_REPLY:
             raise IggyError.from_code(3, f"unexpected reply command {command}")

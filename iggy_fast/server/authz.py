@@ -38,7 +38,7 @@ streams. Self-scoped commands need only a login: 20 me, 31 oneself, 37 one's own
 
 from __future__ import annotations
 
-from iggy_fast.errors import IggyError
+from iggy_fast.protocol.errors import InvalidCommand, Unauthorized
 
 ROOT_ID = 0
 
@@ -90,7 +90,7 @@ class Grants:
         def flags(names):
             nonlocal pos
             if pos + len(names) > len(block):
-                raise IggyError.from_code(3, "permissions block too short")
+                raise InvalidCommand("permissions block too short")
             chosen = [n for n, b in zip(names, block[pos:pos + len(names)]) if b]
             pos += len(names)
             return chosen
@@ -98,14 +98,14 @@ class Grants:
         def byte():
             nonlocal pos
             if pos >= len(block):
-                raise IggyError.from_code(3, "permissions block too short")
+                raise InvalidCommand("permissions block too short")
             pos += 1
             return block[pos - 1]
 
         def u32():
             nonlocal pos
             if pos + 4 > len(block):
-                raise IggyError.from_code(3, "permissions block too short")
+                raise InvalidCommand("permissions block too short")
             pos += 4
             return int.from_bytes(block[pos - 4:pos], "little")
 
@@ -124,7 +124,7 @@ class Grants:
             streams[sid] = StreamGrants(names, topics)
             more = byte()
         if pos != len(block):
-            raise IggyError.from_code(3, "bytes after the permissions block")
+            raise InvalidCommand("bytes after the permissions block")
         return cls(glob, streams)
 
     # -- the rules ---------------------------------------------------------------------
@@ -202,8 +202,8 @@ class Authorizer:
 
     def require_global(self, client, flag: str) -> None:
         if not self.allowed_global(client, flag):
-            raise IggyError.from_code(41)
+            raise Unauthorized()
 
     def require(self, client, action: str, stream_id=None, topic_id=None) -> None:
         if not self.allowed(client, action, stream_id, topic_id):
-            raise IggyError.from_code(41)
+            raise Unauthorized()

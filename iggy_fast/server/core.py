@@ -23,11 +23,6 @@ from iggy_fast.server.users import Users
 
 log = logging.getLogger("iggy_fast.server")
 
-SERVER_VERSION = "0.11.0"
-PROTOCOL_VERSION = (0 << 20) | (11 << 10) | 0     # 0.11.0 packed as the SDK packs it
-
-TRANSPORTS = {"TCP": 1, "QUIC": 2, "HTTP": 3, "WebSocket": 4}
-
 
 class Client:
     """One connection's view of the server: who is logged in, which session, which groups."""

@@ -19,39 +19,17 @@ from typing import Callable, NamedTuple
 
 from iggy_fast import _wire
 from iggy_fast._wire import Reader
-from iggy_fast.errors import IggyError
+from iggy_fast.protocol.codes import COMMANDS as PROTOCOL_COMMANDS
+from iggy_fast.protocol.codes import (EMPTY_BODY, LEGACY_LOGIN_CODES, OPERATION_COMMANDS,
+                                      RESULT_FRAMED, EvictionReason, Operation)
+from iggy_fast.protocol.errors import IggyError
 
 log = logging.getLogger("iggy_fast.dispatch")
 
-OP_REGISTER, OP_NON_REPLICATED, OP_LOGOUT = 1, 2, 3
-
-# Replicated operations carry no command code: the operation byte names the command (§1.4).
-OPERATION_CODES = {
-    3: 39, 128: 202, 129: 204, 130: 203, 131: 205, 132: 302, 133: 304, 134: 303, 135: 305,
-    136: 402, 137: 403, 138: 503, 139: 602, 140: 603, 141: 33, 142: 35, 143: 34, 144: 37,
-    145: 36, 146: 42, 147: 43, 148: 604, 149: 605, 160: 101, 161: 121, 162: 122,
-}
-CODE_OPERATIONS = {code: op for op, code in OPERATION_CODES.items()}
-RESULT_FRAMED = set(range(128, 138)) | set(range(139, 150)) | {161, 162}
-
-# Codes an Iggy server knows; one not registered here answers FeatureUnavailable (5), an
+OP_REGISTER, OP_NON_REPLICATED = Operation.REGISTER, Operation.NON_REPLICATED
+# Codes an Iggy server knows: one without a handler here answers FeatureUnavailable (5), an
 # unknown one InvalidCommand (3).
-KNOWN_CODES = {1, 10, 11, 12, 13, 20, 21, 22, 31, 32, 33, 34, 35, 36, 37, 39, 41, 42, 43,
-               100, 101, 102, 120, 121, 122, 200, 201, 202, 203, 204, 205, 300, 301, 302,
-               303, 304, 305, 402, 403, 503, 600, 601, 602, 603, 604, 605, 606}
-LEGACY_LOGIN_CODES = {38, 44}
-
-# Bodies must be exactly their layout (PROTOCOL.md §5). These commands have an empty one.
-EMPTY_BODY = {1, 10, 12, 20, 22, 32, 39, 41, 201}
-
-# Eviction reasons (§1.7).
-EVICT_NO_SESSION = 1
-EVICT_INVALID_CREDENTIALS = 9
-EVICT_INVALID_TOKEN = 10
-EVICT_USER_INACTIVE = 11
-EVICT_SESSION_ERROR = 12
-EVICT_INCOMPATIBLE_PROTOCOL = 14
-EVICT_MALFORMED_LOGIN = 15
+KNOWN_CODES = frozenset(PROTOCOL_COMMANDS)
 
 
 class Command(NamedTuple):
@@ -111,27 +89,27 @@ class Dispatcher:
             # A bug or an I/O failure must still answer this request, and only this one.
             log.exception("internal error handling a request from client %s", client.id)
             h = _wire.parse_request_header(header)
-            op = h.operation if h.operation in OPERATION_CODES or h.operation in (1, 2) else 2
+            op = h.operation if h.operation in OPERATION_COMMANDS or h.operation in (1, 2) else 2
             return self._status(h, op, 1)
 
     def _handle(self, client, header, body, now: int):
         h = _wire.parse_request_header(header)
         op = h.operation
-        reply_op = op if op in OPERATION_CODES or op in (1, 2) else OP_NON_REPLICATED
+        reply_op = op if op in OPERATION_COMMANDS or op in (1, 2) else OP_NON_REPLICATED
         if h.command != _wire.COMMAND_REQUEST or not h.has_client:
             return self._status(h, reply_op, 3)
         if op == OP_NON_REPLICATED:
             code = h.code
         elif op == OP_REGISTER:
             code = 40
-        elif op in OPERATION_CODES:
-            code = OPERATION_CODES[op]
+        elif op in OPERATION_COMMANDS:
+            code = OPERATION_COMMANDS[op]
         else:
             return self._status(h, reply_op, 3)
         if not _wire.body_checksum_ok(h, body):
             return self._status(h, reply_op, 4)
         if code in LEGACY_LOGIN_CODES:
-            return [_wire.eviction_frame(h, EVICT_MALFORMED_LOGIN)]
+            return [_wire.eviction_frame(h, EvictionReason.MALFORMED_LOGIN)]
         cmd = COMMANDS.get(code)
         if cmd is None:
             return self._status(h, reply_op, 5 if code in KNOWN_CODES else 3)
@@ -139,12 +117,12 @@ class Dispatcher:
             if client.user_id is None:
                 if op == OP_NON_REPLICATED:
                     return self._status(h, reply_op, 40)
-                return [_wire.eviction_frame(h, EVICT_NO_SESSION)]
+                return [_wire.eviction_frame(h, EvictionReason.NO_SESSION)]
             if h.session != client.session:
                 # A session number this connection was not given (forged or stale).
                 if op == OP_NON_REPLICATED:
                     return self._status(h, reply_op, 40)
-                return [_wire.eviction_frame(h, EVICT_SESSION_ERROR)]
+                return [_wire.eviction_frame(h, EvictionReason.SESSION_ERROR)]
         if code in EMPTY_BODY and len(body):
             return self._status(h, reply_op, 3)
         r = Reader(body)

@@ -27,7 +27,7 @@ import logging
 import threading
 
 from iggy_fast.config import parse_duration_us
-from iggy_fast.errors import IggyError
+from iggy_fast.protocol.errors import CannotSaveMessagesToSegment
 
 log = logging.getLogger("iggy_fast.durability")
 
@@ -55,13 +55,13 @@ class Durability:
     def append(self, partition, batch, count: int, now: int) -> int:
         plog = partition.log
         if plog.sync_error is not None and partition.topic.settings["enforce_fsync"]:
-            raise IggyError.from_code(CANNOT_SAVE, str(plog.sync_error))
+            raise CannotSaveMessagesToSegment(str(plog.sync_error))
         try:
             return plog.append(batch, count, now)
         except OSError as e:
             if e.errno == errno.ENOSPC:
                 log.error("partition %s: disk full, append refused: %s", partition.key, e)
-            raise IggyError.from_code(CANNOT_SAVE, f"append failed: {e}") from None
+            raise CannotSaveMessagesToSegment(f"append failed: {e}") from None
 
     def acknowledge(self, partition, reply):
         """The reply now, or an awaitable of it once the append is durable."""
@@ -142,7 +142,7 @@ class Durability:
                 if future.done():
                     continue
                 if plog in failures:
-                    future.set_exception(IggyError.from_code(CANNOT_SAVE, str(failures[plog])))
+                    future.set_exception(CannotSaveMessagesToSegment(str(failures[plog])))
                 elif target <= plog.durable:
                     future.set_result(None)
                 else:

@@ -16,7 +16,9 @@ from __future__ import annotations
 import logging
 
 from iggy_fast.config import parse_duration_us
-from iggy_fast.errors import IggyError
+from iggy_fast.protocol.errors import (ConsumerGroupIdNotFound, ConsumerGroupMemberNotFound,
+                                       ConsumerGroupNameAlreadyExists, InvalidConsumerGroupName,
+                                       ResourceNotFound)
 from iggy_fast.server.state import GROUP, consumer_key
 
 log = logging.getLogger("iggy_fast.groups")
@@ -90,7 +92,7 @@ class Groups:
     def get(self, topic, ident) -> Group:
         group = self.find(topic, ident)
         if group is None:
-            raise IggyError.from_code(5000)
+            raise ConsumerGroupIdNotFound()
         return group
 
     def list(self, topic) -> list[Group]:
@@ -103,9 +105,9 @@ class Groups:
 
     def create(self, topic, name: str) -> Group:
         if not 1 <= len(name.encode()) <= 255:
-            raise IggyError.from_code(5005)
+            raise InvalidConsumerGroupName()
         if self.find(topic, name) is not None:
-            raise IggyError.from_code(5004)
+            raise ConsumerGroupNameAlreadyExists()
         gid = topic.extra.get("next_group_id", 0)
         sid, tid = topic.stream.id, topic.id
         self.store.apply(puts=[(f"groups/{sid}/{tid}/{gid}", {"name": name}),
@@ -145,7 +147,7 @@ class Groups:
         group = self.get(topic, ident)
         mid = group.member_id(client)
         if mid is None:
-            raise IggyError.from_code(5006)
+            raise ConsumerGroupMemberNotFound()
         self._remove(group, mid)
 
     def _remove(self, group: Group, mid: int) -> None:
@@ -200,7 +202,7 @@ class Groups:
         group = self.get(topic, ident)
         mid = group.member_id(client)
         if mid is None or partition_id not in group.assignment.get(mid, ()):
-            raise IggyError.from_code(20, "not a member owning this partition")
+            raise ResourceNotFound("not a member owning this partition")
         return group.id
 
     def member_partition(self, client, topic, ident, partition_id):
@@ -208,7 +210,7 @@ class Groups:
         group = self.get(topic, ident)
         mid = group.member_id(client)
         if mid is None:
-            raise IggyError.from_code(5006)
+            raise ConsumerGroupMemberNotFound()
         owned = group.assignment.get(mid, [])
         if partition_id is None:
             if not owned:

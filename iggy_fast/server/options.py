@@ -11,7 +11,8 @@ from __future__ import annotations
 import struct
 
 from iggy_fast.config import NEVER, parse_bool, parse_duration_us, parse_size
-from iggy_fast.errors import IggyError
+from iggy_fast.protocol.errors import (InvalidCommand, InvalidOptionValue, InvalidTopicSize,
+                                       OptionsBlockTooLarge, UnsupportedOptionKey)
 
 RAW, STRING, BOOL, UINT32, UINT64 = 1, 2, 3, 11, 12
 _INT_KINDS = {4: (1, True), 5: (2, True), 6: (4, True), 7: (8, True), 8: (16, True),
@@ -27,22 +28,22 @@ COMPRESSION_NAMES = {v: k for k, v in COMPRESSION.items()}
 def parse_tlv(block: bytes) -> list[tuple[int, bytes, int, bytes]]:
     """Split a TLV block into (key_kind, key, value_kind, value) entries."""
     if len(block) > MAX_BLOCK:
-        raise IggyError.from_code(4043)
+        raise OptionsBlockTooLarge()
     out, pos, n = [], 0, len(block)
     while pos < n:
         entry = []
         for _ in range(2):
             if pos + 5 > n:
-                raise IggyError.from_code(3, "truncated TLV entry")
+                raise InvalidCommand("truncated TLV entry")
             kind = block[pos]
             length = int.from_bytes(block[pos + 1:pos + 5], "little")
             if kind == 0 or not 1 <= length <= 255 or pos + 5 + length > n:
-                raise IggyError.from_code(3, "bad TLV entry")
+                raise InvalidCommand("bad TLV entry")
             entry += [kind, bytes(block[pos + 5:pos + 5 + length])]
             pos += 5 + length
         out.append(tuple(entry))
     if len(out) > MAX_ENTRIES:
-        raise IggyError.from_code(4043)
+        raise OptionsBlockTooLarge()
     return out
 
 
@@ -172,34 +173,34 @@ def resolve(entries, defaults: dict, current: dict | None = None,
     kept = []
     for key_kind, key, value_kind, value in entries:
         if key_kind != STRING:
-            raise IggyError.from_code(4041, "option keys must be strings")
+            raise UnsupportedOptionKey("option keys must be strings")
         name = key.decode("utf-8", "replace")
         if name in seen:
-            raise IggyError.from_code(4042, f"duplicate option {name}")
+            raise InvalidOptionValue(f"duplicate option {name}")
         seen.add(name)
         spec = CATALOG.get(name)
         if spec is None:
             if updatable_only:
-                raise IggyError.from_code(4041, name)
+                raise UnsupportedOptionKey(name)
             kept.append((key_kind, key, value_kind, value))
             continue
         if updatable_only and name not in UPDATABLE:
-            raise IggyError.from_code(4041, name)
+            raise UnsupportedOptionKey(name)
         try:
             parsed = spec[3](value_kind, value)
         except (ValueError, KeyError, UnicodeDecodeError):
-            raise IggyError.from_code(4042, name) from None
+            raise InvalidOptionValue(name) from None
         field = spec[1]
         if field in ("message_expiry", "max_topic_size") and parsed == 0:
             parsed = defaults[field]
         if field == "segment_size" and not (1 << 20 <= parsed <= 1 << 30 and parsed % 512 == 0):
-            raise IggyError.from_code(4042, name)
+            raise InvalidOptionValue(name)
         if field == "messages_required_to_save" and parsed < 1:
-            raise IggyError.from_code(4042, name)
+            raise InvalidOptionValue(name)
         settings[field] = parsed
         kept.append((key_kind, key, value_kind, value))
     if settings["max_topic_size"] != NEVER and settings["max_topic_size"] < settings["segment_size"]:
-        raise IggyError.from_code(1019, "max_topic_size is smaller than one segment")
+        raise InvalidTopicSize("max_topic_size is smaller than one segment")
     return settings, kept
 
 

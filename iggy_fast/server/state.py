@@ -13,7 +13,10 @@ import os
 import shutil
 
 from iggy_fast import _wire
-from iggy_fast.errors import IggyError
+from iggy_fast.protocol.errors import (ConsumerOffsetNotFound, IggyError, InvalidOffset,
+                                       InvalidPartitionsCount, InvalidStreamName, InvalidTopicName,
+                                       PartitionNotFound, StreamIdNotFound, StreamNameAlreadyExists,
+                                       TooManyPartitions, TopicIdNotFound, TopicNameAlreadyExists)
 from iggy_fast.server import options as topic_options
 from iggy_fast.server.metadata import MetadataStore
 from iggy_fast.server.storage import PartitionLog
@@ -22,9 +25,9 @@ MAX_PARTITIONS_PER_REQUEST = 1000
 CONSUMER, GROUP = 1, 2
 
 
-def _check_name(name: str, code: int) -> str:
+def _check_name(name: str, error: type[IggyError]) -> str:
     if not 1 <= len(name.encode()) <= 255 or name.strip() != name or not name:
-        raise IggyError.from_code(code)
+        raise error()
     return name
 
 
@@ -182,7 +185,7 @@ class State:
     def stream(self, ident) -> Stream:
         s = self.find_stream(ident)
         if s is None:
-            raise IggyError.from_code(1009)
+            raise StreamIdNotFound()
         return s
 
     def find_topic(self, stream: Stream, ident) -> Topic | None:
@@ -193,22 +196,22 @@ class State:
     def topic(self, stream_ident, topic_ident) -> Topic:
         t = self.find_topic(self.stream(stream_ident), topic_ident)
         if t is None:
-            raise IggyError.from_code(2010)
+            raise TopicIdNotFound()
         return t
 
     @staticmethod
     def partition(topic: Topic, pid: int) -> Partition:
         p = topic.partitions.get(pid)
         if p is None:
-            raise IggyError.from_code(3007)
+            raise PartitionNotFound()
         return p
 
     # -- streams -------------------------------------------------------------------------
 
     def create_stream(self, name: str, now: int) -> Stream:
-        _check_name(name, 1013)
+        _check_name(name, InvalidStreamName)
         if self.find_stream(name) is not None:
-            raise IggyError.from_code(1012)
+            raise StreamNameAlreadyExists()
         sid = _lowest_free(self.streams)
         stream = Stream(sid, name, now)
         self.store.apply(puts=[(f"streams/{sid}", {"name": name, "created_at": now})])
@@ -217,10 +220,10 @@ class State:
 
     def update_stream(self, ident, name: str) -> None:
         stream = self.stream(ident)
-        _check_name(name, 1013)
+        _check_name(name, InvalidStreamName)
         other = self.find_stream(name)
         if other is not None and other is not stream:
-            raise IggyError.from_code(1012)
+            raise StreamNameAlreadyExists()
         self.store.apply(puts=[(f"streams/{stream.id}",
                                 {"name": name, "created_at": stream.created_at})])
         stream.name = name
@@ -247,11 +250,11 @@ class State:
 
     def create_topic(self, stream_ident, name: str, partitions: int, entries, now: int) -> Topic:
         stream = self.stream(stream_ident)
-        _check_name(name, 2014)
+        _check_name(name, InvalidTopicName)
         if not 0 <= partitions <= MAX_PARTITIONS_PER_REQUEST:
-            raise IggyError.from_code(2015 if partitions > 0 else 2019)
+            raise TooManyPartitions() if partitions > 0 else InvalidPartitionsCount()
         if stream.topic_by_name(name) is not None:
-            raise IggyError.from_code(2013)
+            raise TopicNameAlreadyExists()
         settings, explicit = topic_options.resolve(entries, self.defaults)
         tid = _lowest_free(stream.topics)
         topic = Topic(stream, tid, name, now, settings, explicit)
@@ -270,10 +273,10 @@ class State:
 
     def update_topic(self, stream_ident, topic_ident, name: str, entries) -> None:
         topic = self.topic(stream_ident, topic_ident)
-        _check_name(name, 2014)
+        _check_name(name, InvalidTopicName)
         other = topic.stream.topic_by_name(name)
         if other is not None and other is not topic:
-            raise IggyError.from_code(2013)
+            raise TopicNameAlreadyExists()
         settings, changed = topic_options.resolve(entries, self.defaults, topic.settings,
                                                   updatable_only=True)
         changed_keys = {key for _, key, _, _ in changed}
@@ -314,7 +317,7 @@ class State:
     def create_partitions(self, stream_ident, topic_ident, count: int, now: int) -> None:
         topic = self.topic(stream_ident, topic_ident)
         if not 1 <= count <= MAX_PARTITIONS_PER_REQUEST:
-            raise IggyError.from_code(2015 if count > 0 else 2019)
+            raise TooManyPartitions() if count > 0 else InvalidPartitionsCount()
         start = max(topic.partitions, default=-1) + 1
         ids = range(start, start + count)
         for pid in ids:
@@ -329,9 +332,9 @@ class State:
     def delete_partitions(self, stream_ident, topic_ident, count: int) -> None:
         topic = self.topic(stream_ident, topic_ident)
         if not 1 <= count <= MAX_PARTITIONS_PER_REQUEST:
-            raise IggyError.from_code(2015 if count > 0 else 2019)
+            raise TooManyPartitions() if count > 0 else InvalidPartitionsCount()
         if count > len(topic.partitions):
-            raise IggyError.from_code(2019)
+            raise InvalidPartitionsCount()
         doomed = sorted(topic.partitions)[-count:]
         sid, tid = topic.stream.id, topic.id
         self.store.apply(deletes=[f"partitions/{sid}/{tid}/{p}" for p in doomed],
@@ -347,7 +350,7 @@ class State:
 
     def store_offset(self, part: Partition, ckey: str, offset: int) -> None:
         if part.log.next_offset == 0 or offset > part.log.current_offset:
-            raise IggyError.from_code(4100)
+            raise InvalidOffset()
         if part.offsets.get(ckey) == offset:
             return
         # Offsets follow their topic's durability: synced before the reply when the topic
@@ -361,7 +364,7 @@ class State:
 
     def delete_offset(self, part: Partition, ckey: str) -> None:
         if ckey not in part.offsets:
-            raise IggyError.from_code(3021)
+            raise ConsumerOffsetNotFound()
         self.store.apply(deletes=[f"offsets/{part.key}/{ckey}"])
         del part.offsets[ckey]
 

@@ -34,7 +34,7 @@ import threading
 
 from iggy_fast import _wire
 from iggy_fast._log import Segment, verify_batches
-from iggy_fast.errors import IggyError
+from iggy_fast.protocol.errors import InvalidBatchChecksum, InvalidCommand
 
 log = logging.getLogger("iggy_fast.storage")
 
@@ -191,10 +191,10 @@ class PartitionLog:
         """Append a batch stamped elsewhere (a leader's); it must continue this log exactly."""
         base, timestamp, length, count = _wire.batch_info(batch)
         if base != self.next_offset:
-            raise IggyError.from_code(3, f"replicated batch starts at {base}, "
+            raise InvalidCommand(f"replicated batch starts at {base}, "
                                          f"log continues at {self.next_offset}")
         if length != len(batch) or verify_batches(batch) != (length, 1):
-            raise IggyError.from_code(4039, "replicated batch fails its checks")
+            raise InvalidBatchChecksum("replicated batch fails its checks")
         seg = self._active(len(batch))
         seg.append(batch, base, count, timestamp)
         self.last_timestamp = max(self.last_timestamp, timestamp)

@@ -24,7 +24,7 @@ import time
 
 from iggy_fast._log import FileRegion
 from iggy_fast._wire import FrameReader
-from iggy_fast.errors import ProtocolViolation
+from iggy_fast.protocol.errors import ProtocolViolation
 
 log = logging.getLogger("iggy_fast.tcp")
 

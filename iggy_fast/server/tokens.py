@@ -15,7 +15,12 @@ import hmac
 import logging
 import secrets
 
-from iggy_fast.errors import IggyError
+from iggy_fast.protocol.errors import (InvalidPersonalAccessToken,
+                                       InvalidPersonalAccessTokenExpiry,
+                                       InvalidPersonalAccessTokenName,
+                                       PersonalAccessTokenAlreadyExists,
+                                       PersonalAccessTokensLimitReached, ResourceNotFound,
+                                       Unauthenticated, UserInactive)
 from iggy_fast.server.users import ACTIVE
 
 log = logging.getLogger("iggy_fast.tokens")
@@ -45,19 +50,19 @@ class Tokens:
     def create(self, user_id: int, name: str, expiry: int, now: int) -> str:
         owner = self.server.users.find(user_id)
         if owner is None:           # a session never outlives its user; refuse if one did
-            raise IggyError.from_code(40)
+            raise Unauthenticated()
         if not NAME_LENGTH[0] <= len(name.encode()) <= NAME_LENGTH[1]:
-            raise IggyError.from_code(50, "token name must be 3..30 bytes")
+            raise InvalidPersonalAccessTokenName("token name must be 3..30 bytes")
         mine = self.by_user.setdefault(user_id, {})
         if name in mine:
-            raise IggyError.from_code(51)
+            raise PersonalAccessTokenAlreadyExists()
         if len(mine) >= self.limit:
-            raise IggyError.from_code(52)
+            raise PersonalAccessTokensLimitReached()
         # 0 = server default (never), u64::MAX = never, otherwise a duration in µs. An expiry
         # instant past u64 is refused as Iggy refuses it (its sum wraps to the past): 56.
         expiry_at = 0 if expiry in (0, NEVER) else now + expiry
         if expiry_at > NEVER:
-            raise IggyError.from_code(56, "token expiry beyond the u64 clock")
+            raise InvalidPersonalAccessTokenExpiry("token expiry beyond the u64 clock")
         token = secrets.token_urlsafe(32)
         # The owner's creation time names the user, not just the id: ids are reused, and a
         # token must never log in as a later user who got its owner's id.
@@ -69,7 +74,7 @@ class Tokens:
 
     def delete(self, user_id: int, name: str) -> None:
         if name not in self.by_user.get(user_id, {}):
-            raise IggyError.from_code(20, f"no token named {name}")
+            raise ResourceNotFound(f"no token named {name}")
         self.store.apply(deletes=[f"tokens/{user_id}/{name}"])
         del self.by_user[user_id][name]
 
@@ -84,15 +89,15 @@ class Tokens:
             for record in tokens.values():
                 if hmac.compare_digest(record["hash"], digest):
                     if record["expiry_at"] and record["expiry_at"] <= now:
-                        raise IggyError.from_code(53, "token expired")
+                        raise InvalidPersonalAccessToken("token expired")
                     user = self.server.users.find(uid)
                     if user is None or record.get("owner_created_at",
                                                   user.created_at) != user.created_at:
-                        raise IggyError.from_code(53)
+                        raise InvalidPersonalAccessToken()
                     if user.status != ACTIVE:
-                        raise IggyError.from_code(47)
+                        raise UserInactive()
                     return user
-        raise IggyError.from_code(53)
+        raise InvalidPersonalAccessToken()
 
     def remove_expired(self, now: int) -> None:
         for uid, tokens in list(self.by_user.items()):

@@ -14,7 +14,9 @@ import secrets
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from iggy_fast.errors import IggyError
+from iggy_fast.protocol.errors import (CannotChangePermissions, CannotDeleteUser, InvalidCommand,
+                                       InvalidCredentials, InvalidPassword, InvalidUsername,
+                                       ResourceNotFound, UserAlreadyExists, UserInactive)
 from iggy_fast.server.metadata import MetadataStore
 
 log = logging.getLogger("iggy_fast.users")
@@ -44,13 +46,13 @@ def verify_password(stored_hash: str, password: str) -> bool:
 def check_username(name: str) -> str:
     if (not USERNAME_LENGTH[0] <= len(name.encode()) <= USERNAME_LENGTH[1]
             or name.strip() != name):
-        raise IggyError.from_code(43)
+        raise InvalidUsername()
     return name
 
 
 def check_password(password: str) -> str:
     if not PASSWORD_LENGTH[0] <= len(password.encode()) <= PASSWORD_LENGTH[1]:
-        raise IggyError.from_code(44)
+        raise InvalidPassword()
     return password
 
 
@@ -114,16 +116,16 @@ class Users:
     def get(self, ident) -> User:
         user = self.find(ident)
         if user is None:
-            raise IggyError.from_code(20)
+            raise ResourceNotFound()
         return user
 
     def authenticate(self, username: str, password: str) -> User:
         """The user these credentials name; raises 42 (wrong) or 47 (inactive)."""
         user = self.find(username)
         if user is None or not verify_password(user.password_hash, password):
-            raise IggyError.from_code(42)
+            raise InvalidCredentials()
         if user.status != ACTIVE:
-            raise IggyError.from_code(47)
+            raise UserInactive()
         return user
 
     # -- management ----------------------------------------------------------------------
@@ -133,9 +135,9 @@ class Users:
         check_username(username)
         check_password(password)
         if status not in (ACTIVE, INACTIVE):
-            raise IggyError.from_code(3, f"user status {status}")
+            raise InvalidCommand(f"user status {status}")
         if self.find(username) is not None:
-            raise IggyError.from_code(46)
+            raise UserAlreadyExists()
         uid = 0
         while uid in self.by_id:
             uid += 1
@@ -149,11 +151,11 @@ class Users:
             check_username(username)
             other = self.find(username)
             if other is not None and other is not user:
-                raise IggyError.from_code(46)
+                raise UserAlreadyExists()
         if status is not None and status not in (ACTIVE, INACTIVE):
-            raise IggyError.from_code(3, f"user status {status}")
+            raise InvalidCommand(f"user status {status}")
         if user.id == ROOT_ID and status == INACTIVE:
-            raise IggyError.from_code(48, "root cannot be deactivated")
+            raise CannotDeleteUser("root cannot be deactivated")
         if username is not None:
             user.username = username
         if status is not None:
@@ -164,7 +166,7 @@ class Users:
     def delete(self, ident) -> User:
         user = self.get(ident)
         if user.id == ROOT_ID:
-            raise IggyError.from_code(48)
+            raise CannotDeleteUser()
         self.store.apply(deletes=[f"users/{user.id}"], delete_prefixes=[f"tokens/{user.id}/"])
         del self.by_id[user.id]
         for hook in self.changed:
@@ -174,7 +176,7 @@ class Users:
     def set_permissions(self, ident, permissions: bytes | None) -> None:
         user = self.get(ident)
         if user.id == ROOT_ID:
-            raise IggyError.from_code(49)
+            raise CannotChangePermissions()
         user.permissions = permissions
         self.save(user)
 
@@ -182,6 +184,6 @@ class Users:
         user = self.get(ident)
         check_password(new)
         if not verify_password(user.password_hash, current):
-            raise IggyError.from_code(42)
+            raise InvalidCredentials()
         user.password_hash = hash_password(new)
         self.save(user)

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from iggy_fast import _wire
 from iggy_fast._wire import Reader, Writer
-from iggy_fast.errors import IggyError
+from iggy_fast.protocol.errors import (ConsumerGroupIdNotFound, IggyError, InvalidCommand,
+                                       PartitionNotFound)
 from iggy_fast.server.dispatch import command
 from iggy_fast.server.state import CONSUMER, GROUP, consumer_key
 
@@ -25,20 +26,20 @@ def _route(topic, kind: int, value: bytes) -> int:
     """The partition id a send goes to (PROTOCOL.md §7.6)."""
     if kind == PARTITION_ID:
         if len(value) != 4:
-            raise IggyError.from_code(3, "partition id must be 4 bytes")
+            raise InvalidCommand("partition id must be 4 bytes")
         return int.from_bytes(value, "little")
     ids = sorted(topic.partitions)
     if not ids:
-        raise IggyError.from_code(3007)
+        raise PartitionNotFound()
     if kind == BALANCED:
         pid = ids[topic.round_robin % len(ids)]
         topic.round_robin += 1
         return pid
     if kind == MESSAGES_KEY:
         if not 1 <= len(value) <= 255:
-            raise IggyError.from_code(3, "message key must be 1..255 bytes")
+            raise InvalidCommand("message key must be 1..255 bytes")
         return ids[_wire.partition_for_key(value, len(ids))]
-    raise IggyError.from_code(3, f"partitioning kind {kind}")
+    raise InvalidCommand(f"partitioning kind {kind}")
 
 
 @command(101, "send_messages")
@@ -50,7 +51,7 @@ def send_messages(server, client, r: Reader, now: int):
     value = r.raw(r.u8())
     count = r.u32()
     if r.pos != 4 + metadata_length:
-        raise IggyError.from_code(3, "metadata_length does not match the metadata")
+        raise InvalidCommand("metadata_length does not match the metadata")
     topic = server.state.topic(stream_ident, topic_ident)
     server.authz.require(client, "send", topic.stream.id, topic.id)
     partition = server.state.partition(topic, _route(topic, kind, value))
@@ -71,7 +72,7 @@ def _consumer_partition(server, client, topic, kind: int, ident, partition_id):
         return server.state.partition(topic, pid), consumer_key(CONSUMER, ident)
     groups = getattr(server, "groups", None)
     if groups is None:
-        raise IggyError.from_code(5000)
+        raise ConsumerGroupIdNotFound()
     pid, gid = groups.member_partition(client, topic, ident, partition_id)
     if pid is None:
         return None, None
@@ -90,7 +91,7 @@ def _start_offset(state, log, partition, ckey, strategy: int, value: int, count:
     if strategy == NEXT:
         stored = state.stored_offset(partition, ckey)
         return log.first_offset if stored is None else max(stored + 1, log.first_offset)
-    raise IggyError.from_code(3, f"polling strategy {strategy}")
+    raise InvalidCommand(f"polling strategy {strategy}")
 
 
 @command(100, "poll_messages")
@@ -146,7 +147,7 @@ def _offset_target(server, client, r: Reader, write: bool):
         return server.state.partition(topic, pid), consumer_key(CONSUMER, ident)
     groups = getattr(server, "groups", None)
     if groups is None:
-        raise IggyError.from_code(5000)
+        raise ConsumerGroupIdNotFound()
     if write:
         gid = groups.offset_owner(client, topic, ident, pid)
     else:

@@ -10,16 +10,15 @@ from __future__ import annotations
 import asyncio
 
 from iggy_fast._wire import Reader, Writer
-from iggy_fast.errors import IggyError
-from iggy_fast.server.core import PROTOCOL_VERSION, SERVER_VERSION
-from iggy_fast.server.dispatch import (EVICT_INCOMPATIBLE_PROTOCOL, EVICT_INVALID_CREDENTIALS,
-                                       EVICT_INVALID_TOKEN, EVICT_MALFORMED_LOGIN,
-                                       EVICT_USER_INACTIVE, Eviction, command)
+from iggy_fast.protocol.errors import IggyError
+from iggy_fast.protocol.codes import (PROTOCOL_VERSION, PROTOCOL_VERSION_MIN, SERVER_VERSION,
+                                      EvictionReason)
+from iggy_fast.server.dispatch import Eviction, command
 
 
 def _version_ok(client_version: int) -> bool:
     # Accept 0.11.x: at least our version with the patch zeroed, same major.minor.
-    return (client_version >= (PROTOCOL_VERSION & ~0x3FF)
+    return (client_version >= (PROTOCOL_VERSION_MIN)
             and client_version >> 10 <= PROTOCOL_VERSION >> 10)
 
 
@@ -53,9 +52,9 @@ def login(server, client, r: Reader, now: int):
         r.name()
         r.name()
     except IggyError:
-        raise Eviction(EVICT_MALFORMED_LOGIN) from None
+        raise Eviction(EvictionReason.MALFORMED_LOGIN) from None
     if not _version_ok(version):
-        raise Eviction(EVICT_INCOMPATIBLE_PROTOCOL, PROTOCOL_VERSION, PROTOCOL_VERSION & ~0x3FF)
+        raise Eviction(EvictionReason.INCOMPATIBLE_PROTOCOL, PROTOCOL_VERSION, PROTOCOL_VERSION_MIN)
     body = bytes(r.view(r.remaining))
     # Checking an argon2 hash takes ~20 ms of CPU: do it on a worker thread (argon2-cffi
     # releases the GIL) so that one login does not stall every other connection.
@@ -65,13 +64,13 @@ def login(server, client, r: Reader, now: int):
 async def _authenticate(server, client, body: bytes, now: int):
     loop = asyncio.get_running_loop()
     user = None
-    failure = EVICT_MALFORMED_LOGIN
+    failure = EvictionReason.MALFORMED_LOGIN
     creds = _password_shape(body, 0)
     if creds is not None:
         try:
             user = await loop.run_in_executor(None, server.users.authenticate, *creds)
         except IggyError as e:
-            failure = EVICT_USER_INACTIVE if e.code == 47 else EVICT_INVALID_CREDENTIALS
+            failure = EvictionReason.USER_INACTIVE if e.code == 47 else EvictionReason.INVALID_CREDENTIALS
     if user is None:
         token = _token_shape(body, 0)
         if token is not None and server.tokens is not None:
@@ -79,12 +78,12 @@ async def _authenticate(server, client, body: bytes, now: int):
                 user = server.tokens.authenticate(token, now)
             except IggyError as e:
                 if creds is None:
-                    failure = EVICT_USER_INACTIVE if e.code == 47 else EVICT_INVALID_TOKEN
+                    failure = EvictionReason.USER_INACTIVE if e.code == 47 else EvictionReason.INVALID_TOKEN
     if user is None:
         raise Eviction(failure)
     if server.users.find(user.id) is not user:
         # Deleted while its password was being checked: its sessions have already ended.
-        raise Eviction(EVICT_INVALID_CREDENTIALS)
+        raise Eviction(EvictionReason.INVALID_CREDENTIALS)
     if client.user_id is not None:
         server.logout(client)
     client.user_id = user.id

@@ -10,7 +10,7 @@ TopicDetails appends 40-byte Partition records.
 from __future__ import annotations
 
 from iggy_fast._wire import Reader, Writer
-from iggy_fast.errors import IggyError
+from iggy_fast.protocol.errors import UnsupportedOptionKey
 from iggy_fast.server import options as topic_options
 from iggy_fast.server.dispatch import command
 
@@ -19,7 +19,7 @@ def _no_options(r: Reader) -> None:
     # Streams accept no option keys (PROTOCOL.md §9.3).
     if r.remaining:
         if topic_options.parse_tlv(r.rest()):
-            raise IggyError.from_code(4041)
+            raise UnsupportedOptionKey()
 
 
 def stream_record(w: Writer, s) -> Writer:

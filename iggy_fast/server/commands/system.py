@@ -10,9 +10,9 @@ import socket
 import time
 
 from iggy_fast._wire import Reader, Writer
-from iggy_fast.errors import IggyError
+from iggy_fast.protocol.errors import InvalidCommand
 from iggy_fast.server import options as topic_options
-from iggy_fast.server.core import SERVER_VERSION, TRANSPORTS
+from iggy_fast.protocol.codes import SERVER_VERSION, TRANSPORTS
 from iggy_fast.server.dispatch import command
 
 NOT_LOGGED_IN = 0xFFFFFFFF
@@ -108,7 +108,7 @@ def describe_options(server, client, r: Reader, now: int):
     if scope in (2, 3):
         return b"\x00\x00\x00\x00"
     if scope != 1:
-        raise IggyError.from_code(3, f"options scope {scope}")
+        raise InvalidCommand(f"options scope {scope}")
     entries = topic_options.describe(server.state.defaults)
     w = Writer().u32(len(entries))
     for key, kind, default, desc in entries:

@@ -10,7 +10,7 @@ those allowed to ask and 41 to everyone else, so that names cannot be probed.
 from __future__ import annotations
 
 from iggy_fast._wire import Reader, Writer
-from iggy_fast.errors import IggyError
+from iggy_fast.protocol.errors import ResourceNotFound, Unauthorized, UnsupportedOptionKey
 from iggy_fast.server.authz import Grants
 from iggy_fast.server.dispatch import command
 from iggy_fast.server.options import parse_tlv
@@ -37,7 +37,7 @@ def _permissions(r: Reader) -> bytes | None:
 
 def _no_options(r: Reader) -> None:
     if r.remaining and parse_tlv(r.rest()):
-        raise IggyError.from_code(4041)
+        raise UnsupportedOptionKey()
 
 
 @command(31, "get_user")
@@ -45,7 +45,7 @@ def get_user(server, client, r: Reader, now: int):
     user = server.users.find(r.identifier())
     if user is None:
         if not server.authz.allowed_global(client, "read_users"):
-            raise IggyError.from_code(41)
+            raise Unauthorized()
         return None
     if user.id != client.user_id:
         server.authz.require_global(client, "read_users")
@@ -121,7 +121,7 @@ def change_password(server, client, r: Reader, now: int):
     if user is None or user.id != client.user_id:
         server.authz.require_global(client, "manage_users")
     if user is None:
-        raise IggyError.from_code(20)
+        raise ResourceNotFound()
     server.users.change_password(user.id, current, new)
 
 
