@@ -6,6 +6,7 @@ see every class. A subclass registers its code when it is defined; the client tu
 back into its class with `IggyError.from_code()`. The snake_case `name` is what HTTP error
 bodies carry. `ProtocolViolation` is the one error that is not a status: the peer's byte
 stream cannot be framed any more, and the only safe answer is to close that one connection.
+`Eviction` is not a status either: it ends a session with an Eviction frame and a reason.
 """
 
 from __future__ import annotations
@@ -48,6 +49,17 @@ class ProtocolViolation(IggyError):
     """The peer broke framing so badly that the connection must close (not a wire status)."""
 
     name = "protocol_violation"
+
+
+class Eviction(Exception):
+    """A login failure, or a replicated request before login, answered by an Eviction frame
+    (§1.7) instead of a reply: not a status, so not an IggyError."""
+
+    def __init__(self, reason: int, version: int = 0, version_min: int = 0):
+        super().__init__(reason)
+        self.reason = reason
+        self.version = version          # the server's protocol version, for reason 14
+        self.version_min = version_min
 
 
 class GenericError(IggyError):
