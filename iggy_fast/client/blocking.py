@@ -8,11 +8,12 @@ own buffer, no copy). It is lock-step: `call()` sends one request and waits for 
 request is in flight.
 
 Every wait has the connection's timeout (`timeout` seconds per send and per read) and fails
-with a TimeoutError naming the request; its late answer, if any, is dropped when the next
-request waits. A server that closes the connection mid-request raises ConnectionError; one
-that sends bytes that cannot be framed raises ProtocolViolation and the socket is closed.
-It counts the bytes it writes and reads (`bytes_sent`, `bytes_received`, frames included)
-so the benchmark can report wire throughput next to payload throughput.
+with a TimeoutError naming the request: a read's late answer, if any, is dropped when the next
+request waits; a send that timed out closes the socket (part of a frame may be out). A
+server that closes the connection mid-request raises ConnectionError naming the request; one
+that sends bytes that cannot be framed raises ProtocolViolation and the socket is closed. It
+counts the bytes it writes and reads (`bytes_sent`, `bytes_received`, frames included) so the
+benchmark can report wire throughput next to payload throughput.
 """
 
 from __future__ import annotations
@@ -50,7 +51,6 @@ class BlockingClient:
                 context.verify_mode = ssl.CERT_NONE
             sock = context.wrap_socket(sock, server_hostname=tls_domain)
         self.sock = sock
-        self.timeout = timeout
         self.core = ClientCore()
         self.bytes_sent = 0
         self.bytes_received = 0
@@ -87,7 +87,11 @@ class BlockingClient:
                         self.sock.sendall(memoryview(piece)[sent:])
                         sent = 0
         except TimeoutError:
-            raise TimeoutError(f"could not send {pending.name} within {self.timeout} s") from None
+            # Part of the frame may be on the wire: nothing after it could be framed.
+            timeout = self.sock.gettimeout()
+            self.sock.close()
+            raise TimeoutError(f"could not send {pending} within {timeout} s; connection closed"
+                               ) from None
         self.bytes_sent += total
         return pending
 
@@ -102,7 +106,8 @@ class BlockingClient:
             try:
                 n = self.sock.recv_into(core.get_buffer())
             except TimeoutError:
-                raise TimeoutError(f"no answer to {pending} within {self.timeout} s") from None
+                raise TimeoutError(f"no answer to {pending} within {self.sock.gettimeout()} s"
+                                   ) from None
             if n == 0:
                 raise ConnectionError(f"the server closed the connection before answering "
                                       f"{pending}")
