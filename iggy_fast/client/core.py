@@ -32,6 +32,7 @@ an object per message.
 from __future__ import annotations
 
 import os
+import struct
 import sys
 from array import array
 from collections import deque
@@ -45,7 +46,15 @@ from iggy_fast.protocol.errors import (IggyError, InvalidFormat, InvalidSession,
                                        LocalProtocolError, ProtocolViolation)
 
 LOGIN = 40
-LOGOUT = 39
+# Plain ints: an IntEnum member lookup costs more than the rest of building a request.
+REGISTER = int(Operation.REGISTER)
+NON_REPLICATED = int(Operation.NON_REPLICATED)
+LOGOUT = int(Operation.LOGOUT)
+_CHECKSUMMED = frozenset(op for op in range(256) if carries_body_checksum(op))
+
+# The reply header fields the client acts on, read in one call from offset 48 (PROTOCOL.md §1.3,
+# §1.7): size @48, command @60, request @200, operation @208, status @216, eviction reason @255.
+_REPLY_FIELDS = struct.Struct("<I8xB139xQB7xI35xB")
 
 
 def _nbytes(piece) -> int:
@@ -109,6 +118,7 @@ class ClientCore:
         # the header is complete, a body buffer of exactly the announced size.
         self._header = bytearray(HEADER_SIZE)
         self._header_have = 0
+        self._fields: tuple = ()                # _REPLY_FIELDS of that header, once complete
         self._body: bytearray | None = None
         self._body_have = 0
         self._broken: ProtocolViolation | None = None
@@ -117,18 +127,18 @@ class ClientCore:
 
     def request(self, code: int, body=b"", extra=()) -> tuple[Pending, list]:
         """Frame one request: header, body, then `extra` pieces appended to the body."""
-        op = COMMAND_OPERATIONS.get(code, Operation.NON_REPLICATED)
-        if op != Operation.NON_REPLICATED and self._logging_in:
+        op = COMMAND_OPERATIONS.get(code, NON_REPLICATED)
+        if op != NON_REPLICATED and self._logging_in:
             # Its header must carry the session the login reply has not brought yet.
             raise LocalProtocolError(f"command {code} cannot be sent while a login is pending")
-        length = _nbytes(body) + sum(_nbytes(p) for p in extra)
+        length = _nbytes(body) + (sum(_nbytes(p) for p in extra) if extra else 0)
         checksum = 0
-        if carries_body_checksum(op):
+        if op in _CHECKSUMMED:
             checksum = _wire.xxh3_64(b"".join((body, *extra)) if extra else bytes(body))
         pending = Pending(code, op, self.next_request)
-        if op != Operation.NON_REPLICATED:
+        if op != NON_REPLICATED:
             self.next_request += 1
-        header = _wire.request_header(op, code if op == Operation.NON_REPLICATED else 0,
+        header = _wire.request_header(op, code if op == NON_REPLICATED else 0,
                                       self.session, pending.request, self.client_id, length,
                                       checksum)
         self.pending.append(pending)
@@ -155,9 +165,9 @@ class ClientCore:
         self.session = 0
         self.next_request = 1
         self._logging_in += 1
-        header = _wire.request_header(Operation.REGISTER, 0, 0, 0, self.client_id, len(body),
+        header = _wire.request_header(REGISTER, 0, 0, 0, self.client_id, len(body),
                                       _wire.xxh3_64(body))
-        pending = Pending(LOGIN, Operation.REGISTER, 0)
+        pending = Pending(LOGIN, REGISTER, 0)
         self.pending.append(pending)
         return pending, [header, body]
 
@@ -175,13 +185,13 @@ class ClientCore:
             view = view.cast("B")
         events: list = []
         end = view.nbytes
-        pos = self._copy_in(view, 0, events) if self._in_frame() else 0
+        pos = self._copy_in(view, 0, events) if self._header_have else 0
         while pos < end:
             if end - pos >= HEADER_SIZE:
-                size = self._frame_size(view[pos:pos + HEADER_SIZE])
+                fields = self._parse_header(view, pos)
+                size = fields[0]
                 if end - pos >= size:
-                    events.append(self._frame(view[pos:pos + HEADER_SIZE],
-                                              view[pos + HEADER_SIZE:pos + size]))
+                    events.append(self._frame(fields, view[pos + HEADER_SIZE:pos + size]))
                     pos += size
                     continue
             pos = self._copy_in(view, pos, events)
@@ -201,8 +211,8 @@ class ClientCore:
             self._header_have += nbytes
             if self._header_have < HEADER_SIZE:
                 return []
-            size = self._frame_size(self._header)
-            self._body = bytearray(size - HEADER_SIZE)
+            self._fields = self._parse_header(self._header, 0)
+            self._body = bytearray(self._fields[0] - HEADER_SIZE)
             self._body_have = 0
         else:
             self._body_have += nbytes
@@ -211,10 +221,7 @@ class ClientCore:
         body = memoryview(self._body)
         self._body = None
         self._header_have = 0
-        return [self._frame(memoryview(self._header), body)]
-
-    def _in_frame(self) -> bool:
-        return self._header_have > 0
+        return [self._frame(self._fields, body)]
 
     def _copy_in(self, view: memoryview, pos: int, events: list) -> int:
         """Copy from `view[pos:]` into the frame in progress until it completes or input ends."""
@@ -230,21 +237,22 @@ class ClientCore:
                 break
         return pos
 
-    def _frame_size(self, header) -> int:
+    def _parse_header(self, buf, pos: int) -> tuple:
         if self._broken is not None:
             raise self._broken
-        size = int.from_bytes(header[48:52], "little")
-        if size < HEADER_SIZE or size > MAX_FRAME_SIZE:
-            self._fail(f"reply frame of {size} bytes (outside {HEADER_SIZE}..{MAX_FRAME_SIZE})")
-        return size
+        fields = _REPLY_FIELDS.unpack_from(buf, pos + 48)
+        if not HEADER_SIZE <= fields[0] <= MAX_FRAME_SIZE:
+            self._fail(f"reply frame of {fields[0]} bytes (outside "
+                       f"{HEADER_SIZE}..{MAX_FRAME_SIZE})")
+        return fields
 
     def _fail(self, message: str):
         self._broken = ProtocolViolation(message)
         raise self._broken
 
-    def _frame(self, header: memoryview, body: memoryview):
+    def _frame(self, fields: tuple, body: memoryview):
         """Turn one complete frame into the event answering the oldest pending request."""
-        _, command, operation, status, reason = _wire.parse_reply_header(header)
+        _, command, echoed, operation, status, reason = fields
         if command not in (_wire.COMMAND_REPLY, _wire.COMMAND_EVICTION):
             self._fail(f"frame with command {command}, neither a reply nor an eviction")
         if not self.pending:
@@ -256,14 +264,13 @@ class ClientCore:
             code = EVICTION_ERROR_CODES.get(reason, 40)
             return Failure(pending, IggyError.from_code(
                 code, f"evicted by the server (reason {reason}) after {pending.name}"))
-        echoed = int.from_bytes(header[200:208], "little")
         if echoed != pending.request or operation != pending.operation:
             self._fail(f"reply for request {echoed}, operation {operation} while {pending}, "
                        f"operation {pending.operation} was next")
         self._answered()
         if status:
             return Failure(pending, IggyError.from_code(status))
-        if operation in RESULT_FRAMED or (operation == Operation.REGISTER and body.nbytes):
+        if operation in RESULT_FRAMED or (operation == REGISTER and body.nbytes):
             if body.nbytes < 4:
                 return Failure(pending, InvalidFormat("reply shorter than its result section"))
             if int.from_bytes(body[:4], "little"):
@@ -271,18 +278,18 @@ class ClientCore:
                     return Failure(pending, InvalidFormat("rejection without its result"))
                 return Failure(pending, IggyError.from_code(int.from_bytes(body[8:12], "little")))
             body = body[4:]
-        if operation == Operation.REGISTER:
+        if operation == REGISTER:
             session = int.from_bytes(body[4:12], "little") if body.nbytes >= 12 else 0
             if session == 0:
                 return Failure(pending, InvalidSession("login reply without a session"))
             self.session = session
             self.next_request = 1
-        elif operation == Operation.LOGOUT:
+        elif operation == LOGOUT:
             self.session = 0
         return Reply(pending, operation, body)
 
     def _answered(self) -> None:
-        if self.pending.popleft().operation == Operation.REGISTER:
+        if self.pending.popleft().operation == REGISTER:
             self._logging_in -= 1
 
 
