@@ -108,12 +108,14 @@ class Failure:
 
 
 class ClientCore:
+    """One connection's client protocol: numbering, the session, pending requests, framing."""
+
     def __init__(self):
         self.client_id = os.urandom(16)
         self.session = 0
         self.next_request = 1                   # the number the next request carries
         self.pending: deque[Pending] = deque()
-        self._logging_in = 0                    # logins sent and not yet answered
+        self._logging_in = False                # a login is sent and not yet answered
         # The frame in progress when input stopped mid-frame: its header (reused) and, once
         # the header is complete, a body buffer of exactly the announced size.
         self._header = bytearray(HEADER_SIZE)
@@ -164,7 +166,7 @@ class ClientCore:
         self.client_id = os.urandom(16)
         self.session = 0
         self.next_request = 1
-        self._logging_in += 1
+        self._logging_in = True
         header = _wire.request_header(REGISTER, 0, 0, 0, self.client_id, len(body),
                                       _wire.xxh3_64(body))
         pending = Pending(LOGIN, REGISTER, 0)
@@ -290,7 +292,7 @@ class ClientCore:
 
     def _answered(self) -> None:
         if self.pending.popleft().operation == REGISTER:
-            self._logging_in -= 1
+            self._logging_in = False
 
 
 # -- the data path -----------------------------------------------------------------------------
