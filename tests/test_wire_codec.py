@@ -65,7 +65,7 @@ def test_store_offset_capture_parses():
 
 
 def test_send_metadata_capture():
-    from iggy_fast.client.protocol import send_messages_body
+    from iggy_fast.client.core import send_messages_body
     meta = send_messages_body("s1", "t1", 0, 2)
     assert meta == bytes.fromhex("12000000" "02027331" "02027431" "020400000000" "02000000")
 
