@@ -1,0 +1,186 @@
+"""The TCP (and TLS-TCP) transport: an asyncio BufferedProtocol over the connection driver.
+
+The event loop reads straight into the driver's FrameReader buffer; replies leave with one
+writelines() of header + payload pieces. Stored batches in a poll reply arrive as FileRegion
+pieces: on plain TCP they go from the page cache to the socket with sendfile(2) when nothing is
+queued ahead of them in the transport, and are pread otherwise (TLS, or a socket that is not
+keeping up), in chunks, into a buffer the connection reuses. A transport may keep a reference
+to what it was given (the SSL transport's backlog, a socket's pending writes), so the buffer is
+reused only when the transport reports nothing pending after the write; otherwise the transport
+keeps it and a new one is made. A region holds its segment file open (OpenFile), so a reply
+still queued here outlives a purge or retention of the segment it came from.
+
+Write buffer limits are set explicitly (HIGH_WATER, LOW_WATER) for the driver's backpressure:
+above HIGH_WATER the event loop calls pause_writing() and the driver stops dispatching and
+reading until resume_writing(). LOW_WATER is 0 so that a connection resumes with an empty
+buffer, where the next stored batches can go by sendfile again; the kernel's socket buffer
+still holds data meanwhile, so the socket does not run dry.
+
+TCP_QUICKACK: a client with Nagle on (the official SDK's default) writes a request of a few
+tens of KB in two pieces and holds the second until the first is acknowledged, while this side,
+having answered every request so far, delays its ACK (up to 40 ms on Linux) hoping to carry it
+on a reply. Whenever a read leaves a frame incomplete the ACK is sent at once (TCP_QUICKACK is
+not sticky: the kernel leaves quick-ACK mode again by itself, so it is set every time).
+
+Per connection, the stored-batch bytes sent each way are logged at DEBUG when it closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+
+from iggy_fast._log import FileRegion
+from iggy_fast.server.connection import Connection
+
+log = logging.getLogger("iggy_fast.tcp")
+
+READ_CHUNK = 256 * 1024      # the reused read buffer: large enough to amortise a write call
+HIGH_WATER = 1024 * 1024     # write buffer bytes above which a connection stops reading
+LOW_WATER = 0
+QUICKACK = getattr(socket, "TCP_QUICKACK", None)    # Linux only
+
+
+class TcpConnection(asyncio.BufferedProtocol):
+    """The asyncio protocol of one TCP connection, and the driver's Transport."""
+
+    def __init__(self, server, transport_name: str = "TCP"):
+        self.server = server
+        self.transport_name = transport_name
+        self.transport = None
+        self.driver = None
+        self.full = False            # the event loop asked us to pause writing
+        self.socket = None           # the TCP socket (under TLS too), for TCP_QUICKACK
+        self.sendfile_fd = None      # the socket's fd when sendfile(2) can be used
+        self.read_buffer = None      # reused for stored batches that cannot be sendfile()d
+        self.sent_by_sendfile = 0    # bytes of stored batches sent each way
+        self.sent_by_copy = 0
+
+    # -- asyncio protocol ----------------------------------------------------------------
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        transport.set_write_buffer_limits(HIGH_WATER, LOW_WATER)
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if QUICKACK is not None:
+                self.socket = sock
+            if (transport.get_extra_info("ssl_object") is None
+                    and self.server.cfg["tcp"]["sendfile"]):
+                self.sendfile_fd = sock.fileno()
+        peer = transport.get_extra_info("peername")
+        address = f"{peer[0]}:{peer[1]}" if peer else "unknown"
+        self.driver = Connection(self.server, self, self.transport_name, address)
+
+    def get_buffer(self, sizehint: int):
+        return self.driver.frames.get_buffer(sizehint)
+
+    def buffer_updated(self, nbytes: int) -> None:
+        driver = self.driver
+        driver.buffer_updated(nbytes)
+        if (driver.frames.pending and self.socket is not None
+                and not self.transport.is_closing()):
+            self.socket.setsockopt(socket.IPPROTO_TCP, QUICKACK, 1)
+
+    def pause_writing(self) -> None:
+        self.full = True
+
+    def resume_writing(self) -> None:
+        self.full = False
+        self.driver.resume_writing()
+
+    def eof_received(self):
+        return False
+
+    def connection_lost(self, exc) -> None:
+        log.debug("connection %s closed: stored batches sent %d bytes by sendfile, %d bytes "
+                  "by copy", self.driver.client.address, self.sent_by_sendfile,
+                  self.sent_by_copy)
+        self.driver.connection_lost()
+
+    # -- the driver's Transport ----------------------------------------------------------
+
+    def write_buffer_full(self) -> bool:
+        return self.full
+
+    def pause_reading(self) -> None:
+        self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        self.transport.resume_reading()
+
+    def close(self) -> None:
+        self.transport.close()
+
+    def write(self, pieces) -> None:
+        transport = self.transport
+        queued = []
+        for piece in pieces:
+            if type(piece) is not FileRegion:
+                queued.append(piece)
+                continue
+            if self.sendfile_fd is not None:
+                if queued:
+                    transport.writelines(queued)
+                    queued = []
+                if transport.get_write_buffer_size() == 0:
+                    sent = self._sendfile(piece)
+                    self.sent_by_sendfile += sent
+                    if sent == piece.length:
+                        continue
+                    piece = FileRegion(piece.file, piece.offset + sent, piece.length - sent)
+            self._copy(piece, queued)
+            queued = []
+        if queued:
+            transport.writelines(queued)
+
+    def _copy(self, region, queued: list) -> None:
+        """Write `queued`, then the region pread chunk by chunk into the reused buffer."""
+        transport = self.transport
+        offset, left = region.offset, region.length
+        self.sent_by_copy += left
+        if not left and queued:
+            transport.writelines(queued)
+        while left:
+            n = min(left, READ_CHUNK)
+            if self.read_buffer is None:
+                self.read_buffer = bytearray(READ_CHUNK)
+            view = memoryview(self.read_buffer)[:n]
+            if os.preadv(region.fd, [view], offset) != n:
+                raise OSError(f"short read of {n} bytes at {offset}")
+            queued.append(view)
+            transport.writelines(queued)
+            queued.clear()
+            if transport.get_write_buffer_size():
+                self.read_buffer = None    # the transport may still hold the view: let it
+            offset += n
+            left -= n
+
+    def _sendfile(self, region) -> int:
+        """Send as much of the region as the socket takes now; returns the bytes sent."""
+        sent = 0
+        while sent < region.length:
+            try:
+                n = os.sendfile(self.sendfile_fd, region.fd, region.offset + sent,
+                                region.length - sent)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as e:
+                # The peer is gone (EPIPE, ECONNRESET): this connection ends here.
+                log.info("connection %s: %s", self.driver.client.address, e)
+                self.transport.close()
+                return region.length
+            if n == 0:
+                break
+            sent += n
+        return sent
+
+
+async def start_tcp(server, host: str, port: int, ssl_context=None):
+    loop = asyncio.get_running_loop()
+    name = "TCP"
+    return await loop.create_server(lambda: TcpConnection(server, name), host, port,
+                                    ssl=ssl_context, reuse_address=True, backlog=1024)
