@@ -31,6 +31,7 @@ import asyncio
 import logging
 import os
 import socket
+from collections import deque
 
 from iggy_fast._log import FileRegion
 from iggy_fast.server.connection import Connection
@@ -52,6 +53,8 @@ class TcpConnection(asyncio.BufferedProtocol):
         self.transport = None
         self.driver = None
         self.full = False            # the event loop asked us to pause writing
+        self.pending = deque()       # reply pieces not yet given to the transport (regions
+                                     # wait here unread while the buffer is full)
         self.socket = None           # the TCP socket (under TLS too), for TCP_QUICKACK
         self.sendfile_fd = None      # the socket's fd when sendfile(2) can be used
         self.read_buffer = None      # reused for stored batches that cannot be sendfile()d
@@ -90,7 +93,9 @@ class TcpConnection(asyncio.BufferedProtocol):
 
     def resume_writing(self) -> None:
         self.full = False
-        self.driver.resume_writing()
+        self._flush()
+        if not self.full:
+            self.driver.resume_writing()
 
     def eof_received(self):
         return False
@@ -99,6 +104,7 @@ class TcpConnection(asyncio.BufferedProtocol):
         log.debug("connection %s closed: stored batches sent %d bytes by sendfile, %d bytes "
                   "by copy", self.driver.client.address, self.sent_by_sendfile,
                   self.sent_by_copy)
+        self.pending.clear()         # lets go of the files the regions held open
         self.driver.connection_lost()
 
     # -- the driver's Transport ----------------------------------------------------------
@@ -116,48 +122,64 @@ class TcpConnection(asyncio.BufferedProtocol):
         self.transport.close()
 
     def write(self, pieces) -> None:
+        if not self.pending:
+            for piece in pieces:
+                if type(piece) is FileRegion:
+                    break
+            else:
+                self.transport.writelines(pieces)
+                return
+        self.pending.extend(pieces)
+        self._flush()
+
+    def _flush(self) -> None:
+        """Hand pending pieces to the transport in order, until its buffer is full.
+
+        A region goes by sendfile while the transport buffer is empty, otherwise READ_CHUNK at
+        a time by copy; what is left waits here as a region (an open file, not bytes) until
+        resume_writing(), so a reply far larger than the buffer costs no more than it.
+        """
         transport = self.transport
+        pending = self.pending
         queued = []
-        for piece in pieces:
+        while pending:
+            piece = pending[0]
             if type(piece) is not FileRegion:
-                queued.append(piece)
+                queued.append(pending.popleft())
                 continue
-            if self.sendfile_fd is not None:
-                if queued:
-                    transport.writelines(queued)
-                    queued = []
-                if transport.get_write_buffer_size() == 0:
-                    sent = self._sendfile(piece)
-                    self.sent_by_sendfile += sent
-                    if sent == piece.length:
-                        continue
-                    piece = FileRegion(piece.file, piece.offset + sent, piece.length - sent)
-            self._copy(piece, queued)
-            queued = []
+            if queued:
+                transport.writelines(queued)
+                queued = []
+            if self.full or transport.is_closing():
+                break
+            sent = 0
+            if self.sendfile_fd is not None and transport.get_write_buffer_size() == 0:
+                sent = self._sendfile(piece)
+                self.sent_by_sendfile += sent
+            if sent < piece.length:
+                sent += self._copy(piece, sent)
+            if sent == piece.length:
+                pending.popleft()
+            else:
+                pending[0] = FileRegion(piece.file, piece.offset + sent, piece.length - sent)
         if queued:
             transport.writelines(queued)
 
-    def _copy(self, region, queued: list) -> None:
-        """Write `queued`, then the region pread chunk by chunk into the reused buffer."""
+    def _copy(self, region, skip: int) -> int:
+        """Write one chunk of the region after its first `skip` bytes, pread into the reused
+        buffer; returns its size."""
         transport = self.transport
-        offset, left = region.offset, region.length
-        self.sent_by_copy += left
-        if not left and queued:
-            transport.writelines(queued)
-        while left:
-            n = min(left, READ_CHUNK)
-            if self.read_buffer is None:
-                self.read_buffer = bytearray(READ_CHUNK)
-            view = memoryview(self.read_buffer)[:n]
-            if os.preadv(region.fd, [view], offset) != n:
-                raise OSError(f"short read of {n} bytes at {offset}")
-            queued.append(view)
-            transport.writelines(queued)
-            queued.clear()
-            if transport.get_write_buffer_size():
-                self.read_buffer = None    # the transport may still hold the view: let it
-            offset += n
-            left -= n
+        n = min(region.length - skip, READ_CHUNK)
+        if self.read_buffer is None:
+            self.read_buffer = bytearray(READ_CHUNK)
+        view = memoryview(self.read_buffer)[:n]
+        if os.preadv(region.fd, [view], region.offset + skip) != n:
+            raise OSError(f"short read of {n} bytes at {region.offset + skip}")
+        transport.write(view)
+        if transport.get_write_buffer_size():
+            self.read_buffer = None    # the transport may still hold the view: let it
+        self.sent_by_copy += n
+        return n
 
     def _sendfile(self, region) -> int:
         """Send as much of the region as the socket takes now; returns the bytes sent."""
