@@ -15,11 +15,13 @@ Theory of operation:
   reading pauses meanwhile, so the receive buffer is never reused under the waiting request.
 - Write backpressure: before each frame the driver asks whether the transport's write buffer is
   above its high-water mark; if it is, it stops dispatching and pauses reading until the
-  adapter reports `resume_writing()`. A client that sends requests without reading replies
-  therefore costs at most: the transport's write buffer (its high-water mark plus the one reply
-  that crossed it, whole), the receive buffer (FrameReader: 256 KiB, or the largest frame
-  received), and what the kernel's socket buffers hold. Requests beyond that stay in the
-  kernel's buffers and, once those are full, in the client.
+  adapter reports `resume_writing()`. So at most one reply is written past the mark, and the
+  TCP adapter holds that reply's stored batches as file regions, read a chunk at a time as the
+  buffer drains. A client that sends requests without reading replies therefore costs at
+  most: the high-water mark plus one chunk (transports/tcp.py: 1 MiB + 256 KiB), the small
+  parts of one reply, and the receive buffer (FrameReader: 256 KiB, or the largest frame
+  received), plus what the kernel's socket buffers hold. Its further requests wait in those
+  socket buffers and then in the client.
 - Two reasons pause reading (a waiting reply, a full write buffer); reading resumes only when
   neither holds, and frames already buffered are dispatched first: they may be all there is.
 """
@@ -42,7 +44,8 @@ class Transport(Protocol):
     """What the driver needs from a transport adapter."""
 
     def write(self, pieces: list) -> None:
-        """Send reply pieces in order: bytes-like objects and FileRegion (stored batches)."""
+        """Send reply pieces in order: bytes-like objects and FileRegion (stored batches).
+        The adapter may keep some of them, unread, until its buffer has room again."""
 
     def write_buffer_full(self) -> bool:
         """The write buffer is above its high-water mark. Once this was True, the adapter must

@@ -12,9 +12,13 @@ still queued here outlives a purge or retention of the segment it came from.
 
 Write buffer limits are set explicitly (HIGH_WATER, LOW_WATER) for the driver's backpressure:
 above HIGH_WATER the event loop calls pause_writing() and the driver stops dispatching and
-reading until resume_writing(). LOW_WATER is 0 so that a connection resumes with an empty
-buffer, where the next stored batches can go by sendfile again; the kernel's socket buffer
-still holds data meanwhile, so the socket does not run dry.
+reading until resume_writing(). Regions are not read ahead of that either: what the buffer
+cannot take waits in `pending` as regions (open files, not bytes), so a slow reader costs at
+most HIGH_WATER + READ_CHUNK here whatever its replies' size. LOW_WATER is 0 so that a
+connection resumes with an empty buffer, where the next stored batches can go by sendfile
+again; the kernel's socket buffer still holds data meanwhile, so the socket does not run dry.
+(A region held for a slow reader keeps its file's disk space until it is sent or the
+connection ends, even if retention deleted the segment.)
 
 TCP_QUICKACK: a client with Nagle on (the official SDK's default) writes a request of a few
 tens of KB in two pieces and holds the second until the first is acknowledged, while this side,
