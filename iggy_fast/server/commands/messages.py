@@ -110,8 +110,20 @@ def poll_messages(server, client, r: Reader, now: int):
     partition, ckey = _consumer_partition(server, client, topic, kind, ident, partition_id)
     if partition is None:
         return Writer().u32(FENCED).u64(0).u32(0).buf
+    start = _start_offset(server.state, partition.log, partition, ckey, strategy, value, count)
+    if start is not None and partition.log.needs_verification(start, count):
+        return _poll_verified(server, partition, ckey, start, count, auto_commit)
+    return _poll_reply(server, partition, ckey, start, count, auto_commit)
+
+
+async def _poll_verified(server, partition, ckey, start, count, auto_commit):
+    """A first read of stored batches verifies them, on a worker thread (it can be slow)."""
+    await partition.log.verify_for_read(start, count)
+    return _poll_reply(server, partition, ckey, start, count, auto_commit)
+
+
+def _poll_reply(server, partition, ckey, start, count, auto_commit):
     log = partition.log
-    start = _start_offset(server.state, log, partition, ckey, strategy, value, count)
     # Whole stored batches travel as file regions: the transport sendfile()s them.
     chunks, got, after = ([], 0, 0) if start is None else log.read(start, count, regions=True)
     if auto_commit and got:
