@@ -4,8 +4,8 @@ A separate process pings the real server without pause and records every round t
 (a) a partition rolls over a full 256 MiB segment whose data is still dirty in the page cache
 (its fdatasync, seal and directory fsync must run on the sync worker), and (b) after a restart,
 with that sealed segment out of the page cache, a poll reaches its end, so all of it is read
-and verified on first read (which must run off the loop). Every ping sent during those windows must come back within
-PING_LIMIT. Run inline, the fdatasync and the verification each stall the loop far longer.
+and verified on first read (which must run off the loop). Every ping sent during those
+windows must come back within PING_LIMIT; run on the loop, that work stalls it far longer.
 """
 
 from __future__ import annotations
@@ -28,8 +28,10 @@ ENV = {"IGGY_SYSTEM_SEGMENT_SIZE": "256 MiB",
        "IGGY_SYSTEM_PARTITION_MESSAGES_REQUIRED_TO_SAVE": "1000000000",
        "IGGY_SYSTEM_PARTITION_SIZE_OF_MESSAGES_REQUIRED_TO_SAVE": "4 GiB",
        "IGGY_SYSTEM_PARTITION_SYNC_INTERVAL": "1 h"}
-# Generous for a loaded 2-core machine; the inline stalls measured well above it (see report).
-PING_LIMIT = 0.05
+# Generous for a loaded 2-core machine (load average 10: slowest ping 8-31 ms at rollover,
+# 3-56 ms during a cold verification), yet below the stalls of doing that work on the loop:
+# 85-190 ms for the rollover's fdatasync of 256 MiB, 1.0-1.3 s for the cold verification.
+PING_LIMIT = 0.06
 
 # Pings until its stdin closes; prints "start latency" per ping (CLOCK_MONOTONIC, shared by
 # every process, so the test can pick the pings sent during its windows).

@@ -7,7 +7,7 @@ import pytest
 
 from iggy_fast import _wire
 from iggy_fast.protocol.errors import IggyError
-from iggy_fast.server.storage import PartitionLog
+from iggy_fast.server.storage.log import PartitionLog
 
 
 def batch(n, tag=b"m", size=100):

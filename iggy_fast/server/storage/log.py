@@ -318,34 +318,29 @@ class PartitionLog:
 
     # -- reading -------------------------------------------------------------------------
 
-    def _reach(self, start: int, count: int):
-        """(segment, first offset, last offset) for each segment a read of `count` messages
-        from `start` touches. Every offset below next_offset is in some segment, except the
-        ones cut off by a corrupt batch, so the walk counts offsets, not messages served."""
-        if count <= 0 or start >= self.next_offset:
-            return
-        position = max(start, self.first_offset)
-        end = position + count - 1
-        i = max(0, bisect.bisect_right(self._bases, position) - 1)
-        for seg in self.segments[i:]:
-            if position > end:
-                return
-            if position < seg.end_offset:
-                yield seg, position, end
-                position = seg.end_offset
-
     def needs_verification(self, start: int, count: int) -> bool:
         """Whether read(start, count) would first verify stored batches (a first read after
-        a restart): then await verify_for_read() before reading."""
-        return any(seg.needs_verification(first, last)
-                   for seg, first, last in self._reach(start, count))
+        a restart): then await verify_for_read() before reading. Cheap: most segments were
+        written by this process and are known good."""
+        end = start + count - 1
+        segments = self.segments
+        for i in range(max(0, bisect.bisect_right(self._bases, start) - 1), len(segments)):
+            seg = segments[i]
+            if seg.base_offset > end:
+                break
+            if seg.needs_verification(start, end):
+                return True
+        return False
 
     async def verify_for_read(self, start: int, count: int) -> None:
         """Verify, in an executor, what read(start, count) needs."""
         loop = asyncio.get_running_loop()
-        for seg, first, last in list(self._reach(start, count)):
-            if seg.needs_verification(first, last):
-                await loop.run_in_executor(None, seg.verify, first, last)
+        end = start + count - 1
+        for seg in self.segments[max(0, bisect.bisect_right(self._bases, start) - 1):]:
+            if seg.base_offset > end:
+                break
+            if seg.needs_verification(start, end):
+                await loop.run_in_executor(None, seg.verify, start, end)
 
     def read(self, start: int, count: int, regions: bool = False) -> tuple[list, int, int]:
         """Up to `count` messages from offset `start`.
