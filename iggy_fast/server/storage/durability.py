@@ -2,8 +2,9 @@
 
 Every append goes to the kernel at once (one write per batch). What differs is when it is made
 durable with fdatasync, which happens on one worker thread so the event loop never waits. The
-worker also finishes rollovers (PartitionLog.sync: the full segment's fdatasync, its renaming,
-the directory fsync), requested as soon as an append rolled over, whatever the policy:
+worker also settles partitions (PartitionLog.settle: after a rollover, the full segment's
+fdatasync, its renaming and the directory fsync; the fsync of new directories), as soon as an
+append finds that work pending, whatever the policy; every sync settles first:
 
 * `enforce_fsync` topics: a SendMessages is acknowledged only once a sync that started after
   its append has finished. Sends that arrive while a sync runs wait for the next one and share

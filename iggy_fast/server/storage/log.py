@@ -9,8 +9,8 @@ accepted only if it continues the log exactly.
 The event loop never waits for the disk here; what can take long runs on a worker thread:
 * Rollover opens the new segment and marks the old one read-only (both cheap) so appends go
   on at once; the old segment's fdatasync (up to a whole segment of dirty data), its renaming
-  by offset range and the directory fsync are left to the next `sync()`, which the durability
-  worker runs at once (`seal_pending`). A failure to create the new segment (a full disk, out
+  by offset range and the directory fsync are left to the next `settle()` (every `sync()`
+  settles first), which the durability worker runs at once (`seal_pending`). A failure to create the new segment (a full disk, out
   of inodes or file descriptors) changes nothing and the append fails cleanly; a last segment
   found sealed at start (a crash, or an older version) gets a new active one after it.
 * A stored batch is verified the first time it is read (see _log.pyx); `needs_verification`
@@ -25,8 +25,9 @@ appends: it reads the target first, then takes the segments to sync under `_lock
 changes them under it too), so everything counted before the call is covered: the segments
 sealed since the last sync and the active one. `_io_lock` keeps files from being closed under
 a sync. New directory entries (a partition's directories, a new segment, a seal's rename) are
-made durable by a directory fsync in the next `sync()`, so an fsync-enforced send, answered
-only after a sync that started after it, never depends on an entry that could vanish.
+made durable by a directory fsync in the next `settle()` or `sync()`, so an fsync-enforced
+send, answered only after a sync that started after it, never depends on an entry that could
+vanish.
 
 A failed fdatasync (EIO) is final for this process: the kernel may have dropped the dirty pages
 it could not write, so a later sync that succeeds proves nothing about them ("fsyncgate").
@@ -102,7 +103,8 @@ class PartitionLog:
         self.directory = directory
         self.partition_id = partition_id
         self.segment_size = segment_size
-        # Directories with entries not yet made durable; the next sync() fsyncs them.
+        # Directories with entries not yet made durable; the next sync() or settle() fsyncs
+        # them (on the durability worker), before any fsync'd send is answered.
         self._unsynced_dirs: list[str] = make_dirs(directory)
         self.segments: list[Segment] = []
         stems = self._stems()
