@@ -51,19 +51,19 @@ def get_consumer_groups(server, client, r: Reader, now: int):
 
 
 @command(602, "create_consumer_group")
-def create_consumer_group(server, client, r: Reader, now: int):
+async def create_consumer_group(server, client, r: Reader, now: int):
     topic = _topic(server, client, r)
     name = r.name()
     r.expect_end()
-    return group_details(server.groups.create(topic, name))
+    return group_details(await server.groups.create(topic, name))
 
 
 @command(603, "delete_consumer_group")
-def delete_consumer_group(server, client, r: Reader, now: int):
+async def delete_consumer_group(server, client, r: Reader, now: int):
     topic = _topic(server, client, r)
     ident = r.identifier()
     r.expect_end()
-    server.groups.delete(topic, ident)
+    await server.groups.delete(topic, ident)
 
 
 @command(604, "join_consumer_group")

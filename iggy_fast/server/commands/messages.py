@@ -114,9 +114,9 @@ def poll_messages(server, client, r: Reader, now: int):
     start = _start_offset(server.state, log, partition, ckey, strategy, value, count)
     # Whole stored batches travel as file regions: the transport sendfile()s them.
     chunks, got, after = ([], 0, 0) if start is None else log.read(start, count, regions=True)
-    if auto_commit and got:
-        server.state.store_offset(partition, ckey, after - 1)
     head = Writer().u32(partition.id).u64(log.current_offset).u32(got).buf
+    if auto_commit and got:
+        return server.state.store_offset(partition, ckey, after - 1, [head, *chunks])
     return [head, *chunks]
 
 
@@ -172,7 +172,7 @@ def store_consumer_offset(server, client, r: Reader, now: int):
     if r.remaining:
         r.u8()   # ack level: every store is committed before the reply
     r.expect_end()
-    server.state.store_offset(part, ckey, offset)
+    return server.state.store_offset(part, ckey, offset)
 
 
 @command(122, "delete_consumer_offset")
@@ -181,4 +181,4 @@ def delete_consumer_offset(server, client, r: Reader, now: int):
     if r.remaining:
         r.u8()
     r.expect_end()
-    server.state.delete_offset(part, ckey)
+    return server.state.delete_offset(part, ckey)

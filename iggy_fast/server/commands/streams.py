@@ -75,36 +75,36 @@ def get_streams(server, client, r: Reader, now: int):
 
 
 @command(202, "create_stream")
-def create_stream(server, client, r: Reader, now: int):
+async def create_stream(server, client, r: Reader, now: int):
     server.authz.require_global(client, "manage_streams")
     name = r.name()
     _no_options(r)
-    return stream_details(server.state.create_stream(name, now))
+    return stream_details(await server.state.create_stream(name, now))
 
 
 @command(204, "update_stream")
-def update_stream(server, client, r: Reader, now: int):
+async def update_stream(server, client, r: Reader, now: int):
     ident = r.identifier()
     name = r.name()
     _no_options(r)
     server.authz.require(client, "manage_stream", server.state.stream(ident).id)
-    server.state.update_stream(ident, name)
+    await server.state.update_stream(ident, name)
 
 
 @command(203, "delete_stream")
-def delete_stream(server, client, r: Reader, now: int):
+async def delete_stream(server, client, r: Reader, now: int):
     ident = r.identifier()
     r.expect_end()
     server.authz.require(client, "manage_stream", server.state.stream(ident).id)
-    server.state.delete_stream(ident)
+    await server.state.delete_stream(ident)
 
 
 @command(205, "purge_stream")
-def purge_stream(server, client, r: Reader, now: int):
+async def purge_stream(server, client, r: Reader, now: int):
     ident = r.identifier()
     r.expect_end()
     server.authz.require(client, "manage_stream", server.state.stream(ident).id)
-    server.state.purge_stream(ident)
+    await server.state.purge_stream(ident)
 
 
 # -- topics ----------------------------------------------------------------------------
@@ -134,13 +134,13 @@ def get_topics(server, client, r: Reader, now: int):
 
 
 @command(302, "create_topic")
-def create_topic(server, client, r: Reader, now: int):
+async def create_topic(server, client, r: Reader, now: int):
     stream_ident = r.identifier()
     partitions = r.u32()
     name = r.name()
     entries = topic_options.parse_tlv(r.rest())
     server.authz.require(client, "manage_topics", server.state.stream(stream_ident).id)
-    return topic_details(server.state.create_topic(stream_ident, name, partitions, entries, now))
+    return topic_details(await server.state.create_topic(stream_ident, name, partitions, entries, now))
 
 
 def _topic_for_management(server, client, r: Reader):
@@ -151,43 +151,43 @@ def _topic_for_management(server, client, r: Reader):
 
 
 @command(304, "update_topic")
-def update_topic(server, client, r: Reader, now: int):
+async def update_topic(server, client, r: Reader, now: int):
     topic = _topic_for_management(server, client, r)
     name = r.name()
     entries = topic_options.parse_tlv(r.rest())
-    server.state.update_topic(topic.stream.id, topic.id, name, entries)
+    await server.state.update_topic(topic.stream.id, topic.id, name, entries)
 
 
 @command(303, "delete_topic")
-def delete_topic(server, client, r: Reader, now: int):
+async def delete_topic(server, client, r: Reader, now: int):
     topic = _topic_for_management(server, client, r)
     r.expect_end()
-    server.state.delete_topic(topic.stream.id, topic.id)
+    await server.state.delete_topic(topic.stream.id, topic.id)
 
 
 @command(305, "purge_topic")
-def purge_topic(server, client, r: Reader, now: int):
+async def purge_topic(server, client, r: Reader, now: int):
     topic = _topic_for_management(server, client, r)
     r.expect_end()
-    server.state.purge_topic(topic.stream.id, topic.id)
+    await server.state.purge_topic(topic.stream.id, topic.id)
 
 
 # -- partitions and segments -----------------------------------------------------------
 
 @command(402, "create_partitions")
-def create_partitions(server, client, r: Reader, now: int):
+async def create_partitions(server, client, r: Reader, now: int):
     topic = _topic_for_management(server, client, r)
     count = r.u32()
     r.expect_end()
-    server.state.create_partitions(topic.stream.id, topic.id, count, now)
+    await server.state.create_partitions(topic.stream.id, topic.id, count, now)
 
 
 @command(403, "delete_partitions")
-def delete_partitions(server, client, r: Reader, now: int):
+async def delete_partitions(server, client, r: Reader, now: int):
     topic = _topic_for_management(server, client, r)
     count = r.u32()
     r.expect_end()
-    server.state.delete_partitions(topic.stream.id, topic.id, count)
+    await server.state.delete_partitions(topic.stream.id, topic.id, count)
 
 
 @command(503, "delete_segments")

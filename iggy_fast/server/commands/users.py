@@ -62,22 +62,22 @@ def get_users(server, client, r: Reader, now: int):
 
 
 @command(33, "create_user")
-def create_user(server, client, r: Reader, now: int):
+async def create_user(server, client, r: Reader, now: int):
     server.authz.require_global(client, "manage_users")
     username = r.name()
     password = r.short_string()
     status = r.u8()
     permissions = _permissions(r)
     _no_options(r)
-    return user_details(server.users.create(username, password, status, permissions, now))
+    return user_details(await server.users.create(username, password, status, permissions, now))
 
 
 @command(34, "delete_user")
-def delete_user(server, client, r: Reader, now: int):
+async def delete_user(server, client, r: Reader, now: int):
     server.authz.require_global(client, "manage_users")
     ident = r.identifier()
     r.expect_end()
-    user = server.users.delete(ident)
+    user = await server.users.delete(ident)
     # Deleting a user ends every live session of that user, the caller's too (Iggy drops all
     # the user's clients): user ids are reused, so a session left behind would act as whoever
     # gets the id next. Logging out also leaves the sessions' consumer groups. Other
@@ -91,26 +91,26 @@ def delete_user(server, client, r: Reader, now: int):
 
 
 @command(35, "update_user")
-def update_user(server, client, r: Reader, now: int):
+async def update_user(server, client, r: Reader, now: int):
     server.authz.require_global(client, "manage_users")
     ident = r.identifier()
     username = r.name() if r.u8() else None
     status = r.u8() if r.u8() else None
     _no_options(r)
-    server.users.update(ident, username, status)
+    await server.users.update(ident, username, status)
 
 
 @command(36, "update_permissions")
-def update_permissions(server, client, r: Reader, now: int):
+async def update_permissions(server, client, r: Reader, now: int):
     server.authz.require_global(client, "manage_users")
     ident = r.identifier()
     permissions = _permissions(r)
     r.expect_end()
-    server.users.set_permissions(ident, permissions)
+    await server.users.set_permissions(ident, permissions)
 
 
 @command(37, "change_password")
-def change_password(server, client, r: Reader, now: int):
+async def change_password(server, client, r: Reader, now: int):
     ident = r.identifier()
     current = r.short_string()
     new = r.short_string()
@@ -122,7 +122,7 @@ def change_password(server, client, r: Reader, now: int):
         server.authz.require_global(client, "manage_users")
     if user is None:
         raise ResourceNotFound()
-    server.users.change_password(user.id, current, new)
+    await server.users.change_password(user.id, current, new)
 
 
 # -- personal access tokens ------------------------------------------------------------
@@ -136,15 +136,15 @@ def get_personal_access_tokens(server, client, r: Reader, now: int):
 
 
 @command(42, "create_personal_access_token")
-def create_personal_access_token(server, client, r: Reader, now: int):
+async def create_personal_access_token(server, client, r: Reader, now: int):
     name = r.name()
     expiry = r.u64()
     r.expect_end()
-    return Writer().name(server.tokens.create(client.user_id, name, expiry, now)).buf
+    return Writer().name(await server.tokens.create(client.user_id, name, expiry, now)).buf
 
 
 @command(43, "delete_personal_access_token")
-def delete_personal_access_token(server, client, r: Reader, now: int):
+async def delete_personal_access_token(server, client, r: Reader, now: int):
     name = r.name()
     r.expect_end()
-    server.tokens.delete(client.user_id, name)
+    await server.tokens.delete(client.user_id, name)
