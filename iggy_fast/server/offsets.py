@@ -6,7 +6,8 @@ its name, as Iggy keys it) and holding the stored offset as 8 little-endian byte
 and get replicated with the partition, and storing one costs a pwrite, not a metadata commit:
 an auto-committing poll stays cheap.
 
-Storing overwrites the 8 bytes in place with one pwrite, which a process crash cannot tear.
+Storing overwrites the 8 bytes in place with one pwrite on a descriptor kept open (up to
+MAX_OPEN per partition), which a process crash cannot tear.
 When the topic enforces fsync or asks for `consumer_offset_durability = "persisted"`, the
 file (and, for a new file, its directory) is synced on a worker thread before the store is
 acknowledged; otherwise it reaches the disk with the kernel's writeback. A file of any other
@@ -24,6 +25,7 @@ from iggy_fast.server.storage import fsync_dir
 log = logging.getLogger("iggy_fast.offsets")
 
 _FLAGS = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC
+MAX_OPEN = 8        # files kept open per partition: a store is one pwrite, no open/close
 
 
 class ConsumerOffsets:
@@ -32,6 +34,7 @@ class ConsumerOffsets:
     def __init__(self, directory: str):
         self.directory = directory
         self.values: dict[str, int] = {}        # consumer key -> stored offset
+        self._fds: dict[str, int] = {}          # consumer key -> its file, open for writing
         if not os.path.isdir(directory):    # made by the first store
             return
         for name in os.listdir(directory):
@@ -51,21 +54,28 @@ class ConsumerOffsets:
 
     def store(self, ckey: str, offset: int, durable: bool):
         """Store `offset`; returns None, or (`durable`) an awaitable done once it is on disk."""
+        fd = self._fds.get(ckey)
+        if fd is None:
+            fd = self._open(ckey)
+        os.pwrite(fd, offset.to_bytes(8, "little"), 0)
+        created = ckey not in self.values
+        self.values[ckey] = offset
+        if not durable:
+            return None
+        return asyncio.get_running_loop().run_in_executor(
+            None, self._sync, f"{self.directory}/{ckey}", created)
+
+    def _open(self, ckey: str) -> int:
+        if len(self._fds) >= MAX_OPEN:      # many consumers: keep the descriptors bounded
+            self.close()
         path = f"{self.directory}/{ckey}"
         try:
             fd = os.open(path, _FLAGS, 0o644)
         except FileNotFoundError:
             os.mkdir(self.directory)
             fd = os.open(path, _FLAGS, 0o644)
-        try:
-            os.pwrite(fd, offset.to_bytes(8, "little"), 0)
-        finally:
-            os.close(fd)
-        created = ckey not in self.values
-        self.values[ckey] = offset
-        if not durable:
-            return None
-        return asyncio.get_running_loop().run_in_executor(None, self._sync, path, created)
+        self._fds[ckey] = fd
+        return fd
 
     def _sync(self, path: str, created: bool) -> None:
         """On a worker thread: the file's bytes, and its directory entry if it is new."""
@@ -85,6 +95,9 @@ class ConsumerOffsets:
         """Forget `ckey`'s offset; returns None, or (`durable`) an awaitable of the unlink
         reaching the disk. Raises KeyError if it has none."""
         del self.values[ckey]
+        fd = self._fds.pop(ckey, None)
+        if fd is not None:
+            os.close(fd)
         os.unlink(f"{self.directory}/{ckey}")
         if not durable:
             return None
@@ -94,3 +107,8 @@ class ConsumerOffsets:
         """Forget every offset (a purge: the log starts again at 0)."""
         for ckey in list(self.values):
             self.delete(ckey, False)
+
+    def close(self) -> None:
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()

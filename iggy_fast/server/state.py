@@ -256,6 +256,7 @@ class State:
             self._emit("topic_deleted", obj)
         elif isinstance(obj, Partition):
             obj.log.close()
+            obj.offsets.close()
 
     def _remove_dir(self, path: str) -> None:
         """Remove a deleted object's directory on a worker thread (the loop never waits)."""
@@ -294,6 +295,7 @@ class State:
             for topic in stream.topics.values():
                 for part in topic.partitions.values():
                     part.log.close()
+                    part.offsets.close()
 
     def _emit(self, event: str, obj) -> None:
         for listener in self.listeners:
