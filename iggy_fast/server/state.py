@@ -161,7 +161,6 @@ class State:
         self.streams: dict[int, Stream] = {}                       # by id
         self.by_identity: dict[int, Stream | Topic | Partition] = {}
         self.next_identity: dict | None = None   # the counter's record, as last applied
-        self.revision = 0
         self.removals: dict[str, asyncio.Future] = {}   # key -> its directory's removal
         self.listeners = []     # callables(event, topic): groups, replication, metrics hook in
 
@@ -183,17 +182,23 @@ class State:
                 self.next_identity = value
             else:
                 self._put(key, value, touched)
-        self.revision = change.revision
         for topic in touched:
             if self.by_identity.get(topic.identity) is topic:
                 self._emit("partitions_changed", topic)
 
+    @staticmethod
+    def _parse(key: str):
+        """(kind, identity, parent identity) of a stream, topic or partition key, else None
+        (another module's key: a group's, a user's)."""
+        parts = key.split("/")
+        if parts[0] != "streams" or len(parts) % 2 or parts[-2] not in _KINDS:
+            return None
+        return parts[-2], int(parts[-1]), (int(parts[-3]) if len(parts) > 2 else None)
+
     def _find(self, key: str):
         """The live object a key names (None for another module's key or a gone object)."""
-        parts = key.split("/")
-        if len(parts) < 2 or parts[-2] not in _KINDS or parts[0] != "streams":
-            return None
-        return self.by_identity.get(int(parts[-1]))
+        parsed = self._parse(key)
+        return self.by_identity.get(parsed[1]) if parsed else None
 
     @staticmethod
     def _children(obj):
@@ -204,12 +209,11 @@ class State:
         return ()
 
     def _put(self, key: str, v: dict, touched: set) -> None:
-        parts = key.split("/")
-        if len(parts) < 2 or parts[-2] not in _KINDS or parts[0] != "streams":
+        parsed = self._parse(key)
+        if parsed is None:
             return
-        identity = int(parts[-1])
+        kind, identity, parent = parsed
         existing = self.by_identity.get(identity)
-        kind = parts[-2]
         if kind == "streams":
             if existing is None:
                 existing = Stream(identity, v["id"], v["name"], v["created_at"])
@@ -217,7 +221,7 @@ class State:
             existing.name = v["name"]
         elif kind == "topics":
             if existing is None:
-                stream = self.by_identity[int(parts[-3])]
+                stream = self.by_identity[parent]
                 existing = Topic(stream, identity, v["id"], v["created_at"])
                 stream.topics[existing.id] = self.by_identity[identity] = existing
             existing.name = v["name"]
@@ -225,7 +229,7 @@ class State:
             existing.explicit = [(k, bytes.fromhex(key_hex), vk, bytes.fromhex(v_hex))
                                  for k, key_hex, vk, v_hex in v["explicit"]]
         elif existing is None:      # a partition's record never changes once created
-            topic = self.by_identity[int(parts[-3])]
+            topic = self.by_identity[parent]
             path = os.path.join(self.data_dir, f"{topic.path}/partitions/{identity}")
             plog = PartitionLog(path, v["id"], topic.settings["segment_size"],
                                 self.verify_on_open)
