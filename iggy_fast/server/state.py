@@ -12,10 +12,10 @@ partitions are 0..n-1. Identities are what the store and the disk know them by: 
 from the store's `next_identity` counter, given once and never again. Keys and directories are
 paths of identities, the same path in both:
 
-    streams/<s>                                   {"id", "name", "created_at"}
-    streams/<s>/topics/<t>                        {"id", "name", "created_at", "settings", "explicit"}
-    streams/<s>/topics/<t>/partitions/<p>         {"id", "created_at"}
-    <data dir>/streams/<s>/topics/<t>/partitions/<p>/   the partition's log and offsets/
+    streams/<s>                              {"id", "name", "created_at"}
+    streams/<s>/topics/<t>                   {"id", "name", "created_at", "settings", "explicit"}
+    streams/<s>/topics/<t>/partitions/<p>    {"id", "created_at"}
+    <data dir>/streams/<s>/topics/<t>/partitions/<p>/    the partition's log and offsets/
 
 (groups.py keeps its records under the topic's key.) So a late or replayed delete, or a slow
 directory removal, can only ever remove what it meant to: a stream created later under the

@@ -140,7 +140,8 @@ async def create_topic(server, client, r: Reader, now: int):
     name = r.name()
     entries = topic_options.parse_tlv(r.rest())
     server.authz.require(client, "manage_topics", server.state.stream(stream_ident).id)
-    return topic_details(await server.state.create_topic(stream_ident, name, partitions, entries, now))
+    return topic_details(await server.state.create_topic(stream_ident, name, partitions,
+                                                         entries, now))
 
 
 def _topic_for_management(server, client, r: Reader):
