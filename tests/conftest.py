@@ -7,9 +7,11 @@ official `apache-iggy` SDK and our own blocking raw-frame client (`iggy_fast.cli
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -61,6 +63,27 @@ class ServerProcess:
             except OSError:
                 time.sleep(0.05)
         raise RuntimeError(f"server did not listen in {timeout}s:\n{self.log()}")
+
+    def data_path(self, stream: int = 0, topic: int | None = None,
+                  partition: int | None = None) -> str:
+        """The directory of a stream, topic or partition named by the ids clients see. On
+        disk they are named by identities that are never reused (server/state.py): the
+        metadata store says which."""
+        db = sqlite3.connect(f"file:{os.path.join(self.data_dir, 'metadata.db')}?mode=ro",
+                             uri=True)
+        try:
+            records = {key: json.loads(value) for key, value in
+                       db.execute("SELECT key, value FROM kv WHERE key LIKE 'streams/%'")}
+        finally:
+            db.close()
+        path = ""
+        for kind, wanted in (("streams", stream), ("topics", topic), ("partitions", partition)):
+            if wanted is None:
+                break
+            parent = f"{path}/{kind}" if path else kind
+            path = next(key for key, v in records.items()
+                        if key.rpartition("/")[0] == parent and v["id"] == wanted)
+        return os.path.join(self.data_dir, path)
 
     def log(self) -> str:
         with open(self.log_path, "rb") as f:

@@ -87,11 +87,12 @@ class Pipe:
 
 
 @pytest.fixture
-def server(tmp_path):
+async def server(tmp_path):
     cfg = load_config(environ={}, overrides={
         "system": {"path": str(tmp_path / "data")},
         "root": {"username": "iggy", "password": "iggy"}})
     srv = Server(cfg)
+    await srv.start()
     yield srv
     srv.close()
 

@@ -54,8 +54,7 @@ def send(c, topic, n_batches, per_batch=10, size=500, start=0, stream="s"):
 
 
 def partition_dir(srv, sid=0, tid=0, pid=0):
-    return os.path.join(srv.data_dir, "streams", str(sid), "topics", str(tid), "partitions",
-                        str(pid))
+    return srv.data_path(sid, tid, pid)
 
 
 class Strace:

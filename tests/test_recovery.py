@@ -21,7 +21,7 @@ SMALL = {"IGGY_SYSTEM_SEGMENT_SIZE": "8 KiB"}
 
 
 def pdir(srv):
-    return os.path.join(srv.data_dir, "streams", "0", "topics", "0", "partitions", "0")
+    return srv.data_path(0, 0, 0)
 
 
 def setup_topic(srv, options=b""):

@@ -29,8 +29,7 @@ async def small_segments(tmp_path):
 
 
 def partition_dir(srv, stream_id=0, topic_id=0, partition_id=0):
-    return os.path.join(srv.data_dir, "streams", str(stream_id), "topics", str(topic_id),
-                        "partitions", str(partition_id))
+    return srv.data_path(stream_id, topic_id, partition_id)
 
 
 async def fill(c, stream, topic, batches, per_batch=10, size=500):
@@ -119,7 +118,8 @@ async def test_delete_segments_and_delete_topic_remove_files(small_segments):
     await c.purge_topic("s", "t")
     assert [n for n in os.listdir(partition_dir(srv)) if n.endswith(".log")] == [
         f"{0:020d}.log"]
+    topic_dir, stream_dir = srv.data_path(0, 0), srv.data_path(0)
     await c.delete_topic("s", "t")
-    assert not os.path.exists(os.path.join(srv.data_dir, "streams", "0", "topics", "0"))
+    assert not os.path.exists(topic_dir)
     await c.delete_stream("s")
-    assert not os.path.exists(os.path.join(srv.data_dir, "streams", "0"))
+    assert not os.path.exists(stream_dir)

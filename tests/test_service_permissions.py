@@ -193,6 +193,7 @@ def matrix(tmp_path_factory):
     server = Server(cfg)
 
     async def run_all():
+        await server.start()
         root = await login(server, cfg["root"]["username"], ROOT_PASSWORD)
         results = {}
         for case in CASES:

@@ -60,8 +60,7 @@ async def test_poll_over_tls_across_segments_is_byte_identical(tmp_path):
             batch = [rng.randbytes(rng.randint(1, 2000)) for _ in range(50)]
             await c.send_messages("s", "t", 0, [Message(p) for p in batch])
             sent += batch
-        segments = [n for n in os.listdir(os.path.join(
-            srv.data_dir, "streams", "0", "topics", "0", "partitions", "0")) if n.endswith(".log")]
+        segments = [n for n in os.listdir(srv.data_path(0, 0, 0)) if n.endswith(".log")]
         assert len(segments) >= 4
 
         async def poll(offset, count):

@@ -8,6 +8,7 @@ closes connections and flushes storage (indexes, metadata).
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import signal
 import time
@@ -23,13 +24,16 @@ async def _every(seconds: float, task) -> None:
     while True:
         await asyncio.sleep(seconds)
         try:
-            task(time.time_ns() // 1000)
+            done = task(time.time_ns() // 1000)
+            if inspect.isawaitable(done):       # a metadata change (token expiry) is a commit
+                await done
         except Exception:
             log.exception("background task %s failed", getattr(task, "__name__", task))
 
 
 async def serve(cfg: dict, ready=None) -> None:
     server = Server(cfg)
+    await server.start()
     if server.generated_root_password:
         log.warning("created root user %r with generated password: %s (shown once)",
                     cfg["root"]["username"], server.generated_root_password)

@@ -1,27 +1,32 @@
 """The server's heart, independent of any transport: state, users, connected clients.
 
-`Server` owns the metadata store, the data model and the command dispatcher. Transports create
-one `Client` per connection, pass each request frame to `server.dispatcher.handle()`, and call
+`Server` owns the metadata store, the data model and the command dispatcher; `start()` loads
+the model from the store and subscribes it to the store's changes. Transports create one
+`Client` per connection, pass each request frame to `server.dispatcher.handle()`, and call
 `server.disconnect()` when the connection ends.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import time
 
 from iggy_fast.server.dispatch import Dispatcher
-from iggy_fast.server.storage.durability import Durability
 from iggy_fast.server.groups import Groups
-from iggy_fast.server.storage.retention import Maintenance
-from iggy_fast.server.metadata import SqliteMetadataStore
+from iggy_fast.server.metadata.sqlite import SqliteMetadataStore
 from iggy_fast.server.service.authz import Authorizer
 from iggy_fast.server.state import State
+from iggy_fast.server.storage.durability import Durability
+from iggy_fast.server.storage.retention import Maintenance
 from iggy_fast.server.tokens import Tokens
 from iggy_fast.server.users import Users
 
 log = logging.getLogger("iggy_fast.server")
+
+# What this version writes; a data directory without it was written by an older one.
+FORMAT, LAYOUT = "format", {"layout": 2}
 
 
 class Client:
@@ -42,22 +47,21 @@ class Client:
 
 
 class Server:
-    def __init__(self, cfg: dict, now_us: int | None = None):
+    """Build it, then `await start()` (on the event loop) to load the metadata."""
+
+    def __init__(self, cfg: dict):
         self.cfg = cfg
-        now = now_us if now_us is not None else time.time_ns() // 1000
-        self.started_at = now
+        self.started_at = 0
         self.data_dir = cfg["system"]["path"]
         os.makedirs(self.data_dir, exist_ok=True)
         self.store = SqliteMetadataStore(self.data_dir,
                                          fsync=bool(cfg["system"]["state"]["enforce_fsync"]))
-        self.state = State(self.store, self.data_dir, cfg)
-        self.state.load()
-        self.users = Users(self.store)
-        self.users.load()
-        self.generated_root_password = self.users.ensure_root(
-            cfg["root"]["username"], cfg["root"]["password"], now)
-        # (interval in seconds, callable(now_us)) run by the app in the background:
-        # retention, token expiry, heartbeat timeouts, background syncs.
+        self.metadata_lock = asyncio.Lock()     # one metadata mutation decides at a time
+        self.state = State(self.store, self.data_dir, cfg, self.metadata_lock)
+        self.users = Users(self.store, self.metadata_lock)
+        self.generated_root_password = None
+        # (interval in seconds, callable(now_us), possibly async) run by the app in the
+        # background: retention, token expiry, heartbeat timeouts, background syncs.
         self.periodic_tasks: list = []
         self.authz = Authorizer(self.users)
         self.durability = Durability(self)
@@ -68,9 +72,30 @@ class Server:
         self.disconnect_hooks = []        # callables(client): consumer groups leave, ...
         self.tokens = Tokens(self)
         self.groups = Groups(self)
-        self.users.changed += [self.authz.forget, self.tokens.forget_user]
+        self.users.changed.append(self.authz.forget)
         self.listen_ports = {"tcp": 0, "quic": 0, "http": 0, "websocket": 0}
         self.dispatcher = Dispatcher(self)
+
+    async def start(self, now_us: int | None = None) -> None:
+        """Load the metadata into memory and follow the store from then on."""
+        now = now_us if now_us is not None else time.time_ns() // 1000
+        self.started_at = now
+        snapshot = await self.store.load()
+        stored = dict(snapshot.puts)
+        if stored and stored.get(FORMAT) != LAYOUT:
+            # No migration: there are no deployments of an older layout to carry over.
+            raise SystemExit(f"iggy-fast: {self.data_dir} holds data in an older layout that "
+                             f"this version does not read; start with an empty data directory")
+        # In dependency order: groups live on topics, tokens name users.
+        followers = [self.state.apply, self.users.apply, self.tokens.apply, self.groups.apply]
+        for apply in followers:
+            apply(snapshot)
+            self.store.watch(apply)
+        self.state.sweep()
+        if not stored:
+            await self.store.commit(puts=[(FORMAT, LAYOUT)], expect={FORMAT: None})
+        self.generated_root_password = await self.users.ensure_root(
+            self.cfg["root"]["username"], self.cfg["root"]["password"], now)
 
     def connect(self, transport: str, address: str) -> Client:
         client = Client(self._next_client_id, transport, address)

@@ -5,10 +5,11 @@ leave, log out, disconnect or miss heartbeats for `heartbeat.interval`. Every ch
 member set or of the topic's partitions rebalances the group: partitions (sorted) are dealt
 round-robin to members (sorted by member id) and the generation goes up, which tells members
 to re-sync. A group poll names a partition; one the member does not own is fenced with the
-0xFFFFFFFF sentinel so the SDK re-syncs. Groups (id, name) persist under
-"groups/<stream>/<topic>/<id>"; their offsets are ordinary consumer offsets keyed by group id,
-which only the member owning a partition may store or delete (anyone who may poll may read
-them). Group ids count up per topic and are never reused.
+0xFFFFFFFF sentinel so the SDK re-syncs. Groups (id, name) persist under their topic's key,
+"<topic key>/groups/<id>", and memory follows the store by applying committed changes (see
+state.py); their offsets are ordinary consumer offsets keyed by group id, which only the
+member owning a partition may store or delete (anyone who may poll may read them). Group ids
+count up per topic ("<topic key>/groupseq") and are never reused.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import logging
 from iggy_fast.config import parse_duration_us
 from iggy_fast.protocol.errors import (ConsumerGroupIdNotFound, ConsumerGroupMemberNotFound,
                                        ConsumerGroupNameAlreadyExists, InvalidConsumerGroupName,
-                                       ResourceNotFound)
+                                       ResourceNotFound, TopicIdNotFound)
 from iggy_fast.server.state import GROUP, consumer_key
 
 log = logging.getLogger("iggy_fast.groups")
@@ -63,20 +64,50 @@ class Groups:
     def __init__(self, server):
         self.server = server
         self.store = server.store
-        state = server.state
-        for key, v in self.store.scan("groups/"):
-            _, sid, tid, gid = key.split("/")
-            topic = state.streams[int(sid)].topics[int(tid)]
-            _groups(topic)[int(gid)] = Group(topic, int(gid), v["name"])
-            topic.extra["next_group_id"] = max(topic.extra.get("next_group_id", 0), int(gid) + 1)
-        for key, v in self.store.scan("groupseq/"):
-            _, sid, tid = key.split("/")
-            topic = state.streams[int(sid)].topics[int(tid)]
-            topic.extra["next_group_id"] = max(topic.extra.get("next_group_id", 0), v["next"])
-        state.listeners.append(self._on_state)
+        self.lock = server.metadata_lock
+        server.state.listeners.append(self._on_state)
         server.disconnect_hooks.append(self.leave_all)
         self.timeout = parse_duration_us(server.cfg["heartbeat"]["interval"])
         server.periodic_tasks.append((max(0.2, self.timeout / 4e6), self.expire_silent))
+
+    def apply(self, change) -> None:
+        """Follow committed changes to group records, "<topic key>/groups/<id>" and the
+        counter "<topic key>/groupseq" (a deleted topic's go with it: see _on_state)."""
+        for key in change.deletes:
+            topic, kind, gid = self._parse(key)
+            if kind == "groups" and gid in _groups(topic):
+                self._drop(_groups(topic).pop(gid))
+        for key, v in change.puts:
+            topic, kind, gid = self._parse(key)
+            if kind == "groups":
+                group = Group(topic, gid, v["name"])
+                group.rebalance()
+                _groups(topic)[gid] = group
+            elif kind == "groupseq":
+                topic.extra["next_group_id"] = v["next"]
+
+    def _parse(self, key: str):
+        """(topic, "groups" | "groupseq", group id) for a live topic's group key, else Nones."""
+        parts = key.split("/")
+        if parts[0] != "streams" or len(parts) < 5 or parts[2] != "topics":
+            return None, None, None
+        if len(parts) == 6 and parts[4] == "groups":
+            kind, tkey, gid = "groups", parts[3], int(parts[5])
+        elif len(parts) == 5 and parts[4] == "groupseq":
+            kind, tkey, gid = "groupseq", parts[3], None
+        else:
+            return None, None, None
+        topic = self.server.state.by_identity.get(int(tkey))
+        return (topic, kind, gid) if topic is not None else (None, None, None)
+
+    def _drop(self, group: Group) -> None:
+        """A deleted group: its members leave it, its offsets go."""
+        for client in group.members.values():
+            client.groups.discard(group.key)
+        ckey = consumer_key(GROUP, group.id)
+        for partition in group.topic.partitions.values():
+            if ckey in partition.offsets:
+                partition.offsets.delete(ckey, False)
 
     # -- lookups -------------------------------------------------------------------------
 
@@ -103,32 +134,25 @@ class Groups:
 
     # -- changes -------------------------------------------------------------------------
 
-    def create(self, topic, name: str) -> Group:
+    async def create(self, topic, name: str) -> Group:
         if not 1 <= len(name.encode()) <= 255:
             raise InvalidConsumerGroupName()
-        if self.find(topic, name) is not None:
-            raise ConsumerGroupNameAlreadyExists()
-        gid = topic.extra.get("next_group_id", 0)
-        sid, tid = topic.stream.id, topic.id
-        self.store.apply(puts=[(f"groups/{sid}/{tid}/{gid}", {"name": name}),
-                               (f"groupseq/{sid}/{tid}", {"next": gid + 1})])
-        topic.extra["next_group_id"] = gid + 1
-        group = Group(topic, gid, name)
-        group.rebalance()
-        _groups(topic)[gid] = group
-        return group
+        async with self.lock:
+            if not self.server.state.live(topic):       # deleted while we waited
+                raise TopicIdNotFound()
+            if self.find(topic, name) is not None:
+                raise ConsumerGroupNameAlreadyExists()
+            gid = topic.extra.get("next_group_id", 0)
+            await self.store.commit(puts=[(f"{topic.path}/groups/{gid}", {"name": name}),
+                                          (f"{topic.path}/groupseq", {"next": gid + 1})])
+            return _groups(topic)[gid]
 
-    def delete(self, topic, ident) -> None:
-        group = self.get(topic, ident)
-        sid, tid = topic.stream.id, topic.id
-        ckey = consumer_key(GROUP, group.id)
-        self.store.apply(deletes=[f"groups/{sid}/{tid}/{group.id}"] + [
-            f"offsets/{sid}/{tid}/{pid}/{ckey}" for pid in topic.partitions])
-        for partition in topic.partitions.values():
-            partition.offsets.pop(ckey, None)
-        for client in group.members.values():
-            client.groups.discard(group.key)
-        del _groups(topic)[group.id]
+    async def delete(self, topic, ident) -> None:
+        async with self.lock:
+            if not self.server.state.live(topic):
+                raise TopicIdNotFound()
+            group = self.get(topic, ident)
+            await self.store.commit(deletes=[f"{topic.path}/groups/{group.id}"])
 
     def join(self, client, topic, ident) -> Group:
         group = self.get(topic, ident)

@@ -1,14 +1,36 @@
-"""The server's data model: streams -> topics -> partitions, and consumer offsets.
+"""The server's data model: streams -> topics -> partitions, following the metadata store.
 
-Everything lives in memory, is written through to the `MetadataStore` on every change, and is
-rebuilt from it (plus the partition logs on disk) at start. Ids follow PROTOCOL.md §10: streams,
-topics and partitions are 0-based, stream and topic ids are the lowest free ones (reused after a
-delete), partitions are 0..n-1. Nothing here touches sockets or reads the clock: `now` (µs) is
-always passed in.
+Memory changes only by `apply(change)`: the snapshot loaded at start, then every change the
+store's watch reports, this server's own commits included (metadata/__init__.py). A mutation
+(`create_stream`, `delete_topic`, ...) takes the metadata lock, validates against memory,
+commits, and returns what the apply made of it. Nothing here touches sockets or reads the
+clock: `now` (µs) is always passed in.
+
+Two kinds of numbers. Ids follow PROTOCOL.md §10, as clients see them: streams, topics and
+partitions are 0-based, stream and topic ids are the lowest free ones (reused after a delete),
+partitions are 0..n-1. Identities are what the store and the disk know them by: a number
+from the store's `next_identity` counter, given once and never again. Keys and directories are
+paths of identities, the same path in both:
+
+    streams/<s>                              {"id", "name", "created_at"}
+    streams/<s>/topics/<t>                   {"id", "name", "created_at", "settings", "explicit"}
+    streams/<s>/topics/<t>/partitions/<p>    {"id", "created_at"}
+    <data dir>/streams/<s>/topics/<t>/partitions/<p>/    the partition's log and offsets/
+
+(groups.py keeps its records under the topic's key.) So a late or replayed delete, or a slow
+directory removal, can only ever remove what it meant to: a stream created later under the
+same id has another identity, hence other keys and another directory. Directories are removed
+on a worker thread after the commit; whatever a crash left behind (a removal that never ran, or
+a creation whose commit was lost with the power) belongs to no live identity and is removed at
+start (`sweep`).
+
+Consumer offsets live in the partition's directory (offsets.py), not in the store.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
 import shutil
 
@@ -18,11 +40,16 @@ from iggy_fast.protocol.errors import (ConsumerOffsetNotFound, IggyError, Invali
                                        PartitionNotFound, StreamIdNotFound, StreamNameAlreadyExists,
                                        TooManyPartitions, TopicIdNotFound, TopicNameAlreadyExists)
 from iggy_fast.server import options as topic_options
-from iggy_fast.server.metadata import MetadataStore
+from iggy_fast.server.metadata import Change, MetadataStore
+from iggy_fast.server.offsets import ConsumerOffsets
 from iggy_fast.server.storage.log import PartitionLog
+
+log = logging.getLogger("iggy_fast.state")
 
 MAX_PARTITIONS_PER_REQUEST = 1000
 CONSUMER, GROUP = 1, 2
+NEXT_IDENTITY = "next_identity"
+_KINDS = {"streams", "topics", "partitions"}
 
 
 def _check_name(name: str, error: type[IggyError]) -> str:
@@ -45,28 +72,40 @@ def consumer_key(kind: int, ident) -> str:
     return f"{kind}.{ident}"
 
 
+def _offsets_durable(topic: "Topic") -> bool:
+    # Offsets follow their topic's durability: synced before the reply when the topic
+    # enforces fsync or asks for persisted consumer offsets.
+    settings = topic.settings
+    return settings["enforce_fsync"] or settings["consumer_offset_durability"] == "persisted"
+
+
 class Partition:
-    def __init__(self, topic: "Topic", pid: int, created_at: int, log: PartitionLog):
+    def __init__(self, topic: "Topic", identity: int, pid: int, created_at: int,
+                 log: PartitionLog, offsets: ConsumerOffsets):
         self.topic = topic
+        self.identity = identity
+        self.path = f"{topic.path}/partitions/{identity}"
         self.id = pid
         self.created_at = created_at
         self.log = log
-        self.offsets: dict[str, int] = {}   # consumer key -> stored offset
+        self.offsets = offsets
 
     @property
     def key(self) -> str:
+        """Stream, topic and partition ids, as clients know them (for log lines)."""
         return f"{self.topic.stream.id}/{self.topic.id}/{self.id}"
 
 
 class Topic:
-    def __init__(self, stream: "Stream", tid: int, name: str, created_at: int,
-                 settings: dict, explicit: list):
+    def __init__(self, stream: "Stream", identity: int, tid: int, created_at: int):
         self.stream = stream
+        self.identity = identity
+        self.path = f"{stream.path}/topics/{identity}"
         self.id = tid
-        self.name = name
         self.created_at = created_at
-        self.settings = settings
-        self.explicit = explicit            # option TLV entries the client set, verbatim
+        self.name = ""
+        self.settings: dict = {}
+        self.explicit: list = []            # option TLV entries the client set, verbatim
         self.partitions: dict[int, Partition] = {}
         self.round_robin = 0                # cursor for Balanced partitioning
         self.extra: dict = {}               # room for other subsystems (consumer groups)
@@ -79,13 +118,16 @@ class Topic:
     def messages_count(self) -> int:
         return sum(p.log.messages_count for p in self.partitions.values())
 
-    def record(self) -> dict:
-        return {"name": self.name, "created_at": self.created_at, "settings": self.settings,
-                "explicit": [[k, key.hex(), vk, v.hex()] for k, key, vk, v in self.explicit]}
+
+def _topic_record(tid: int, name: str, created_at: int, settings: dict, explicit) -> dict:
+    return {"id": tid, "name": name, "created_at": created_at, "settings": settings,
+            "explicit": [[k, key.hex(), vk, v.hex()] for k, key, vk, v in explicit]}
 
 
 class Stream:
-    def __init__(self, sid: int, name: str, created_at: int):
+    def __init__(self, identity: int, sid: int, name: str, created_at: int):
+        self.identity = identity
+        self.path = f"streams/{identity}"
         self.id = sid
         self.name = name
         self.created_at = created_at
@@ -107,70 +149,177 @@ class Stream:
 
 
 class State:
-    """Streams, topics, partitions and consumer offsets, persisted through a MetadataStore."""
+    """Streams, topics, partitions and consumer offsets, following a MetadataStore."""
 
-    def __init__(self, store: MetadataStore, data_dir: str, cfg: dict):
+    def __init__(self, store: MetadataStore, data_dir: str, cfg: dict, lock: asyncio.Lock):
         self.store = store
         self.data_dir = data_dir
         self.cfg = cfg
+        self.lock = lock                # the metadata lock: one mutation decides at a time
         self.defaults = topic_options.default_settings(cfg)
         self.verify_on_open = bool(cfg["system"]["partition"]["validate_checksum"])
-        self.streams: dict[int, Stream] = {}
-        self.listeners = []     # callables(event, obj): groups, replication, metrics hook in
+        self.streams: dict[int, Stream] = {}                       # by id
+        self.by_identity: dict[int, Stream | Topic | Partition] = {}
+        self.next_identity: dict | None = None   # the counter's record, as last applied
+        self.removals: dict[str, asyncio.Future] = {}   # key -> its directory's removal
+        self.listeners = []     # callables(event, topic): groups, replication, metrics hook in
 
-    # -- loading -------------------------------------------------------------------------
+    # -- applying committed changes ------------------------------------------------------
 
-    def load(self) -> None:
-        for key, v in self.store.scan("streams/"):
-            sid = int(key.split("/")[1])
-            self.streams[sid] = Stream(sid, v["name"], v["created_at"])
-        for key, v in self.store.scan("topics/"):
-            _, sid, tid = key.split("/")
-            stream = self.streams[int(sid)]
-            explicit = [(k, bytes.fromhex(key_hex), vk, bytes.fromhex(v_hex))
-                        for k, key_hex, vk, v_hex in v["explicit"]]
-            settings = {**self.defaults, **v["settings"]}
-            stream.topics[int(tid)] = Topic(stream, int(tid), v["name"], v["created_at"],
-                                            settings, explicit)
-        for key, v in self.store.scan("partitions/"):
-            _, sid, tid, pid = key.split("/")
-            topic = self.streams[int(sid)].topics[int(tid)]
-            self._open_partition(topic, int(pid), v["created_at"])
-        for key, offset in self.store.scan("offsets/"):
-            _, sid, tid, pid, ckey = key.split("/")
-            part = self._find_partition(int(sid), int(tid), int(pid))
-            if part is not None:
-                part.offsets[ckey] = offset["offset"]
+    def apply(self, change: Change) -> None:
+        """Make memory follow one committed change (or the start-up snapshot)."""
+        touched: set[Topic] = set()
+        # A removal takes its object's whole subtree, so deletes go first and leave the
+        # prefix deletes (the same subtrees) nothing to do unless they came alone.
+        for key in change.deletes:
+            self._remove(self._find(key), touched)
+        for prefix in change.delete_prefixes:
+            parent = self._find(prefix.rstrip("/"))
+            for child in list(self._children(parent)):
+                self._remove(child, touched)
+        for key, value in change.puts:
+            if key == NEXT_IDENTITY:
+                self.next_identity = value
+            else:
+                self._put(key, value, touched)
+        for topic in touched:
+            if self.by_identity.get(topic.identity) is topic:
+                self._emit("partitions_changed", topic)
 
-    def _find_partition(self, sid, tid, pid):
-        stream = self.streams.get(sid)
-        topic = stream.topics.get(tid) if stream else None
-        return topic.partitions.get(pid) if topic else None
+    @staticmethod
+    def _parse(key: str):
+        """(kind, identity, parent identity) of a stream, topic or partition key, else None
+        (another module's key: a group's, a user's)."""
+        parts = key.split("/")
+        if parts[0] != "streams" or len(parts) % 2 or parts[-2] not in _KINDS:
+            return None
+        return parts[-2], int(parts[-1]), (int(parts[-3]) if len(parts) > 2 else None)
 
-    def partition_dir(self, sid: int, tid: int | None = None, pid: int | None = None) -> str:
-        path = os.path.join(self.data_dir, "streams", str(sid))
-        if tid is not None:
-            path = os.path.join(path, "topics", str(tid))
-        if pid is not None:
-            path = os.path.join(path, "partitions", str(pid))
-        return path
+    def _find(self, key: str):
+        """The live object a key names (None for another module's key or a gone object)."""
+        parsed = self._parse(key)
+        return self.by_identity.get(parsed[1]) if parsed else None
 
-    def _open_partition(self, topic: Topic, pid: int, created_at: int) -> Partition:
-        log = PartitionLog(self.partition_dir(topic.stream.id, topic.id, pid), pid,
-                           topic.settings["segment_size"], self.verify_on_open)
-        part = Partition(topic, pid, created_at, log)
-        topic.partitions[pid] = part
-        return part
+    @staticmethod
+    def _children(obj):
+        if isinstance(obj, Stream):
+            return obj.topics.values()
+        if isinstance(obj, Topic):
+            return obj.partitions.values()
+        return ()
+
+    def _put(self, key: str, v: dict, touched: set) -> None:
+        parsed = self._parse(key)
+        if parsed is None:
+            return
+        kind, identity, parent = parsed
+        existing = self.by_identity.get(identity)
+        if kind == "streams":
+            if existing is None:
+                existing = Stream(identity, v["id"], v["name"], v["created_at"])
+                self.streams[existing.id] = self.by_identity[identity] = existing
+            existing.name = v["name"]
+        elif kind == "topics":
+            if existing is None:
+                stream = self.by_identity[parent]
+                existing = Topic(stream, identity, v["id"], v["created_at"])
+                stream.topics[existing.id] = self.by_identity[identity] = existing
+            existing.name = v["name"]
+            existing.settings = {**self.defaults, **v["settings"]}
+            existing.explicit = [(k, bytes.fromhex(key_hex), vk, bytes.fromhex(v_hex))
+                                 for k, key_hex, vk, v_hex in v["explicit"]]
+        elif existing is None:      # a partition's record never changes once created
+            topic = self.by_identity[parent]
+            path = os.path.join(self.data_dir, f"{topic.path}/partitions/{identity}")
+            plog = PartitionLog(path, v["id"], topic.settings["segment_size"],
+                                self.verify_on_open)
+            part = Partition(topic, identity, v["id"], v["created_at"], plog,
+                             ConsumerOffsets(os.path.join(path, "offsets")))
+            topic.partitions[part.id] = self.by_identity[identity] = part
+            touched.add(topic)
+
+    def _remove(self, obj, touched: set) -> None:
+        if obj is None:
+            return
+        self._forget(obj)
+        if isinstance(obj, Stream):
+            del self.streams[obj.id]
+        elif isinstance(obj, Topic):
+            del obj.stream.topics[obj.id]
+        else:
+            del obj.topic.partitions[obj.id]
+            touched.add(obj.topic)
+        self._remove_dir(obj.path)
+
+    def _forget(self, obj) -> None:
+        """Drop `obj` and what is under it from the identity map; close its files."""
+        for child in list(self._children(obj)):
+            self._forget(child)
+        del self.by_identity[obj.identity]
+        if isinstance(obj, Topic):
+            self._emit("topic_deleted", obj)
+        elif isinstance(obj, Partition):
+            obj.log.close()
+            obj.offsets.close()
+
+    def _remove_dir(self, path: str) -> None:
+        """Remove a deleted object's directory on a worker thread (the loop never waits)."""
+        removal = asyncio.get_running_loop().run_in_executor(
+            None, shutil.rmtree, os.path.join(self.data_dir, path), True)
+        self.removals[path] = removal
+        removal.add_done_callback(lambda _: self.removals.pop(path, None))
+
+    async def _removed(self, paths) -> None:
+        """Wait (not holding the lock) until these deleted objects' directories are gone, so
+        that a delete is answered when its files are."""
+        pending = [self.removals[p] for p in paths if p in self.removals]
+        if pending:
+            await asyncio.gather(*pending)
+
+    def sweep(self) -> None:
+        """At start: remove directories that belong to no live identity (left by a removal a
+        crash interrupted, or by a creation whose commit a power loss undid)."""
+        def walk(directory: str, kinds: list[str]):
+            kind, rest = kinds[0], kinds[1:]
+            path = os.path.join(directory, kind)
+            if not os.path.isdir(path):
+                return
+            for name in os.listdir(path):
+                child = os.path.join(path, name)
+                if not name.isdigit() or int(name) not in self.by_identity:
+                    log.warning("removing %s: it belongs to no stream, topic or partition",
+                                child)
+                    shutil.rmtree(child, ignore_errors=True)
+                elif rest:
+                    walk(child, rest)
+        walk(self.data_dir, ["streams", "topics", "partitions"])
 
     def close(self) -> None:
         for stream in self.streams.values():
             for topic in stream.topics.values():
                 for part in topic.partitions.values():
                     part.log.close()
+                    part.offsets.close()
 
     def _emit(self, event: str, obj) -> None:
         for listener in self.listeners:
             listener(event, obj)
+
+    def identity(self) -> int:
+        """The first identity the next creation gets (read under the lock)."""
+        return self.next_identity["next"] if self.next_identity else 0
+
+    async def _commit(self, puts=(), deletes=(), delete_prefixes=(), durable=False,
+                      identities: int = 0) -> None:
+        """Commit a change (the caller holds the lock), taking `identities` new identities
+        from the counter: the commit carries the counter's value as read, so a store shared
+        with other writers refuses it if one took them first."""
+        puts = list(puts)
+        expect = None
+        if identities:
+            puts.append((NEXT_IDENTITY, {"next": self.identity() + identities}))
+            expect = {NEXT_IDENTITY: self.next_identity}
+        await self.store.commit(puts, deletes, delete_prefixes, expect, durable)
 
     # -- lookups -------------------------------------------------------------------------
 
@@ -206,167 +355,149 @@ class State:
             raise PartitionNotFound()
         return p
 
+    def live(self, obj) -> bool:
+        """Whether `obj` (found before an await) still exists."""
+        return self.by_identity.get(obj.identity) is obj
+
     # -- streams -------------------------------------------------------------------------
 
-    def create_stream(self, name: str, now: int) -> Stream:
+    async def create_stream(self, name: str, now: int) -> Stream:
         _check_name(name, InvalidStreamName)
-        if self.find_stream(name) is not None:
-            raise StreamNameAlreadyExists()
-        sid = _lowest_free(self.streams)
-        stream = Stream(sid, name, now)
-        self.store.apply(puts=[(f"streams/{sid}", {"name": name, "created_at": now})])
-        self.streams[sid] = stream
-        return stream
+        async with self.lock:
+            if self.find_stream(name) is not None:
+                raise StreamNameAlreadyExists()
+            identity = self.identity()
+            record = {"id": _lowest_free(self.streams), "name": name, "created_at": now}
+            await self._commit([(f"streams/{identity}", record)], identities=1)
+            return self.by_identity[identity]
 
-    def update_stream(self, ident, name: str) -> None:
-        stream = self.stream(ident)
-        _check_name(name, InvalidStreamName)
-        other = self.find_stream(name)
-        if other is not None and other is not stream:
-            raise StreamNameAlreadyExists()
-        self.store.apply(puts=[(f"streams/{stream.id}",
-                                {"name": name, "created_at": stream.created_at})])
-        stream.name = name
+    async def update_stream(self, ident, name: str) -> None:
+        async with self.lock:
+            stream = self.stream(ident)
+            _check_name(name, InvalidStreamName)
+            other = self.find_stream(name)
+            if other is not None and other is not stream:
+                raise StreamNameAlreadyExists()
+            await self._commit([(stream.path, {"id": stream.id, "name": name,
+                                               "created_at": stream.created_at})])
 
-    def delete_stream(self, ident) -> None:
-        stream = self.stream(ident)
-        sid = stream.id
-        self.store.apply(deletes=[f"streams/{sid}"],
-                         delete_prefixes=[f"{kind}/{sid}/" for kind in
-                                          ("topics", "partitions", "offsets", "groups",
-                                           "groupseq")])
-        for topic in list(stream.topics.values()):
-            self._emit("topic_deleted", topic)
-            for part in topic.partitions.values():
-                part.log.close()
-        del self.streams[sid]
-        shutil.rmtree(self.partition_dir(sid), ignore_errors=True)
+    async def delete_stream(self, ident) -> None:
+        async with self.lock:
+            stream = self.stream(ident)
+            await self._commit(deletes=[stream.path], delete_prefixes=[stream.path + "/"])
+        await self._removed([stream.path])
 
-    def purge_stream(self, ident) -> None:
-        for topic in list(self.stream(ident).topics.values()):
-            self._purge_topic(topic)
+    async def purge_stream(self, ident) -> None:
+        async with self.lock:
+            for topic in list(self.stream(ident).topics.values()):
+                self._purge_topic(topic)
 
     # -- topics --------------------------------------------------------------------------
 
-    def create_topic(self, stream_ident, name: str, partitions: int, entries, now: int) -> Topic:
-        stream = self.stream(stream_ident)
-        _check_name(name, InvalidTopicName)
-        if not 0 <= partitions <= MAX_PARTITIONS_PER_REQUEST:
-            raise TooManyPartitions() if partitions > 0 else InvalidPartitionsCount()
-        if stream.topic_by_name(name) is not None:
-            raise TopicNameAlreadyExists()
-        settings, explicit = topic_options.resolve(entries, self.defaults)
-        tid = _lowest_free(stream.topics)
-        topic = Topic(stream, tid, name, now, settings, explicit)
-        puts = [(f"topics/{stream.id}/{tid}", topic.record())]
-        puts += [(f"partitions/{stream.id}/{tid}/{p}", {"created_at": now})
-                 for p in range(partitions)]
-        # A directory left by a deleted topic with the same id must not leak old messages.
-        shutil.rmtree(self.partition_dir(stream.id, tid), ignore_errors=True)
-        # An fsync'd topic's messages must never outlive its metadata after a power loss: its
-        # record is committed durably (syncing the WAL also covers its stream's record).
-        self.store.apply(puts=puts, durable=settings["enforce_fsync"])
-        stream.topics[tid] = topic
-        for p in range(partitions):
-            self._open_partition(topic, p, now)
-        return topic
+    async def create_topic(self, stream_ident, name: str, partitions: int, entries,
+                           now: int) -> Topic:
+        async with self.lock:
+            stream = self.stream(stream_ident)
+            _check_name(name, InvalidTopicName)
+            if not 0 <= partitions <= MAX_PARTITIONS_PER_REQUEST:
+                raise TooManyPartitions() if partitions > 0 else InvalidPartitionsCount()
+            if stream.topic_by_name(name) is not None:
+                raise TopicNameAlreadyExists()
+            settings, explicit = topic_options.resolve(entries, self.defaults)
+            identity = self.identity()
+            path = f"{stream.path}/topics/{identity}"
+            puts = [(path, _topic_record(_lowest_free(stream.topics), name, now, settings,
+                                         explicit))]
+            puts += [(f"{path}/partitions/{identity + 1 + p}", {"id": p, "created_at": now})
+                     for p in range(partitions)]
+            # An fsync'd topic's messages must never outlive its metadata after a power loss:
+            # its record is committed durably (syncing the WAL also covers its stream's).
+            await self._commit(puts, durable=settings["enforce_fsync"],
+                               identities=1 + partitions)
+            return self.by_identity[identity]
 
-    def update_topic(self, stream_ident, topic_ident, name: str, entries) -> None:
-        topic = self.topic(stream_ident, topic_ident)
-        _check_name(name, InvalidTopicName)
-        other = topic.stream.topic_by_name(name)
-        if other is not None and other is not topic:
-            raise TopicNameAlreadyExists()
-        settings, changed = topic_options.resolve(entries, self.defaults, topic.settings,
-                                                  updatable_only=True)
-        changed_keys = {key for _, key, _, _ in changed}
-        explicit = [e for e in topic.explicit if e[1] not in changed_keys] + changed
-        explicit.sort(key=lambda e: (e[0], e[1]))
-        old = (topic.name, topic.settings, topic.explicit)
-        topic.name, topic.settings, topic.explicit = name, settings, explicit
-        try:
-            self.store.apply(puts=[(f"topics/{topic.stream.id}/{topic.id}", topic.record())],
-                             durable=settings["enforce_fsync"] or old[1]["enforce_fsync"])
-        except BaseException:
-            topic.name, topic.settings, topic.explicit = old
-            raise
+    async def update_topic(self, stream_ident, topic_ident, name: str, entries) -> None:
+        async with self.lock:
+            topic = self.topic(stream_ident, topic_ident)
+            _check_name(name, InvalidTopicName)
+            other = topic.stream.topic_by_name(name)
+            if other is not None and other is not topic:
+                raise TopicNameAlreadyExists()
+            settings, changed = topic_options.resolve(entries, self.defaults, topic.settings,
+                                                      updatable_only=True)
+            changed_keys = {key for _, key, _, _ in changed}
+            explicit = [e for e in topic.explicit if e[1] not in changed_keys] + changed
+            explicit.sort(key=lambda e: (e[0], e[1]))
+            record = _topic_record(topic.id, name, topic.created_at, settings, explicit)
+            durable = settings["enforce_fsync"] or topic.settings["enforce_fsync"]
+            await self._commit([(topic.path, record)], durable=durable)
 
-    def delete_topic(self, stream_ident, topic_ident) -> None:
-        topic = self.topic(stream_ident, topic_ident)
-        sid, tid = topic.stream.id, topic.id
-        self.store.apply(deletes=[f"topics/{sid}/{tid}", f"groupseq/{sid}/{tid}"],
-                         delete_prefixes=[f"{kind}/{sid}/{tid}/" for kind in
-                                          ("partitions", "offsets", "groups")])
-        self._emit("topic_deleted", topic)
-        for part in topic.partitions.values():
-            part.log.close()
-        del topic.stream.topics[tid]
-        shutil.rmtree(self.partition_dir(sid, tid), ignore_errors=True)
+    async def delete_topic(self, stream_ident, topic_ident) -> None:
+        async with self.lock:
+            topic = self.topic(stream_ident, topic_ident)
+            await self._commit(deletes=[topic.path], delete_prefixes=[topic.path + "/"])
+        await self._removed([topic.path])
 
-    def purge_topic(self, stream_ident, topic_ident) -> None:
-        self._purge_topic(self.topic(stream_ident, topic_ident))
+    async def purge_topic(self, stream_ident, topic_ident) -> None:
+        async with self.lock:
+            self._purge_topic(self.topic(stream_ident, topic_ident))
 
-    def _purge_topic(self, topic: Topic) -> None:
-        self.store.apply(delete_prefixes=[f"offsets/{topic.stream.id}/{topic.id}/"])
+    @staticmethod
+    def _purge_topic(topic: Topic) -> None:
+        # Messages and offsets are the partitions' own, not metadata: nothing to commit.
         for part in topic.partitions.values():
             part.log.purge()
             part.offsets.clear()
 
     # -- partitions ----------------------------------------------------------------------
 
-    def create_partitions(self, stream_ident, topic_ident, count: int, now: int) -> None:
-        topic = self.topic(stream_ident, topic_ident)
-        if not 1 <= count <= MAX_PARTITIONS_PER_REQUEST:
-            raise TooManyPartitions() if count > 0 else InvalidPartitionsCount()
-        start = max(topic.partitions, default=-1) + 1
-        ids = range(start, start + count)
-        for pid in ids:
-            shutil.rmtree(self.partition_dir(topic.stream.id, topic.id, pid), ignore_errors=True)
-        self.store.apply(puts=[(f"partitions/{topic.stream.id}/{topic.id}/{p}",
-                                {"created_at": now}) for p in ids],
-                         durable=topic.settings["enforce_fsync"])
-        for pid in ids:
-            self._open_partition(topic, pid, now)
-        self._emit("partitions_changed", topic)
+    async def create_partitions(self, stream_ident, topic_ident, count: int, now: int) -> None:
+        async with self.lock:
+            topic = self.topic(stream_ident, topic_ident)
+            if not 1 <= count <= MAX_PARTITIONS_PER_REQUEST:
+                raise TooManyPartitions() if count > 0 else InvalidPartitionsCount()
+            start = max(topic.partitions, default=-1) + 1
+            identity = self.identity()
+            await self._commit([(f"{topic.path}/partitions/{identity + i}",
+                                 {"id": start + i, "created_at": now}) for i in range(count)],
+                               durable=topic.settings["enforce_fsync"], identities=count)
 
-    def delete_partitions(self, stream_ident, topic_ident, count: int) -> None:
-        topic = self.topic(stream_ident, topic_ident)
-        if not 1 <= count <= MAX_PARTITIONS_PER_REQUEST:
-            raise TooManyPartitions() if count > 0 else InvalidPartitionsCount()
-        if count > len(topic.partitions):
-            raise InvalidPartitionsCount()
-        doomed = sorted(topic.partitions)[-count:]
-        sid, tid = topic.stream.id, topic.id
-        self.store.apply(deletes=[f"partitions/{sid}/{tid}/{p}" for p in doomed],
-                         delete_prefixes=[f"offsets/{sid}/{tid}/{p}/" for p in doomed])
-        for pid in doomed:
-            topic.partitions.pop(pid).log.destroy()
-        self._emit("partitions_changed", topic)
+    async def delete_partitions(self, stream_ident, topic_ident, count: int) -> None:
+        async with self.lock:
+            topic = self.topic(stream_ident, topic_ident)
+            if not 1 <= count <= MAX_PARTITIONS_PER_REQUEST:
+                raise TooManyPartitions() if count > 0 else InvalidPartitionsCount()
+            if count > len(topic.partitions):
+                raise InvalidPartitionsCount()
+            doomed = [topic.partitions[p].path for p in sorted(topic.partitions)[-count:]]
+            await self._commit(deletes=doomed)
+        await self._removed(doomed)
 
-    # -- consumer offsets ----------------------------------------------------------------
+    # -- consumer offsets (the partition's own files, see offsets.py) --------------------
 
-    def stored_offset(self, part: Partition, ckey: str) -> int | None:
+    @staticmethod
+    def stored_offset(part: Partition, ckey: str) -> int | None:
         return part.offsets.get(ckey)
 
-    def store_offset(self, part: Partition, ckey: str, offset: int) -> None:
+    @staticmethod
+    def store_offset(part: Partition, ckey: str, offset: int, reply=None):
+        """Store a consumer's offset: returns `reply`, or an awaitable of it once the offset
+        is on disk when the topic asks for durable offsets. No metadata commit, so a poll
+        that auto-commits is not made to wait for one."""
         if part.log.next_offset == 0 or offset > part.log.current_offset:
             raise InvalidOffset()
         if part.offsets.get(ckey) == offset:
-            return
-        # Offsets follow their topic's durability: synced before the reply when the topic
-        # enforces fsync or asks for persisted consumer offsets.
-        settings = part.topic.settings
-        durable = (settings["enforce_fsync"]
-                   or settings["consumer_offset_durability"] == "persisted")
-        self.store.apply(puts=[(f"offsets/{part.key}/{ckey}", {"offset": offset})],
-                         durable=durable)
-        part.offsets[ckey] = offset
+            return reply
+        synced = part.offsets.store(ckey, offset, _offsets_durable(part.topic))
+        return reply if synced is None else _then(synced, reply)
 
-    def delete_offset(self, part: Partition, ckey: str) -> None:
+    @staticmethod
+    def delete_offset(part: Partition, ckey: str):
+        """Forget a consumer's offset: returns None, or an awaitable of the deletion reaching
+        the disk when the topic asks for durable offsets."""
         if ckey not in part.offsets:
             raise ConsumerOffsetNotFound()
-        self.store.apply(deletes=[f"offsets/{part.key}/{ckey}"])
-        del part.offsets[ckey]
+        return part.offsets.delete(ckey, _offsets_durable(part.topic))
 
     # -- totals --------------------------------------------------------------------------
 
@@ -382,3 +513,7 @@ class State:
             "bytes": sum(p.log.size_bytes for p in parts),
         }
 
+
+async def _then(awaitable, reply):
+    await awaitable
+    return reply

@@ -3,11 +3,13 @@
 Passwords are stored only as argon2id hashes (argon2-cffi). The root user has id 0, is created
 on first start with the configured credentials and can be neither deleted nor restricted; other
 users get the lowest free id. Permissions are kept as the wire block of §3.1 (None = none).
-Users persist under "users/<id>" in the MetadataStore.
+Users persist under "users/<id>" in the MetadataStore; memory follows it by applying committed
+changes (see state.py). Hashing and verifying (~20 ms of CPU each) run on worker threads.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 
@@ -17,7 +19,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from iggy_fast.protocol.errors import (CannotChangePermissions, CannotDeleteUser, InvalidCommand,
                                        InvalidCredentials, InvalidPassword, InvalidUsername,
                                        ResourceNotFound, UserAlreadyExists, UserInactive)
-from iggy_fast.server.metadata import MetadataStore
+from iggy_fast.server.metadata import Change, MetadataStore
 
 log = logging.getLogger("iggy_fast.users")
 
@@ -73,37 +75,62 @@ class User:
 
     @classmethod
     def from_record(cls, uid: int, v: dict) -> "User":
-        perms = bytes.fromhex(v["permissions"]) if v["permissions"] is not None else None
-        return cls(uid, v["username"], v["password_hash"], v["status"], v["created_at"], perms)
+        user = cls(uid, "", "", 0, 0, None)
+        user.update_from(v)
+        return user
+
+    def update_from(self, v: dict) -> None:
+        self.username = v["username"]
+        self.password_hash = v["password_hash"]
+        self.status = v["status"]
+        self.created_at = v["created_at"]
+        self.permissions = bytes.fromhex(v["permissions"]) if v["permissions"] is not None else None
 
 
 class Users:
-    def __init__(self, store: MetadataStore):
+    """The users, following the metadata store: changed only by applying committed changes."""
+
+    def __init__(self, store: MetadataStore, lock: asyncio.Lock):
         self.store = store
+        self.lock = lock                # the metadata lock (see state.py)
         self.by_id: dict[int, User] = {}
         self.changed = []               # callables(user_id): caches to drop, sessions to end
 
-    def load(self) -> None:
-        for key, v in self.store.scan("users/"):
-            uid = int(key.split("/")[1])
-            self.by_id[uid] = User.from_record(uid, v)
+    def apply(self, change: Change) -> None:
+        changed = []
+        for key in change.deletes:
+            if key.startswith("users/"):
+                uid = int(key[6:])
+                if self.by_id.pop(uid, None) is not None:
+                    changed.append(uid)
+        for key, v in change.puts:
+            if key.startswith("users/"):
+                uid = int(key[6:])
+                user = self.by_id.get(uid)
+                if user is None:
+                    self.by_id[uid] = User.from_record(uid, v)
+                else:       # the same object: a login checking its password keeps it
+                    user.update_from(v)
+                changed.append(uid)
+        for uid in changed:
+            for hook in self.changed:
+                hook(uid)
 
-    def ensure_root(self, username: str, password: str, now: int) -> str | None:
+    async def ensure_root(self, username: str, password: str, now: int) -> str | None:
         """Create the root user on first start; returns a generated password to show once."""
         if ROOT_ID in self.by_id:
             return None
         generated = None
         if not password:
             generated = password = secrets.token_urlsafe(18)
-        root = User(ROOT_ID, username, hash_password(password), ACTIVE, now, None)
-        self.save(root)
+        root = User(ROOT_ID, username, await _in_thread(hash_password, password), ACTIVE, now,
+                    None)
+        async with self.lock:
+            await self._save(root)
         return generated
 
-    def save(self, user: User) -> None:
-        self.store.apply(puts=[(f"users/{user.id}", user.record())])
-        self.by_id[user.id] = user
-        for hook in self.changed:
-            hook(user.id)
+    async def _save(self, user: User) -> None:
+        await self.store.commit(puts=[(f"users/{user.id}", user.record())])
 
     def find(self, ident) -> User | None:
         if isinstance(ident, int):
@@ -120,7 +147,8 @@ class Users:
         return user
 
     def authenticate(self, username: str, password: str) -> User:
-        """The user these credentials name; raises 42 (wrong) or 47 (inactive)."""
+        """The user these credentials name; raises 42 (wrong) or 47 (inactive).
+        Slow (argon2): the login handler runs it on a worker thread."""
         user = self.find(username)
         if user is None or not verify_password(user.password_hash, password):
             raise InvalidCredentials()
@@ -130,60 +158,83 @@ class Users:
 
     # -- management ----------------------------------------------------------------------
 
-    def create(self, username: str, password: str, status: int, permissions: bytes | None,
-               now: int) -> User:
+    async def create(self, username: str, password: str, status: int,
+                     permissions: bytes | None, now: int) -> User:
         check_username(username)
         check_password(password)
         if status not in (ACTIVE, INACTIVE):
             raise InvalidCommand(f"user status {status}")
-        if self.find(username) is not None:
+        if self.find(username) is not None:     # before spending a hash on it
             raise UserAlreadyExists()
-        uid = 0
-        while uid in self.by_id:
-            uid += 1
-        user = User(uid, username, hash_password(password), status, now, permissions)
-        self.save(user)
-        return user
-
-    def update(self, ident, username: str | None, status: int | None) -> User:
-        user = self.get(ident)
-        if username is not None:
-            check_username(username)
-            other = self.find(username)
-            if other is not None and other is not user:
+        password_hash = await _in_thread(hash_password, password)
+        async with self.lock:
+            if self.find(username) is not None:
                 raise UserAlreadyExists()
-        if status is not None and status not in (ACTIVE, INACTIVE):
-            raise InvalidCommand(f"user status {status}")
-        if user.id == ROOT_ID and status == INACTIVE:
-            raise CannotDeleteUser("root cannot be deactivated")
-        if username is not None:
-            user.username = username
-        if status is not None:
-            user.status = status
-        self.save(user)
-        return user
+            uid = 0
+            while uid in self.by_id:
+                uid += 1
+            await self._save(User(uid, username, password_hash, status, now, permissions))
+            return self.by_id[uid]
 
-    def delete(self, ident) -> User:
-        user = self.get(ident)
-        if user.id == ROOT_ID:
-            raise CannotDeleteUser()
-        self.store.apply(deletes=[f"users/{user.id}"], delete_prefixes=[f"tokens/{user.id}/"])
-        del self.by_id[user.id]
-        for hook in self.changed:
-            hook(user.id)
-        return user
+    async def update(self, ident, username: str | None, status: int | None) -> User:
+        async with self.lock:
+            user = self.get(ident)
+            if username is not None:
+                check_username(username)
+                other = self.find(username)
+                if other is not None and other is not user:
+                    raise UserAlreadyExists()
+            if status is not None and status not in (ACTIVE, INACTIVE):
+                raise InvalidCommand(f"user status {status}")
+            if user.id == ROOT_ID and status == INACTIVE:
+                raise CannotDeleteUser("root cannot be deactivated")
+            changed = _copy(user)
+            if username is not None:
+                changed.username = username
+            if status is not None:
+                changed.status = status
+            await self._save(changed)
+            return user
 
-    def set_permissions(self, ident, permissions: bytes | None) -> None:
-        user = self.get(ident)
-        if user.id == ROOT_ID:
-            raise CannotChangePermissions()
-        user.permissions = permissions
-        self.save(user)
+    async def delete(self, ident) -> User:
+        async with self.lock:
+            user = self.get(ident)
+            if user.id == ROOT_ID:
+                raise CannotDeleteUser()
+            await self.store.commit(deletes=[f"users/{user.id}"],
+                                    delete_prefixes=[f"tokens/{user.id}/"])
+            return user
 
-    def change_password(self, ident, current: str, new: str) -> None:
+    async def set_permissions(self, ident, permissions: bytes | None) -> None:
+        async with self.lock:
+            user = self.get(ident)
+            if user.id == ROOT_ID:
+                raise CannotChangePermissions()
+            changed = _copy(user)
+            changed.permissions = permissions
+            await self._save(changed)
+
+    async def change_password(self, ident, current: str, new: str) -> None:
         user = self.get(ident)
         check_password(new)
-        if not verify_password(user.password_hash, current):
+        checked = user.password_hash
+        if not await _in_thread(verify_password, checked, current):
             raise InvalidCredentials()
-        user.password_hash = hash_password(new)
-        self.save(user)
+        new_hash = await _in_thread(hash_password, new)
+        async with self.lock:
+            if self.by_id.get(user.id) is not user:
+                raise ResourceNotFound()            # deleted while the hashes were computed
+            if user.password_hash != checked:       # changed meanwhile: `current` is stale
+                raise InvalidCredentials()
+            changed = _copy(user)
+            changed.password_hash = new_hash
+            await self._save(changed)
+
+
+def _copy(user: User) -> User:
+    return User.from_record(user.id, user.record())
+
+
+async def _in_thread(fn, *args):
+    """argon2 takes ~20 ms of CPU and releases the GIL: run it beside the loop."""
+    return await asyncio.get_running_loop().run_in_executor(None, fn, *args)

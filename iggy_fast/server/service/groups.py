@@ -25,12 +25,12 @@ def get_consumer_groups(ctx: Context, req: rq.GetConsumerGroups) -> list:
     return ctx.server.groups.list(_topic(ctx, req))
 
 
-def create_consumer_group(ctx: Context, req: rq.CreateConsumerGroup):
-    return ctx.server.groups.create(_topic(ctx, req), req.name)
+async def create_consumer_group(ctx: Context, req: rq.CreateConsumerGroup):
+    return await ctx.server.groups.create(_topic(ctx, req), req.name)
 
 
-def delete_consumer_group(ctx: Context, req: rq.DeleteConsumerGroup) -> None:
-    ctx.server.groups.delete(_topic(ctx, req), req.group)
+async def delete_consumer_group(ctx: Context, req: rq.DeleteConsumerGroup) -> None:
+    await ctx.server.groups.delete(_topic(ctx, req), req.group)
 
 
 def join_consumer_group(ctx: Context, req: rq.JoinConsumerGroup) -> None:

@@ -106,9 +106,11 @@ def _poll_reply(state, partition, ckey, start, req: rq.PollMessages) -> Polled:
     # Whole stored batches travel as file regions: the transport sendfile()s them.
     chunks, got, after = ([], 0, 0) if start is None else log.read(start, req.count,
                                                                    regions=True)
+    polled = Polled(partition.id, log.current_offset, got, chunks)
     if req.auto_commit and got:
-        state.store_offset(partition, ckey, after - 1)
-    return Polled(partition.id, log.current_offset, got, chunks)
+        # The reply, or an awaitable of it once the offset is on disk (durable offsets).
+        return state.store_offset(partition, ckey, after - 1, polled)
+    return polled
 
 
 def flush_unsaved_buffer(ctx: Context, req: rq.FlushUnsavedBuffer):
@@ -149,11 +151,13 @@ def get_consumer_offset(ctx: Context, req: rq.GetConsumerOffset) -> StoredOffset
     return StoredOffset(part.id, part.log.current_offset, stored)
 
 
-def store_consumer_offset(ctx: Context, req: rq.StoreConsumerOffset) -> None:
+def store_consumer_offset(ctx: Context, req: rq.StoreConsumerOffset):
+    """None, or an awaitable of None once the offset is on disk (durable offsets)."""
     part, ckey = _offset_target(ctx, req, write=True)
-    ctx.server.state.store_offset(part, ckey, req.offset)
+    return ctx.server.state.store_offset(part, ckey, req.offset)
 
 
-def delete_consumer_offset(ctx: Context, req: rq.DeleteConsumerOffset) -> None:
+def delete_consumer_offset(ctx: Context, req: rq.DeleteConsumerOffset):
+    """None, or an awaitable of None once the deletion is on disk (durable offsets)."""
     part, ckey = _offset_target(ctx, req, write=True)
-    ctx.server.state.delete_offset(part, ckey)
+    return ctx.server.state.delete_offset(part, ckey)

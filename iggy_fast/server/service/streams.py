@@ -39,9 +39,9 @@ def get_streams(ctx: Context, req: rq.GetStreams) -> list:
     return sorted(ctx.server.state.streams.values(), key=lambda s: s.id)
 
 
-def create_stream(ctx: Context, req: rq.CreateStream) -> StreamInfo:
+async def create_stream(ctx: Context, req: rq.CreateStream) -> StreamInfo:
     ctx.server.authz.require_global(ctx.client, "manage_streams")
-    return stream_info(ctx.server.state.create_stream(req.name, ctx.now))
+    return stream_info(await ctx.server.state.create_stream(req.name, ctx.now))
 
 
 def _managed_stream(ctx: Context, ident):
@@ -50,19 +50,19 @@ def _managed_stream(ctx: Context, ident):
     return stream
 
 
-def update_stream(ctx: Context, req: rq.UpdateStream) -> None:
+async def update_stream(ctx: Context, req: rq.UpdateStream) -> None:
     _managed_stream(ctx, req.stream)
-    ctx.server.state.update_stream(req.stream, req.name)
+    await ctx.server.state.update_stream(req.stream, req.name)
 
 
-def delete_stream(ctx: Context, req: rq.DeleteStream) -> None:
+async def delete_stream(ctx: Context, req: rq.DeleteStream) -> None:
     _managed_stream(ctx, req.stream)
-    ctx.server.state.delete_stream(req.stream)
+    await ctx.server.state.delete_stream(req.stream)
 
 
-def purge_stream(ctx: Context, req: rq.PurgeStream) -> None:
+async def purge_stream(ctx: Context, req: rq.PurgeStream) -> None:
     _managed_stream(ctx, req.stream)
-    ctx.server.state.purge_stream(req.stream)
+    await ctx.server.state.purge_stream(req.stream)
 
 
 # -- topics ----------------------------------------------------------------------------------
@@ -85,11 +85,11 @@ def get_topics(ctx: Context, req: rq.GetTopics) -> list[TopicInfo]:
     return [topic_info(t) for t in sorted(s.topics.values(), key=lambda t: t.id)]
 
 
-def create_topic(ctx: Context, req: rq.CreateTopic) -> TopicInfo:
+async def create_topic(ctx: Context, req: rq.CreateTopic) -> TopicInfo:
     state = ctx.server.state
     ctx.server.authz.require(ctx.client, "manage_topics", state.stream(req.stream).id)
-    return topic_info(state.create_topic(req.stream, req.name, req.partitions_count,
-                                         req.options, ctx.now))
+    return topic_info(await state.create_topic(req.stream, req.name, req.partitions_count,
+                                               req.options, ctx.now))
 
 
 def _managed_topic(ctx: Context, stream_ident, topic_ident):
@@ -98,31 +98,31 @@ def _managed_topic(ctx: Context, stream_ident, topic_ident):
     return topic
 
 
-def update_topic(ctx: Context, req: rq.UpdateTopic) -> None:
+async def update_topic(ctx: Context, req: rq.UpdateTopic) -> None:
     topic = _managed_topic(ctx, req.stream, req.topic)
-    ctx.server.state.update_topic(topic.stream.id, topic.id, req.name, req.options)
+    await ctx.server.state.update_topic(topic.stream.id, topic.id, req.name, req.options)
 
 
-def delete_topic(ctx: Context, req: rq.DeleteTopic) -> None:
+async def delete_topic(ctx: Context, req: rq.DeleteTopic) -> None:
     topic = _managed_topic(ctx, req.stream, req.topic)
-    ctx.server.state.delete_topic(topic.stream.id, topic.id)
+    await ctx.server.state.delete_topic(topic.stream.id, topic.id)
 
 
-def purge_topic(ctx: Context, req: rq.PurgeTopic) -> None:
+async def purge_topic(ctx: Context, req: rq.PurgeTopic) -> None:
     topic = _managed_topic(ctx, req.stream, req.topic)
-    ctx.server.state.purge_topic(topic.stream.id, topic.id)
+    await ctx.server.state.purge_topic(topic.stream.id, topic.id)
 
 
 # -- partitions and segments -----------------------------------------------------------------
 
-def create_partitions(ctx: Context, req: rq.CreatePartitions) -> None:
+async def create_partitions(ctx: Context, req: rq.CreatePartitions) -> None:
     topic = _managed_topic(ctx, req.stream, req.topic)
-    ctx.server.state.create_partitions(topic.stream.id, topic.id, req.count, ctx.now)
+    await ctx.server.state.create_partitions(topic.stream.id, topic.id, req.count, ctx.now)
 
 
-def delete_partitions(ctx: Context, req: rq.DeletePartitions) -> None:
+async def delete_partitions(ctx: Context, req: rq.DeletePartitions) -> None:
     topic = _managed_topic(ctx, req.stream, req.topic)
-    ctx.server.state.delete_partitions(topic.stream.id, topic.id, req.count)
+    await ctx.server.state.delete_partitions(topic.stream.id, topic.id, req.count)
 
 
 def delete_segments(ctx: Context, req: rq.DeleteSegments) -> None:

@@ -32,17 +32,17 @@ def get_users(ctx: Context, req: rq.GetUsers) -> list:
     return [by_id[uid] for uid in sorted(by_id)]
 
 
-def create_user(ctx: Context, req: rq.CreateUser):
+async def create_user(ctx: Context, req: rq.CreateUser):
     ctx.server.authz.require_global(ctx.client, "manage_users")
     Grants.parse(req.permissions)      # refuse a malformed block before it is stored
-    return ctx.server.users.create(req.username, req.password, req.status, req.permissions,
-                                   ctx.now)
+    return await ctx.server.users.create(req.username, req.password, req.status,
+                                         req.permissions, ctx.now)
 
 
-def delete_user(ctx: Context, req: rq.DeleteUser) -> None:
+async def delete_user(ctx: Context, req: rq.DeleteUser) -> None:
     server, client = ctx.server, ctx.client
     server.authz.require_global(client, "manage_users")
-    user = server.users.delete(req.user)
+    user = await server.users.delete(req.user)
     # Deleting a user ends every live session of that user, the caller's too (Iggy drops all
     # the user's clients): user ids are reused, so a session left behind would act as whoever
     # gets the id next. Logging out also leaves the sessions' consumer groups. Other
@@ -55,18 +55,18 @@ def delete_user(ctx: Context, req: rq.DeleteUser) -> None:
                 other.close()
 
 
-def update_user(ctx: Context, req: rq.UpdateUser) -> None:
+async def update_user(ctx: Context, req: rq.UpdateUser) -> None:
     ctx.server.authz.require_global(ctx.client, "manage_users")
-    ctx.server.users.update(req.user, req.username, req.status)
+    await ctx.server.users.update(req.user, req.username, req.status)
 
 
-def update_permissions(ctx: Context, req: rq.UpdatePermissions) -> None:
+async def update_permissions(ctx: Context, req: rq.UpdatePermissions) -> None:
     ctx.server.authz.require_global(ctx.client, "manage_users")
     Grants.parse(req.permissions)
-    ctx.server.users.set_permissions(req.user, req.permissions)
+    await ctx.server.users.set_permissions(req.user, req.permissions)
 
 
-def change_password(ctx: Context, req: rq.ChangePassword) -> None:
+async def change_password(ctx: Context, req: rq.ChangePassword) -> None:
     users = ctx.server.users
     # Permission before existence: a caller without manage_users learns nothing about which
     # usernames exist (41 for any user but itself, known or not).
@@ -75,7 +75,7 @@ def change_password(ctx: Context, req: rq.ChangePassword) -> None:
         ctx.server.authz.require_global(ctx.client, "manage_users")
     if user is None:
         raise ResourceNotFound()
-    users.change_password(user.id, req.current, req.new)
+    await users.change_password(user.id, req.current, req.new)
 
 
 # -- personal access tokens ------------------------------------------------------------------
@@ -85,10 +85,10 @@ def get_personal_access_tokens(ctx: Context, req: rq.GetPersonalAccessTokens) ->
     return ctx.server.tokens.list(ctx.client.user_id)
 
 
-def create_personal_access_token(ctx: Context, req: rq.CreatePersonalAccessToken) -> str:
+async def create_personal_access_token(ctx: Context, req: rq.CreatePersonalAccessToken) -> str:
     """The raw token, shown once."""
-    return ctx.server.tokens.create(ctx.client.user_id, req.name, req.expiry, ctx.now)
+    return await ctx.server.tokens.create(ctx.client.user_id, req.name, req.expiry, ctx.now)
 
 
-def delete_personal_access_token(ctx: Context, req: rq.DeletePersonalAccessToken) -> None:
-    ctx.server.tokens.delete(ctx.client.user_id, req.name)
+async def delete_personal_access_token(ctx: Context, req: rq.DeletePersonalAccessToken) -> None:
+    await ctx.server.tokens.delete(ctx.client.user_id, req.name)

@@ -1,0 +1,114 @@
+"""Consumer offsets, stored beside their partition's log rather than in the metadata store.
+
+A partition's offsets are small files in `<partition dir>/offsets/`, one per consumer, named by
+its key ("<kind>.<id>": 1 a consumer, 2 a consumer group; a named consumer's id is the xxh32 of
+its name, as Iggy keys it) and holding the stored offset as 8 little-endian bytes. They move
+and get replicated with the partition, and storing one costs a pwrite, not a metadata commit:
+an auto-committing poll stays cheap.
+
+Storing overwrites the 8 bytes in place with one pwrite on a descriptor kept open (up to
+MAX_OPEN per partition), which a process crash cannot tear.
+When the topic enforces fsync or asks for `consumer_offset_durability = "persisted"`, the
+file (and, for a new file, its directory) is synced on a worker thread before the store is
+acknowledged; otherwise it reaches the disk with the kernel's writeback. A file of any other
+size (a crash between creating and writing it) is ignored at load. Deleting unlinks the file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+
+from iggy_fast.server.storage.log import fsync_dir
+
+log = logging.getLogger("iggy_fast.offsets")
+
+_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC
+MAX_OPEN = 8        # files kept open per partition: a store is one pwrite, no open/close
+
+
+class ConsumerOffsets:
+    """One partition's stored consumer offsets, in memory and in `directory`."""
+
+    def __init__(self, directory: str):
+        self.directory = directory
+        self.values: dict[str, int] = {}        # consumer key -> stored offset
+        self._fds: dict[str, int] = {}          # consumer key -> its file, open for writing
+        if not os.path.isdir(directory):    # made by the first store
+            return
+        for name in os.listdir(directory):
+            path = os.path.join(directory, name)
+            with open(path, "rb") as f:
+                data = f.read(9)
+            if len(data) == 8:
+                self.values[name] = int.from_bytes(data, "little")
+            else:
+                log.warning("ignoring consumer offset file %s: %d bytes, not 8", path, len(data))
+
+    def get(self, ckey: str) -> int | None:
+        return self.values.get(ckey)
+
+    def __contains__(self, ckey: str) -> bool:
+        return ckey in self.values
+
+    def store(self, ckey: str, offset: int, durable: bool):
+        """Store `offset`; returns None, or (`durable`) an awaitable done once it is on disk."""
+        fd = self._fds.get(ckey)
+        if fd is None:
+            fd = self._open(ckey)
+        os.pwrite(fd, offset.to_bytes(8, "little"), 0)
+        created = ckey not in self.values
+        self.values[ckey] = offset
+        if not durable:
+            return None
+        return asyncio.get_running_loop().run_in_executor(
+            None, self._sync, f"{self.directory}/{ckey}", created)
+
+    def _open(self, ckey: str) -> int:
+        if len(self._fds) >= MAX_OPEN:      # many consumers: keep the descriptors bounded
+            self.close()
+        path = f"{self.directory}/{ckey}"
+        try:
+            fd = os.open(path, _FLAGS, 0o644)
+        except FileNotFoundError:
+            os.mkdir(self.directory)
+            fd = os.open(path, _FLAGS, 0o644)
+        self._fds[ckey] = fd
+        return fd
+
+    def _sync(self, path: str, created: bool) -> None:
+        """On a worker thread: the file's bytes, and its directory entry if it is new."""
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:       # deleted meanwhile: nothing left to make durable
+            return
+        try:
+            os.fdatasync(fd)
+        finally:
+            os.close(fd)
+        if created:      # its entry, and the directory's own in case the store made it
+            fsync_dir(self.directory)
+            fsync_dir(os.path.dirname(self.directory))
+
+    def delete(self, ckey: str, durable: bool):
+        """Forget `ckey`'s offset; returns None, or (`durable`) an awaitable of the unlink
+        reaching the disk. Raises KeyError if it has none."""
+        del self.values[ckey]
+        fd = self._fds.pop(ckey, None)
+        if fd is not None:
+            os.close(fd)
+        os.unlink(f"{self.directory}/{ckey}")
+        if not durable:
+            return None
+        return asyncio.get_running_loop().run_in_executor(None, fsync_dir, self.directory)
+
+    def clear(self) -> None:
+        """Forget every offset (a purge: the log starts again at 0)."""
+        for ckey in list(self.values):
+            self.delete(ckey, False)
+
+    def close(self) -> None:
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
