@@ -78,7 +78,7 @@ def delete(c, srv):
 def retention(c, srv):
     # Every batch filled its own segment; all but the active one expire and are deleted.
     deadline = time.monotonic() + 30
-    partition = os.path.join(srv.data_dir, "streams", "0", "topics", "0", "partitions", "0")
+    partition = srv.data_path(0, 0, 0)
     while len([n for n in os.listdir(partition) if n.endswith(".log")]) > 1:
         assert time.monotonic() < deadline, os.listdir(partition)
         time.sleep(0.1)

@@ -9,6 +9,8 @@ awaitable, from the durability worker).
 
 from __future__ import annotations
 
+import inspect
+
 from iggy_fast import _wire
 from iggy_fast.protocol import requests as rq
 from iggy_fast.protocol.codes import (BALANCED, FENCED_PARTITION, FIRST, LAST, MESSAGES_KEY,
@@ -98,7 +100,9 @@ def poll_messages(ctx: Context, req: rq.PollMessages) -> Polled:
 async def _poll_verified(state, partition, ckey, start: int, req: rq.PollMessages) -> Polled:
     """A first read of stored batches verifies them, on a worker thread (it can be slow)."""
     await partition.log.verify_for_read(start, req.count)
-    return _poll_reply(state, partition, ckey, start, req)
+    polled = _poll_reply(state, partition, ckey, start, req)
+    # With auto-commit on a topic with durable offsets, the reply waits for the offset's sync.
+    return await polled if inspect.isawaitable(polled) else polled
 
 
 def _poll_reply(state, partition, ckey, start, req: rq.PollMessages) -> Polled:
