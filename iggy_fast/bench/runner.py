@@ -112,10 +112,11 @@ class LocalServer:
     """A server started for the benchmark on a free port with a temporary data directory.
 
     With `tls`, its TCP listener speaks TLS with a self-signed certificate it makes at start;
-    `ca_file` is that certificate, for clients to validate against.
+    `ca_file` is that certificate, for clients to validate against. `env` adds IGGY_*
+    settings (e.g. {"IGGY_TCP_QUICKACK": "false"}).
     """
 
-    def __init__(self, fsync: bool, tls: bool = False):
+    def __init__(self, fsync: bool, tls: bool = False, env: dict | None = None):
         self.dir = tempfile.mkdtemp(prefix="iggy-bench-")
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
@@ -124,7 +125,7 @@ class LocalServer:
         data = os.path.join(self.dir, "data")
         self.ca_file = os.path.join(data, "certs", "iggy_cert.pem") if tls else None
         env = {**os.environ, "IGGY_SYSTEM_PARTITION_ENFORCE_FSYNC": "true" if fsync else "false",
-               "IGGY_TCP_TLS_ENABLED": "true" if tls else "false"}
+               "IGGY_TCP_TLS_ENABLED": "true" if tls else "false", **(env or {})}
         self.log = open(os.path.join(self.dir, "server.log"), "wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "iggy_fast.cli", "server", "--data-dir", data,

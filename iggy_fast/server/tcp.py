@@ -11,6 +11,10 @@ nothing pending after the write; otherwise the transport keeps it and a new one 
 Per connection, the bytes sent each way are counted and logged at DEBUG when it closes.
 Requests are answered strictly in order: when a reply must wait (an fsync'd send), reading is
 paused until it is written, so the receive buffer is not reused under the waiting request.
+A read that leaves a frame incomplete is acknowledged at once (TCP_QUICKACK, which Linux resets
+by itself, so it is set again after each such read): a client with Nagle on (the official SDK's
+default) holds the rest of a request written in two pieces until the first is ACKed, and a
+delayed ACK would stall that request for 40 ms.
 """
 
 from __future__ import annotations
@@ -43,12 +47,15 @@ class Connection(asyncio.BufferedProtocol):
         self.read_buffer = None      # reused for stored batches that cannot be sendfile()d
         self.sent_by_sendfile = 0    # bytes of stored batches sent each way
         self.sent_by_copy = 0
+        self.quickack = None         # the socket, when incomplete frames are ACKed at once
 
     def connection_made(self, transport) -> None:
         self.transport = transport
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if hasattr(socket, "TCP_QUICKACK") and self.server.cfg["tcp"]["quickack"]:
+                self.quickack = sock
             if (transport.get_extra_info("ssl_object") is None
                     and self.server.cfg["tcp"]["sendfile"]):
                 self.sendfile_fd = sock.fileno()
@@ -63,6 +70,8 @@ class Connection(asyncio.BufferedProtocol):
     def buffer_updated(self, nbytes: int) -> None:
         self.frames.buffer_updated(nbytes)
         self._process()
+        if self.quickack is not None and self.frames.pending:
+            self.quickack.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
 
     def _process(self) -> None:
         dispatcher = self.server.dispatcher
