@@ -8,7 +8,8 @@ The SDK writes a request of roughly 8-64 KB in two pieces; with Nagle on, the se
 the ACK of the first, which a server with delayed ACKs holds for 40 ms. With quickack on, the
 server ACKs every read that leaves a frame incomplete at once. Both servers are started here,
 each with its own temporary data directory; every round sends `--sends` batches of each size to
-each server in turn, and the table gives each server's median over all rounds, in ms.
+each server in turn, and the table gives each server's median over all rounds, in ms, and in
+brackets how many of the sends took 30 ms or more (waited for a delayed ACK) when any did.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from iggy_fast.bench.runner import LocalServer
 # (messages per send, bytes per message): the sweep of the issue.
 SIZES = ((1, 128), (10, 128), (50, 128), (100, 128), (300, 128),
          (50, 1000), (200, 1000), (1000, 1000))
+STALL_MS = 30.0     # a delayed ACK holds a request 40 ms
 
 
 async def sdk_client(server: LocalServer) -> IggyClient:
@@ -91,7 +93,8 @@ async def sweep(args) -> dict:
     finally:
         for srv in servers.values():
             srv.stop()
-    return {key: statistics.median(values) for key, values in samples.items()}
+    return {key: (statistics.median(values), sum(v >= STALL_MS for v in values))
+            for key, values in samples.items()}
 
 
 def main() -> None:
@@ -112,8 +115,12 @@ def main() -> None:
     print(f"{'batch':<14}" + "".join(f"{'SDK, ' + c if 'ours' not in c else c:>22}"
                                      for c in columns))
     for size in SIZES:
-        print(f"{f'{size[0]} x {size[1]} B':<14}"
-              + "".join(f"{medians[c, size]:>22.2f}" for c in columns))
+        cells = []
+        for c in columns:
+            median, stalled = medians[c, size]
+            cells.append(f"{median:.2f}" + (f" ({stalled}/{args.rounds * args.sends})"
+                                            if stalled else ""))
+        print(f"{f'{size[0]} x {size[1]} B':<14}" + "".join(f"{cell:>22}" for cell in cells))
 
 
 if __name__ == "__main__":
