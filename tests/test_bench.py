@@ -77,6 +77,14 @@ def test_each_kind_counts_what_it_moved(server, kind, producers, consumers):
         assert 0 < consumer["end_to_end_us"]["p50"] <= consumer["end_to_end_us"]["max"]
 
 
+@pytest.mark.parametrize("kind", ["end-to-end", "pinned-producer-and-consumer"])
+def test_fewer_consumers_than_producers_read_every_stream(server, kind):
+    # 3 producers, 2 consumers: consumer 0 reads streams 0 and 2, consumer 1 stream 1.
+    report = runner.run(args_for(kind, server.address, producers=3, consumers=2))
+    read = {a["actor"]: a["messages"] for a in report["actors"] if a["role"] == "consumer"}
+    assert read == {"consumer-0": 2 * BATCHES * PER_BATCH, "consumer-1": BATCHES * PER_BATCH}
+
+
 def test_pinned_consumer_polls_for_the_duration(server):
     args = args_for("pinned-consumer", server.address, duration=0.6)
     report = runner.run(args)

@@ -7,11 +7,14 @@ Kinds (as in iggy-bench):
                                 --partitions in turn, one batch each
   pinned-consumer               first fills the streams, then each consumer reads its own
   pinned-producer-and-consumer  producers and consumers at the same time, pinned per stream
+                                (with fewer consumers than producers, each consumer reads the
+                                streams of several producers)
   balanced-producer             producers spread batches over all partitions of one topic
   consumer-group                first fills one topic, then consumers in one group share its
                                 partitions (server-side assignment, offsets committed per poll)
   end-to-end                    produce and consume concurrently; latency from send to receipt,
-                                one sample per message (arrival minus origin timestamp)
+                                one sample per message (arrival minus origin timestamp); streams
+                                shared out among consumers as in pinned-producer-and-consumer
 
 Reported per actor and in total: messages/s; payload MB/s (messages x --message-size, in
 10^6 bytes/s); wire MB/s (what the actors' sockets carried in the data's direction, request or
@@ -365,12 +368,17 @@ def _run(args) -> dict:
                                            idle_timeout=5.0))
                   for i in range(args.consumers)]
     if kind in ("pinned-consumer", "pinned-producer-and-consumer", "end-to-end"):
-        expected = args.batches * args.messages_per_batch
         duration = args.duration if kind == "pinned-consumer" else 0
-        specs += [("consumer", _spec(args, f"consumer-{i}", per_stream[i % len(per_stream)],
-                                     expected=expected, duration=duration,
-                                     end_to_end=kind == "end-to-end"))
-                  for i in range(args.consumers)]
+        for i in range(args.consumers):
+            # Fewer consumers than producers: the producers' streams are shared out, consumer
+            # i reading streams i, i + consumers, ... (fewer processes polling, on few cores).
+            streams = range(i, args.producers, args.consumers) \
+                if kind != "pinned-consumer" and args.consumers < args.producers else [i]
+            targets = [t for s in streams for t in per_stream[s % len(per_stream)]]
+            specs.append(("consumer", _spec(
+                args, f"consumer-{i}", targets, duration=duration,
+                expected=len(streams) * args.batches * args.messages_per_batch,
+                end_to_end=kind == "end-to-end")))
     started = time.time()
     try:
         raw = _run_actors(specs, args)
