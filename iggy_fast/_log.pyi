@@ -7,12 +7,20 @@ Buffer = bytes | bytearray | memoryview
 def segment_name(base_offset: int) -> str:
     """The zero-padded file stem of a segment starting at `base_offset`."""
 
+class OpenFile:
+    """A file descriptor closed when the last reference to it goes (a segment's log, shared
+    with the FileRegions cut from it, so a region in flight outlives the segment's close)."""
+    fd: int
+    def __init__(self, fd: int) -> None: ...
+
 class FileRegion:
-    """Bytes of a segment file to send as they are (sendfile), or to read when that cannot be."""
+    """Bytes of a segment file to send as they are (sendfile), or to read when that cannot be.
+    Holds its file open: still readable after the segment was closed or deleted."""
+    file: OpenFile
     fd: int
     offset: int
     length: int
-    def __init__(self, fd: int, offset: int, length: int) -> None: ...
+    def __init__(self, file: OpenFile, offset: int, length: int) -> None: ...
     def __len__(self) -> int: ...
     def read(self) -> bytes: ...
 
@@ -45,8 +53,10 @@ class Segment:
         """fdatasync; returns the log size now durable. Safe from a worker thread."""
     def seal(self) -> None:
         """Read-only from now on; renamed to <first>-<last> (a failed rename is only logged)."""
-    def close(self) -> None: ...
-    def delete(self) -> None: ...
+    def close(self) -> None:
+        """Close the files; the log stays open while a FileRegion of it is alive."""
+    def delete(self) -> None:
+        """Close and remove the files; FileRegions alive still read the removed log."""
     def offset_for_timestamp(self, timestamp: int) -> int | None: ...
     def read(self, first: int, last: int, regions: bool = False) -> tuple[list[Any], int, int]:
         """(chunks, message count, next offset) for offsets [first, last]; corrupt batches skipped."""

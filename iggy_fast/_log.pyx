@@ -47,6 +47,7 @@ from iggy_fast._wire import slice_batch
 log = logging.getLogger("iggy_fast.storage")
 
 cdef extern from "<unistd.h>" nogil:
+    int close(int fd)
     ssize_t write(int fd, const void *buf, size_t count)
     ssize_t pread(int fd, void *buf, size_t count, long offset)
     int ftruncate(int fd, long length)
@@ -73,6 +74,24 @@ def segment_name(uint64_t base_offset):
     return f"{base_offset:020d}"
 
 
+cdef class OpenFile:
+    """A file descriptor closed when the last reference to it goes.
+
+    A segment holds one for its log, and so does every FileRegion cut from it: a reply still
+    queued for a slow client keeps reading the file it was cut from even after retention,
+    purge or delete closed (or unlinked) the segment, and never a file that reused its number.
+    """
+
+    cdef readonly int fd
+
+    def __cinit__(self, int fd):
+        self.fd = fd
+
+    def __dealloc__(self):
+        if self.fd >= 0:
+            close(self.fd)
+
+
 cdef class Segment:
     """An append-only log file and its batch index (see the module docstring)."""
 
@@ -83,7 +102,8 @@ cdef class Segment:
     cdef readonly str index_path
     cdef readonly bint sealed
     cdef readonly list problems            # what recovery found and repaired (strings)
-    cdef int fd
+    cdef OpenFile log_file                 # owns the log's fd; regions in flight share it
+    cdef int fd                            # log_file.fd while open, -1 once closed
     cdef int index_fd
     cdef Entry *entries
     cdef Py_ssize_t n
@@ -104,8 +124,6 @@ cdef class Segment:
         self.bad = set()
 
     def __dealloc__(self):
-        if self.fd >= 0:
-            os.close(self.fd)
         if self.index_fd >= 0:
             os.close(self.index_fd)
         free(self.entries)
@@ -126,7 +144,9 @@ cdef class Segment:
         s.log_path = name + ".log"
         s.index_path = name + ".index"
         s.sealed = stem is not None and "-" in stem
-        s.fd = os.open(s.log_path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+        s.log_file = OpenFile(
+            os.open(s.log_path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644))
+        s.fd = s.log_file.fd
         s.index_fd = os.open(s.index_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         s._recover(verify, tail)
         if not verify:
@@ -355,11 +375,12 @@ cdef class Segment:
         synced: recovery rebuilds it from the log.
         """
         cdef uint64_t size = self.size
-        cdef int rc, fd = self.fd
-        if fd < 0:
+        cdef OpenFile file = self.log_file     # held: a close meanwhile cannot free the fd
+        cdef int rc
+        if file is None:
             return self.synced_size
         with nogil:
-            rc = fdatasync(fd)
+            rc = fdatasync(file.fd)
         if rc != 0:
             raise OSError(errno, os.strerror(errno), self.log_path)
         if size > self.synced_size:
@@ -405,16 +426,16 @@ cdef class Segment:
         self.log_path, self.index_path = log_path, index_path
 
     def close(self):
+        """Close the files; the log's fd stays open while a FileRegion of it is in flight."""
         self.flush_index()
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
+        self.log_file = None
+        self.fd = -1
         if self.index_fd >= 0:
             os.close(self.index_fd)
             self.index_fd = -1
 
     def delete(self):
-        """Close and remove both files."""
+        """Close and remove both files (regions in flight still read the removed log)."""
         self.close()
         for path in (self.log_path, self.index_path):
             try:
@@ -543,7 +564,7 @@ cdef class Segment:
             middle_end = end
         if middle_end > start:
             if regions:
-                chunks.append(FileRegion(self.fd, start, middle_end - start))
+                chunks.append(FileRegion(self.log_file, start, middle_end - start))
             else:
                 data = os.pread(self.fd, middle_end - start, start)
                 if len(data) != middle_end - start:
@@ -555,22 +576,29 @@ cdef class Segment:
 
 
 cdef class FileRegion:
-    """Bytes of a segment file to be sent as they are (sendfile), or read when that cannot be."""
+    """Bytes of a segment file to be sent as they are (sendfile), or read when that cannot be.
 
-    cdef readonly int fd
+    It holds the file open (OpenFile) for as long as it lives, so it may outlive its segment.
+    """
+
+    cdef readonly OpenFile file
     cdef readonly uint64_t offset
     cdef readonly uint64_t length
 
-    def __cinit__(self, int fd, uint64_t offset, uint64_t length):
-        self.fd = fd
+    def __cinit__(self, OpenFile file not None, uint64_t offset, uint64_t length):
+        self.file = file
         self.offset = offset
         self.length = length
+
+    @property
+    def fd(self):
+        return self.file.fd
 
     def __len__(self):
         return self.length
 
     def read(self):
-        data = os.pread(self.fd, self.length, self.offset)
+        data = os.pread(self.file.fd, self.length, self.offset)
         if <uint64_t>len(data) != self.length:
             raise OSError(f"short read of {self.length} bytes at {self.offset}")
         return data

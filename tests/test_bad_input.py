@@ -10,7 +10,7 @@ import pytest
 
 from iggy_fast import _wire
 from iggy_fast.client import BlockingClient
-from iggy_fast.client.protocol import send_messages_body
+from iggy_fast.client.core import send_messages_body
 from iggy_fast.protocol.errors import IggyError
 
 CLIENT_ID = b"\x07" * 16
@@ -156,21 +156,22 @@ def test_request_before_login(server, healthy):
 def test_wrong_request_checksum(server, healthy):
     c = healthy[0]
     body = _wire.Writer().name("checksum-test").getvalue()
-    frame = raw_request(128, body=body, session=c.protocol.session,
-                        request=c.protocol.request, checksum=12345,
-                        client=c.protocol.client_id)
+    pending, _ = c.core.request(202, body)            # numbered as the core numbers it
+    frame = raw_request(128, body=body, session=c.core.session,
+                        request=pending.request, checksum=12345,
+                        client=c.core.client_id)
     with pytest.raises(IggyError) as e:
-        c.roundtrip([frame])
+        c.wait(c.send_frame(pending, [frame]))
     assert e.value.code == 4
 
 
 def test_forged_session_is_refused(server, healthy):
     c = healthy[0]
-    c.protocol.session += 1000
+    c.core.session += 1000
     with pytest.raises(IggyError) as e:
         c.call(201)
     assert e.value.code == 40
-    c.protocol.session -= 1000
+    c.core.session -= 1000
     c.ping()
 
 

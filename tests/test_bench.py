@@ -20,7 +20,7 @@ from iggy_fast import _wire
 from iggy_fast.bench import runner
 from iggy_fast.bench.actors import make_batch, restamp
 from iggy_fast.client import BlockingClient
-from iggy_fast.client.protocol import origin_timestamps
+from iggy_fast.client.core import origin_timestamps
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BATCHES, PER_BATCH = 20, 50

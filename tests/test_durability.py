@@ -188,19 +188,11 @@ def test_fsync_topics_commit_their_metadata_durably(tmp_path, spawn):
 
 # -- group commit and the background rules -------------------------------------------------
 
-def read_reply(c: BlockingClient):
-    header = memoryview(c._header)
-    c._recv_into(header)
-    body = bytearray(int.from_bytes(c._header[48:52], "little") - 256)
-    c._recv_into(memoryview(body))
-    return c.protocol.parse_reply(bytes(c._header), body)
-
-
 def test_group_commit_shares_one_sync_between_concurrent_sends(tmp_path, spawn):
     # Eight sends wait in their sockets while the server is stopped, so they all arrive at
     # once: they are acknowledged by about two fdatasyncs (the first may start as soon as the
     # first send is appended), not eight. Asserted with room: at most half as many as sends.
-    from iggy_fast.client.protocol import send_messages_body
+    from iggy_fast.client.core import send_messages_body
     srv = spawn(tmp_path / "gc", env=NO_TIMER)
     admin = connect(srv)
     admin.call(202, _wire.Writer().name("s").getvalue())
@@ -210,14 +202,14 @@ def test_group_commit_shares_one_sync_between_concurrent_sends(tmp_path, spawn):
     for r in range(rounds):
         os.kill(srv.proc.pid, signal.SIGSTOP)
         try:
+            sent = []
             for k, p in enumerate(producers):
                 batch = _wire.build_batch([(r * 100 + k + 1, b"%d-%d" % (r, k), b"", 0)], 1)
-                p.sock.sendmsg(p.protocol.request_frame(
-                    101, send_messages_body("s", "t", 0, 1), (batch,)))
+                sent.append(p.send_request(101, send_messages_body("s", "t", 0, 1), (batch,)))
         finally:
             os.kill(srv.proc.pid, signal.SIGCONT)
-        for p in producers:
-            read_reply(p)                                     # raises on an error status
+        for p, pending in zip(producers, sent):
+            p.wait(pending)                                   # raises on an error status
     got = admin.poll_messages("s", "t", 0, 3, 0, 1000)
     assert sorted(m[4] for m in got) == sorted(b"%d-%d" % (r, k) for r in range(rounds)
                                                for k in range(8))

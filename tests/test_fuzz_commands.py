@@ -11,7 +11,6 @@ from iggy_fast import _wire
 from iggy_fast.client import BlockingClient
 from iggy_fast.protocol.codes import OPERATION_COMMANDS
 from iggy_fast.protocol.errors import IggyError
-from iggy_fast.server import commands  # noqa: F401  (fills the command table)
 from iggy_fast.server.dispatch import COMMANDS
 
 # Login/logout change the session itself; they have their own tests.

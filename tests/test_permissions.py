@@ -5,8 +5,9 @@ One user per flag (and one with no permissions) runs every command family throug
 SDK against a world of its own (a stream with two topics, groups, messages, a user to manage),
 so that destructive commands can succeed where allowed. Every command must either succeed or
 be refused with exactly Unauthorized (41). Stream flags are also probed against another
-stream, topic flags against another topic: there they allow nothing. The expected sets below
-are written out from Iggy's rules, not computed by the code under test. All users run at once
+stream, topic flags against another topic: there they allow nothing. The expected sets
+(permission_cases.py, shared with the in-process test of the service layer) are written out
+from Iggy's rules, not computed by the code under test. All users run at once
 against the module's one server.
 """
 
@@ -21,60 +22,10 @@ from apache_iggy import (Consumer, GlobalPermissions, IggyClient, Permissions, P
 from apache_iggy import SendMessage as Message
 
 from iggy_fast._wire import Writer
+from permission_cases import ALWAYS, CASES
 from sdk_errors import SDK_TEXT
 
 PASSWORD = "secret-pw"
-
-# Command families, by the rule that guards them.
-SERVERS = {"stats", "clients", "client"}
-READ_USERS = {"users", "user"}
-MANAGE_USERS = {"create_user", "update_user", "update_permissions", "change_password",
-                "delete_user"}
-READ_STREAMS = {"streams"}
-CREATE_STREAM = {"create_stream"}
-READ_STREAM = {"stream"}
-MANAGE_STREAM = {"update_stream", "purge_stream", "delete_stream"}
-READ_TOPICS = {"topics"}
-CREATE_TOPIC = {"create_topic"}
-READ_TOPIC = {"topic", "groups", "group", "create_group", "join", "leave", "delete_group"}
-MANAGE_TOPIC = {"update_topic", "purge_topic", "delete_topic", "create_partitions",
-                "delete_partitions", "delete_segments"}
-POLL = {"poll", "get_offset", "store_offset", "delete_offset"}
-SEND = {"send"}
-# Self-scoped: a login is all they need.
-ALWAYS = {"ping", "me", "own_user", "own_password", "tokens", "sync"}
-
-MANAGING_TOPIC = READ_TOPIC | MANAGE_TOPIC | POLL | SEND
-READING_TOPIC = READ_TOPIC | POLL
-
-GLOBAL_EXPECTED = {
-    "manage_servers": SERVERS,
-    "read_servers": SERVERS,
-    "manage_users": READ_USERS | MANAGE_USERS,
-    "read_users": READ_USERS,
-    "manage_streams": (READ_STREAMS | CREATE_STREAM | READ_STREAM | MANAGE_STREAM | READ_TOPICS
-                       | CREATE_TOPIC | MANAGING_TOPIC),
-    "read_streams": READ_STREAMS | READ_STREAM | READ_TOPICS | READING_TOPIC,
-    "manage_topics": READ_TOPICS | CREATE_TOPIC | MANAGING_TOPIC,
-    "read_topics": READ_TOPICS | READING_TOPIC,
-    "poll_messages": POLL,
-    "send_messages": SEND,
-}
-STREAM_EXPECTED = {
-    "manage_stream": READ_STREAM | MANAGE_STREAM | READ_TOPICS | CREATE_TOPIC | MANAGING_TOPIC,
-    "read_stream": READ_STREAM | READ_TOPICS | READING_TOPIC,
-    "manage_topics": READ_TOPICS | CREATE_TOPIC | MANAGING_TOPIC,
-    "read_topics": READ_TOPICS | READING_TOPIC,
-    "poll_messages": POLL,
-    "send_messages": SEND,
-}
-TOPIC_EXPECTED = {
-    "manage_topic": MANAGING_TOPIC,
-    "read_topic": READING_TOPIC,
-    "poll_messages": POLL,
-    "send_messages": SEND,
-}
-
 
 def _u(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
@@ -182,43 +133,31 @@ async def probe(server, username: str, world: World) -> set[str]:
     return allowed
 
 
-def cases():
-    """(case id, permissions builder(sid, tid, other_sid, other_tid), expected, scope)."""
-    out = [("none", lambda *_: None, set(), None)]
-    for flag, expected in GLOBAL_EXPECTED.items():
-        out.append((f"global-{flag}",
-                    lambda sid, tid, f=flag: Permissions(GlobalPermissions(**{f: True})),
-                    expected, None))
-    for flag, expected in STREAM_EXPECTED.items():
-        out.append((f"stream-{flag}",
-                    lambda sid, tid, f=flag: Permissions(
-                        GlobalPermissions(), {sid: StreamPermissions(**{f: True})}),
-                    expected, "stream"))
-    for flag, expected in TOPIC_EXPECTED.items():
-        out.append((f"topic-{flag}",
-                    lambda sid, tid, f=flag: Permissions(GlobalPermissions(), {
-                        sid: StreamPermissions(topics={tid: TopicPermissions(**{f: True})})}),
-                    expected, "topic"))
-    return out
-
-
-CASES = cases()
+def sdk_permissions(case, sid: int, tid: int) -> Permissions | None:
+    """The case's one flag as the SDK's permissions (on stream sid, or its topic tid)."""
+    if case.level is None:
+        return None
+    if case.level == "global":
+        return Permissions(GlobalPermissions(**{case.flag: True}))
+    if case.level == "stream":
+        return Permissions(GlobalPermissions(), {sid: StreamPermissions(**{case.flag: True})})
+    return Permissions(GlobalPermissions(), {
+        sid: StreamPermissions(topics={tid: TopicPermissions(**{case.flag: True})})})
 
 
 async def run_case(server, limit, case):
-    _, make_permissions, _, scope = case
     async with limit:
         root = IggyClient(server.address)
         await root.connect()
         await root.login_user("iggy", "iggy")
         world, sid, tid = await build_world(root)
         user = _u("u")
-        await root.create_user(user, PASSWORD, permissions=make_permissions(sid, tid))
+        await root.create_user(user, PASSWORD, permissions=sdk_permissions(case, sid, tid))
         elsewhere = None
-        if scope == "stream":        # the same commands on another stream
+        if case.level == "stream":        # the same commands on another stream
             other, _, _ = await build_world(root)
             elsewhere = await probe(server, user, other)
-        elif scope == "topic":       # ... on the other topic of the same stream
+        elif case.level == "topic":       # ... on the other topic of the same stream
             elsewhere = await probe(server, user, World(world.s, "t2", world.victim))
         return await probe(server, user, world), elsewhere
 
@@ -228,18 +167,18 @@ def matrix(server):
     async def run_all():
         limit = asyncio.Semaphore(6)
         results = await asyncio.gather(*(run_case(server, limit, case) for case in CASES))
-        return {case[0]: result for case, result in zip(CASES, results)}
+        return {case.id: result for case, result in zip(CASES, results)}
     return asyncio.run(run_all())
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_flag_allows_exactly_what_iggy_allows(matrix, case):
-    name, _, expected, scope = case
-    allowed, elsewhere = matrix[name]
+    expected = case.expected
+    allowed, elsewhere = matrix[case.id]
     assert allowed - ALWAYS == expected, (
         f"extra: {sorted(allowed - ALWAYS - expected)}, missing: {sorted(expected - allowed)}")
     assert ALWAYS <= allowed, sorted(ALWAYS - allowed)
-    if scope is not None:
+    if case.level in ("stream", "topic"):
         assert elsewhere - ALWAYS == set(), sorted(elsewhere - ALWAYS)
 
 

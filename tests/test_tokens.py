@@ -83,7 +83,7 @@ async def test_token_login_list_delete_and_restart(srv):
 def raw_token_login(address, token):
     from iggy_fast.client import BlockingClient
     with BlockingClient(address) as b:
-        b.roundtrip(b.protocol.token_login_frame(token))
+        b.login_with_token(token)
 
 
 async def test_expired_unknown_and_foreign_tokens(srv):

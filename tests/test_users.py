@@ -137,7 +137,7 @@ def test_a_user_deleting_itself_keeps_no_session_and_no_token(server, unique):
         assert reply.u32() == admin_id                            # the id is reused
         with pytest.raises(IggyError) as e:                       # a token of the deleted
             with BlockingClient(server.address) as t:             # user is refused
-                t.roundtrip(t.protocol.token_login_frame(token))
+                t.login_with_token(token)
         assert e.value.code == 53
         with pytest.raises(IggyError) as e:                       # and the old connection
             me.call(42, Writer().name("after").u64(0).getvalue())  # still cannot mint one
@@ -214,7 +214,7 @@ def test_forged_session_on_a_write_changes_nothing(server, unique):
         c.login()
         root.login()
         name = unique("forged")
-        c.protocol.session += 1000
+        c.core.session += 1000
         with pytest.raises(IggyError) as e:
             c.call(33, create_user_body(name, "pass-123"))
         assert e.value.code == 40

@@ -65,7 +65,7 @@ def test_store_offset_capture_parses():
 
 
 def test_send_metadata_capture():
-    from iggy_fast.client.protocol import send_messages_body
+    from iggy_fast.client.core import send_messages_body
     meta = send_messages_body("s1", "t1", 0, 2)
     assert meta == bytes.fromhex("12000000" "02027331" "02027431" "020400000000" "02000000")
 
@@ -92,11 +92,12 @@ PERMISSIONS_CAPTURE = bytes.fromhex("00000000000100000000" "01" "00000000" "0001
 
 def test_create_topic_capture_decodes_and_encodes():
     from iggy_fast.config import DEFAULTS
+    from iggy_fast.protocol.binary import encode_tlv, parse_tlv
     from iggy_fast.server import options
 
     r = _wire.Reader(CREATE_TOPIC_CAPTURE)
     assert (r.identifier(), r.u32(), r.name()) == ("s1", 3, "t1")
-    entries = options.parse_tlv(r.rest())
+    entries = parse_tlv(r.rest())
     assert [(e[1], e[3]) for e in entries] == [
         (b"compression_algorithm", b"gzip"), (b"consumer_offset_durability", b"replicated"),
         (b"durability", b"replicated"), (b"max_topic_size", (10_000_000).to_bytes(8, "little")),
@@ -110,12 +111,12 @@ def test_create_topic_capture_decodes_and_encodes():
     assert settings["message_expiry"] == 10_000_000 and settings["max_topic_size"] == 10_000_000
     assert len(kept) == 5
     encoded = (_wire.Writer().identifier("s1").u32(3).name("t1").getvalue()
-               + options.encode_tlv(entries))
+               + encode_tlv(entries))
     assert encoded == CREATE_TOPIC_CAPTURE
 
 
 def test_permissions_and_create_user_captures_decode():
-    from iggy_fast.server.authz import Grants
+    from iggy_fast.server.service.authz import Grants
 
     assert len(PERMISSIONS_CAPTURE) == 32
     g = Grants.parse(PERMISSIONS_CAPTURE)

@@ -19,7 +19,7 @@ from operator import sub
 
 from iggy_fast import _wire
 from iggy_fast.client import BlockingClient
-from iggy_fast.client.protocol import origin_timestamps
+from iggy_fast.client.core import origin_timestamps
 
 OFFSET, NEXT = 1, 5
 

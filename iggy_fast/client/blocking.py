@@ -1,6 +1,17 @@
-"""A blocking socket client over ClientProtocol: for tools, tests and the benchmark's actors.
+"""A blocking socket driver over ClientCore: for tools, tests and the benchmark's actors.
 
-Plain TCP or TCP over TLS (`tls=True`, as the server's `[tcp.tls]` listener expects). It
+Plain TCP or TCP over TLS (`tls=True`, as the server's `[tcp.tls]` listener expects). The
+driver only moves bytes: each request goes out in one vectored write of the core's pieces,
+and replies are read straight into the buffers the core hands out (a poll reply lands in its
+own buffer, no copy). It is lock-step: `call()` sends one request and waits for its answer.
+`send_request()` and `wait()` split that in two for callers that must do something while a
+request is in flight.
+
+Every wait has the connection's timeout (`timeout` seconds per send and per read) and fails
+with a TimeoutError naming the request: a read's late answer, if any, is dropped when the next
+request waits; a send that timed out closes the socket (part of a frame may be out). A
+server that closes the connection mid-request raises ConnectionError naming the request; one
+that sends bytes that cannot be framed raises ProtocolViolation and the socket is closed. It
 counts the bytes it writes and reads (`bytes_sent`, `bytes_received`, frames included) so the
 benchmark can report wire throughput next to payload throughput.
 """
@@ -11,7 +22,8 @@ import socket
 import ssl
 
 from iggy_fast import _wire
-from iggy_fast.client.protocol import ClientProtocol, Reply, poll_body, send_messages_body
+from iggy_fast.client.core import (ClientCore, Failure, Pending, Reply, poll_body,
+                                   send_messages_body)
 from iggy_fast.protocol.errors import IggyError, ProtocolViolation
 
 
@@ -24,7 +36,8 @@ class BlockingClient:
                  tls: bool = False, tls_ca_file: str | None = None,
                  tls_domain: str = "localhost"):
         """`tls_ca_file` is the CA to validate the server's certificate against; without it
-        the certificate is not checked (acceptable for a benchmark on loopback, not more)."""
+        the certificate is not checked (acceptable for a benchmark on loopback, not more).
+        `timeout=None` waits forever."""
         host, _, port = address.rpartition(":")
         sock = socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -38,8 +51,7 @@ class BlockingClient:
                 context.verify_mode = ssl.CERT_NONE
             sock = context.wrap_socket(sock, server_hostname=tls_domain)
         self.sock = sock
-        self.protocol = ClientProtocol()
-        self._header = bytearray(256)
+        self.core = ClientCore()
         self.bytes_sent = 0
         self.bytes_received = 0
 
@@ -52,50 +64,79 @@ class BlockingClient:
     def __exit__(self, *exc):
         self.close()
 
-    def _recv_into(self, view) -> None:
-        while view.nbytes:
-            n = self.sock.recv_into(view)
-            if n == 0:
-                raise ConnectionError("server closed the connection")
-            view = view[n:]
+    # -- moving bytes ------------------------------------------------------------------------
 
-    def _send(self, frame: list) -> None:
+    def send_frame(self, pending: Pending, frame: list) -> Pending:
+        """Write a frame the core built (tests may alter it first); returns `pending`."""
         total = sum(_nbytes(p) for p in frame)
-        if self.tls:
-            # SSLSocket has no sendmsg; one record per piece costs no copy of the batch.
-            for piece in frame:
-                self.sock.sendall(piece)
-        else:
-            sent = self.sock.sendmsg(frame)
-            # A socket with a timeout is non-blocking underneath: sendmsg may write part of
-            # a large frame, and the rest must follow or the stream is corrupt.
-            if sent < total:
+        try:
+            if self.tls:
+                # SSLSocket has no sendmsg; one record per piece costs no copy of the batch.
                 for piece in frame:
-                    size = _nbytes(piece)
-                    if sent >= size:
-                        sent -= size
-                        continue
-                    self.sock.sendall(memoryview(piece)[sent:])
-                    sent = 0
+                    self.sock.sendall(piece)
+            else:
+                sent = self.sock.sendmsg(frame)
+                # A socket with a timeout is non-blocking underneath: sendmsg may write part
+                # of a large frame, and the rest must follow or the stream is corrupt.
+                if sent < total:
+                    for piece in frame:
+                        size = _nbytes(piece)
+                        if sent >= size:
+                            sent -= size
+                            continue
+                        self.sock.sendall(memoryview(piece)[sent:])
+                        sent = 0
+        except TimeoutError:
+            # Part of the frame may be on the wire: nothing after it could be framed.
+            timeout = self.sock.gettimeout()
+            self.sock.close()
+            raise TimeoutError(f"could not send {pending} within {timeout} s; connection closed"
+                               ) from None
         self.bytes_sent += total
+        return pending
 
-    def roundtrip(self, frame: list) -> Reply:
-        self._send(frame)
-        header = memoryview(self._header)
-        self._recv_into(header)
-        size = int.from_bytes(self._header[48:52], "little")
-        if size < 256:
-            raise ProtocolViolation(f"reply size {size}")
-        body = bytearray(size - 256)
-        self._recv_into(memoryview(body))
-        self.bytes_received += size
-        return self.protocol.parse_reply(bytes(self._header), body)
+    def send_request(self, code: int, body=b"", extra=()) -> Pending:
+        """Send one request without waiting for its answer (see `wait`)."""
+        return self.send_frame(*self.core.request(code, body, extra))
+
+    def wait(self, pending: Pending) -> Reply:
+        """Read until `pending` is answered: its Reply, or the IggyError it failed with."""
+        core = self.core
+        while True:
+            try:
+                n = self.sock.recv_into(core.get_buffer())
+            except TimeoutError:
+                raise TimeoutError(f"no answer to {pending} within {self.sock.gettimeout()} s"
+                                   ) from None
+            if n == 0:
+                raise ConnectionError(f"the server closed the connection before answering "
+                                      f"{pending}")
+            self.bytes_received += n
+            try:
+                events = core.buffer_updated(n)
+            except ProtocolViolation:
+                self.sock.close()
+                raise
+            for event in events:
+                # Anything before our answer belongs to a request abandoned by a timeout.
+                if event.pending is pending:
+                    if type(event) is Failure:
+                        raise event.error
+                    return event
+
+    # -- commands ----------------------------------------------------------------------------
 
     def call(self, code: int, body=b"", extra=()) -> Reply:
-        return self.roundtrip(self.protocol.request_frame(code, body, extra))
+        return self.wait(self.send_request(code, body, extra))
 
     def login(self, username: str = "iggy", password: str = "iggy") -> int:
-        reply = self.roundtrip(self.protocol.login_frame(username, password))
+        """Log in; returns the user id."""
+        reply = self.wait(self.send_frame(*self.core.login(username, password)))
+        return int.from_bytes(reply.body[:4], "little")
+
+    def login_with_token(self, token: str) -> int:
+        """Log in with a personal access token; returns the user id."""
+        reply = self.wait(self.send_frame(*self.core.token_login(token)))
         return int.from_bytes(reply.body[:4], "little")
 
     def ping(self) -> None:
@@ -117,4 +158,4 @@ class BlockingClient:
     def poll_messages(self, *args, **kwargs) -> list:
         """Poll and decode: [(offset, timestamp, origin_timestamp, id, payload, headers, checksum)]."""
         reply = self.poll(*args, **kwargs)
-        return _wire.iter_messages(memoryview(reply.body)[16:])
+        return _wire.iter_messages(reply.body[16:])

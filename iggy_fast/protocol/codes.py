@@ -143,3 +143,12 @@ EVICTION_ERROR_CODES: dict[int, int] = {
 
 # Transport numbers in client records (GetClients, §5.1.6).
 TRANSPORTS = {"TCP": 1, "QUIC": 2, "HTTP": 3, "WebSocket": 4}
+
+# How a send picks its partition (§7.6): the partitioning kind byte.
+BALANCED, PARTITION_ID, MESSAGES_KEY = 1, 2, 3
+# Where a poll starts (§7.5): the polling strategy kind byte.
+OFFSET, TIMESTAMP, FIRST, LAST, NEXT = 1, 2, 3, 4, 5
+# The partition id of an empty poll reply whose group member owns no partition (fenced, §5.8).
+FENCED_PARTITION = 0xFFFFFFFF
+# DescribeOptions scopes (§5.1.5).
+TOPIC_SCOPE, STREAM_SCOPE, USER_SCOPE = 1, 2, 3

@@ -4,8 +4,10 @@ One base, `IggyError`; each status the wire can carry is a subclass declared bel
 code, so the server raises errors by name (`raise StreamIdNotFound()`) and linters and IDEs
 see every class. A subclass registers its code when it is defined; the client turns a status
 back into its class with `IggyError.from_code()`. The snake_case `name` is what HTTP error
-bodies carry. `ProtocolViolation` is the one error that is not a status: the peer's byte
-stream cannot be framed any more, and the only safe answer is to close that one connection.
+bodies carry. Three errors are not statuses: `ProtocolViolation`, the peer's byte stream
+cannot be framed any more and the only safe answer is to close that one connection;
+`LocalProtocolError`, the client's own caller misused the protocol (nothing went out); and
+`Eviction`, which ends a session with an Eviction frame and a reason (§1.7).
 """
 
 from __future__ import annotations
@@ -48,6 +50,23 @@ class ProtocolViolation(IggyError):
     """The peer broke framing so badly that the connection must close (not a wire status)."""
 
     name = "protocol_violation"
+
+
+class Eviction(Exception):
+    """A login failure, or a replicated request before login, answered by an Eviction frame
+    (§1.7) instead of a reply: not a status, so not an IggyError."""
+
+    def __init__(self, reason: int, version: int = 0, version_min: int = 0):
+        super().__init__(reason)
+        self.reason = reason
+        self.version = version          # the server's protocol version, for reason 14
+        self.version_min = version_min
+
+
+class LocalProtocolError(IggyError):
+    """Our own caller asked for something the protocol cannot frame now; nothing was sent."""
+
+    name = "local_protocol_error"
 
 
 class GenericError(IggyError):

@@ -14,7 +14,7 @@ import time
 
 from iggy_fast.config import UNBUILT_TRANSPORTS, split_address
 from iggy_fast.server.core import Server
-from iggy_fast.server.tcp import start_tcp
+from iggy_fast.server.transports.tcp import start_tcp
 
 log = logging.getLogger("iggy_fast")
 
@@ -39,7 +39,7 @@ async def serve(cfg: dict, ready=None) -> None:
             host, port = split_address(cfg["tcp"]["address"])
             ssl_context = None
             if cfg["tcp"]["tls"]["enabled"]:
-                from iggy_fast.server.tls import server_context
+                from iggy_fast.server.transports.tls import server_context
                 ssl_context = server_context(cfg["tcp"]["tls"], server.data_dir)
             tcp = await start_tcp(server, host, port, ssl_context)
             listeners.append(tcp)

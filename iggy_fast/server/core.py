@@ -11,12 +11,12 @@ import logging
 import os
 import time
 
-from iggy_fast.server.authz import Authorizer
 from iggy_fast.server.dispatch import Dispatcher
 from iggy_fast.server.durability import Durability
 from iggy_fast.server.groups import Groups
 from iggy_fast.server.maintenance import Maintenance
 from iggy_fast.server.metadata import SqliteMetadataStore
+from iggy_fast.server.service.authz import Authorizer
 from iggy_fast.server.state import State
 from iggy_fast.server.tokens import Tokens
 from iggy_fast.server.users import Users

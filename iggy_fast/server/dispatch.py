@@ -3,8 +3,13 @@
 `Dispatcher.handle()` takes one frame (header and body as memoryviews into the receive
 buffer) and returns the list of buffers to write: the 256-byte reply header followed by the
 payload pieces (for a poll, the stored batches themselves). It never blocks on the network
-and never reads the clock (the transport passes `now` in µs). A handler whose answer must wait
-for the disk (an fsync'd send) returns an awaitable; the transport waits for it, in order.
+and never reads the clock (the transport passes `now` in µs). A command whose answer must wait
+(an fsync'd send, a login checking a password on a thread) returns an awaitable; the
+transport waits for it, in order.
+
+Each command is three steps, listed in `COMMANDS`: the binary decoder (body -> typed request;
+a body that is not exactly the layout is InvalidCommand), the service function (permission
+check and state change) and the encoder of its result (None is an empty body).
 
 Every request gets exactly one reply frame (PROTOCOL.md §1.1): failures are a status code with
 an empty body, or an Eviction frame for login failures and replicated requests sent before
@@ -18,11 +23,12 @@ import logging
 from typing import Callable, NamedTuple
 
 from iggy_fast import _wire
-from iggy_fast._wire import Reader
+from iggy_fast.protocol import binary
 from iggy_fast.protocol.codes import COMMANDS as PROTOCOL_COMMANDS
-from iggy_fast.protocol.codes import (EMPTY_BODY, LEGACY_LOGIN_CODES, OPERATION_COMMANDS,
-                                      RESULT_FRAMED, EvictionReason, Operation)
-from iggy_fast.protocol.errors import IggyError
+from iggy_fast.protocol.codes import (LEGACY_LOGIN_CODES, OPERATION_COMMANDS, RESULT_FRAMED,
+                                      EvictionReason, Operation)
+from iggy_fast.protocol.errors import Eviction, IggyError
+from iggy_fast.server.service import Context, groups, messages, session, streams, system, users
 
 log = logging.getLogger("iggy_fast.dispatch")
 
@@ -33,36 +39,73 @@ KNOWN_CODES = frozenset(PROTOCOL_COMMANDS)
 
 
 class Command(NamedTuple):
-    code: int
-    name: str
-    handler: Callable
-    auth: bool
+    decode: Callable        # body -> request
+    serve: Callable         # (Context, request) -> result | awaitable of it
+    encode: Callable | None  # result (not None) -> payload; None: the result is always None
 
 
-COMMANDS: dict[int, Command] = {}
-
-
-def command(code: int, name: str, auth: bool = True):
-    """Register a handler `fn(server, client, reader, now) -> payload | awaitable`.
-
-    A payload is None (empty), a bytes-like object, or a list of bytes-like pieces.
-    """
-    def register(fn):
-        if code in COMMANDS:
-            raise RuntimeError(f"command {code} registered twice")
-        COMMANDS[code] = Command(code, name, fn, auth)
-        return fn
-    return register
-
-
-class Eviction(Exception):
-    """Raised by a handler to answer with an Eviction frame instead of a reply."""
-
-    def __init__(self, reason: int, version: int = 0, version_min: int = 0):
-        super().__init__(reason)
-        self.reason = reason
-        self.version = version
-        self.version_min = version_min
+# code -> (decoder, service function, encoder). Whether a code needs a login is the protocol
+# table's `auth` (codes.COMMANDS); a code the protocol knows but this table lacks answers
+# FeatureUnavailable.
+COMMANDS: dict[int, Command] = {
+    1: Command(binary.decode_ping, system.ping, None),
+    10: Command(binary.decode_get_stats, system.get_stats, binary.encode_stats),
+    12: Command(binary.decode_get_cluster_metadata, system.get_cluster_metadata,
+                binary.encode_cluster_metadata),
+    13: Command(binary.decode_describe_options, system.describe_options, binary.encode_options),
+    20: Command(binary.decode_get_me, system.get_me, binary.encode_client_details),
+    21: Command(binary.decode_get_client, system.get_client, binary.encode_client_details),
+    22: Command(binary.decode_get_clients, system.get_clients, binary.encode_clients),
+    31: Command(binary.decode_get_user, users.get_user, binary.encode_user_details),
+    32: Command(binary.decode_get_users, users.get_users, binary.encode_users),
+    33: Command(binary.decode_create_user, users.create_user, binary.encode_user_details),
+    34: Command(binary.decode_delete_user, users.delete_user, None),
+    35: Command(binary.decode_update_user, users.update_user, None),
+    36: Command(binary.decode_update_permissions, users.update_permissions, None),
+    37: Command(binary.decode_change_password, users.change_password, None),
+    39: Command(binary.decode_logout, session.logout, None),
+    40: Command(binary.decode_login, session.login, binary.encode_session),
+    41: Command(binary.decode_get_personal_access_tokens, users.get_personal_access_tokens,
+                binary.encode_tokens),
+    42: Command(binary.decode_create_personal_access_token, users.create_personal_access_token,
+                binary.encode_token),
+    43: Command(binary.decode_delete_personal_access_token, users.delete_personal_access_token,
+                None),
+    100: Command(binary.decode_poll_messages, messages.poll_messages, binary.encode_polled),
+    101: Command(binary.decode_send_messages, messages.send_messages, binary.encode_sent),
+    102: Command(binary.decode_flush_unsaved_buffer, messages.flush_unsaved_buffer, None),
+    120: Command(binary.decode_get_consumer_offset, messages.get_consumer_offset,
+                 binary.encode_stored_offset),
+    121: Command(binary.decode_store_consumer_offset, messages.store_consumer_offset, None),
+    122: Command(binary.decode_delete_consumer_offset, messages.delete_consumer_offset, None),
+    200: Command(binary.decode_get_stream, streams.get_stream, binary.encode_stream_details),
+    201: Command(binary.decode_get_streams, streams.get_streams, binary.encode_streams),
+    202: Command(binary.decode_create_stream, streams.create_stream, binary.encode_stream_details),
+    203: Command(binary.decode_delete_stream, streams.delete_stream, None),
+    204: Command(binary.decode_update_stream, streams.update_stream, None),
+    205: Command(binary.decode_purge_stream, streams.purge_stream, None),
+    300: Command(binary.decode_get_topic, streams.get_topic, binary.encode_topic_details),
+    301: Command(binary.decode_get_topics, streams.get_topics, binary.encode_topics),
+    302: Command(binary.decode_create_topic, streams.create_topic, binary.encode_topic_details),
+    303: Command(binary.decode_delete_topic, streams.delete_topic, None),
+    304: Command(binary.decode_update_topic, streams.update_topic, None),
+    305: Command(binary.decode_purge_topic, streams.purge_topic, None),
+    402: Command(binary.decode_create_partitions, streams.create_partitions, None),
+    403: Command(binary.decode_delete_partitions, streams.delete_partitions, None),
+    503: Command(binary.decode_delete_segments, streams.delete_segments, None),
+    600: Command(binary.decode_get_consumer_group, groups.get_consumer_group,
+                 binary.encode_group_details),
+    601: Command(binary.decode_get_consumer_groups, groups.get_consumer_groups,
+                 binary.encode_groups),
+    602: Command(binary.decode_create_consumer_group, groups.create_consumer_group,
+                 binary.encode_group_details),
+    603: Command(binary.decode_delete_consumer_group, groups.delete_consumer_group, None),
+    604: Command(binary.decode_join_consumer_group, groups.join_consumer_group, None),
+    605: Command(binary.decode_leave_consumer_group, groups.leave_consumer_group, None),
+    606: Command(binary.decode_sync_consumer_group, groups.sync_consumer_group,
+                 binary.encode_group_assignment),
+}
+NEEDS_LOGIN = frozenset(code for code, c in PROTOCOL_COMMANDS.items() if c.auth)
 
 
 def _pieces(payload) -> list:
@@ -80,7 +123,6 @@ def _size(pieces) -> int:
 class Dispatcher:
     def __init__(self, server):
         self.server = server
-        from iggy_fast.server import commands  # noqa: F401  (registers every handler)
 
     def handle(self, client, header, body, now: int):
         try:
@@ -113,7 +155,7 @@ class Dispatcher:
         cmd = COMMANDS.get(code)
         if cmd is None:
             return self._status(h, reply_op, 5 if code in KNOWN_CODES else 3)
-        if cmd.auth:
+        if code in NEEDS_LOGIN:
             if client.user_id is None:
                 if op == OP_NON_REPLICATED:
                     return self._status(h, reply_op, 40)
@@ -123,25 +165,18 @@ class Dispatcher:
                 if op == OP_NON_REPLICATED:
                     return self._status(h, reply_op, 40)
                 return [_wire.eviction_frame(h, EvictionReason.SESSION_ERROR)]
-        if code in EMPTY_BODY and len(body):
-            return self._status(h, reply_op, 3)
-        r = Reader(body)
         try:
-            payload = cmd.handler(self.server, client, r, now)
+            result = cmd.serve(Context(self.server, client, now), cmd.decode(body))
         except IggyError as e:
             return self._status(h, reply_op, e.code)
         except Eviction as e:
             return [_wire.eviction_frame(h, e.reason, e.version, e.version_min)]
-        if inspect.isawaitable(payload):
-            return self._finish_later(h, reply_op, payload)
-        if r.remaining:
-            # Bytes after the layout: InvalidCommand. Handlers that change state read their
-            # whole body before acting, so only a read (which changed nothing) gets here.
-            return self._status(h, reply_op, 3)
-        return self._reply(h, reply_op, payload)
+        if inspect.isawaitable(result):
+            return self._finish_later(h, reply_op, cmd.encode, result)
+        return self._reply(h, reply_op, cmd.encode, result)
 
-    def _reply(self, h, op: int, payload) -> list:
-        pieces = _pieces(payload)
+    def _reply(self, h, op: int, encode, result) -> list:
+        pieces = _pieces(encode(result)) if result is not None else []
         if op in RESULT_FRAMED or (op == OP_REGISTER and pieces):
             pieces.insert(0, b"\x00\x00\x00\x00")
         pieces.insert(0, _wire.reply_header(h, op, _size(pieces)))
@@ -151,9 +186,9 @@ class Dispatcher:
     def _status(h, op: int, code: int) -> list:
         return [_wire.reply_header(h, op, 0, code)]
 
-    async def _finish_later(self, h, op: int, awaitable) -> list:
+    async def _finish_later(self, h, op: int, encode, awaitable) -> list:
         try:
-            payload = await awaitable
+            result = await awaitable
         except IggyError as e:
             return self._status(h, op, e.code)
         except Eviction as e:
@@ -161,4 +196,4 @@ class Dispatcher:
         except Exception:
             log.exception("internal error finishing a request")
             return self._status(h, op, 1)
-        return self._reply(h, op, payload)
+        return self._reply(h, op, encode, result)

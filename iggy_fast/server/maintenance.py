@@ -6,7 +6,7 @@ Runs every `data_maintenance.messages.interval`. Per topic, two rules:
   oldest messages across its partitions goes.
 The active segment of a partition is never deleted, so a partition keeps its newest messages
 and its offsets. Consumers whose stored offset now points below the first message resume at
-the first message still there (see the Next strategy in commands/messages.py).
+the first message still there (see the Next strategy in service/messages.py).
 """
 
 from __future__ import annotations

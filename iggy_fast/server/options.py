@@ -1,9 +1,10 @@
 """Topic options: the TLV option blocks of CreateTopic/UpdateTopic and their catalog.
 
 A TLV entry is [key_kind u8][key_len u32][key][value_kind u8][value_len u32][value]
-(PROTOCOL.md §3). Known keys are checked and resolved to typed settings; a numeric key may
-come typed (Uint64, ...) or as a String ("7 days", "1 GiB"), as the official SDK's
-`options={...}` dict sends them. Unknown keys are kept and echoed, so newer clients work.
+(PROTOCOL.md §3); the block's codec is the protocol's (protocol/binary.py), and this
+module takes the entries it decodes. Known keys are checked and resolved to typed settings;
+a numeric key may come typed (Uint64, ...) or as a String ("7 days", "1 GiB"), as the
+official SDK's `options={...}` dict sends them. Unknown keys are kept and echoed, so newer clients work.
 """
 
 from __future__ import annotations
@@ -11,48 +12,14 @@ from __future__ import annotations
 import struct
 
 from iggy_fast.config import NEVER, parse_bool, parse_duration_us, parse_size
-from iggy_fast.protocol.errors import (InvalidCommand, InvalidOptionValue, InvalidTopicSize,
-                                       OptionsBlockTooLarge, UnsupportedOptionKey)
+from iggy_fast.protocol.errors import InvalidOptionValue, InvalidTopicSize, UnsupportedOptionKey
 
 RAW, STRING, BOOL, UINT32, UINT64 = 1, 2, 3, 11, 12
 _INT_KINDS = {4: (1, True), 5: (2, True), 6: (4, True), 7: (8, True), 8: (16, True),
               9: (1, False), 10: (2, False), 11: (4, False), 12: (8, False), 13: (16, False)}
 
-MAX_BLOCK = 100_000
-MAX_ENTRIES = 1024
-
 COMPRESSION = {"none": 1, "gzip": 2}
 COMPRESSION_NAMES = {v: k for k, v in COMPRESSION.items()}
-
-
-def parse_tlv(block: bytes) -> list[tuple[int, bytes, int, bytes]]:
-    """Split a TLV block into (key_kind, key, value_kind, value) entries."""
-    if len(block) > MAX_BLOCK:
-        raise OptionsBlockTooLarge()
-    out, pos, n = [], 0, len(block)
-    while pos < n:
-        entry = []
-        for _ in range(2):
-            if pos + 5 > n:
-                raise InvalidCommand("truncated TLV entry")
-            kind = block[pos]
-            length = int.from_bytes(block[pos + 1:pos + 5], "little")
-            if kind == 0 or not 1 <= length <= 255 or pos + 5 + length > n:
-                raise InvalidCommand("bad TLV entry")
-            entry += [kind, bytes(block[pos + 5:pos + 5 + length])]
-            pos += 5 + length
-        out.append(tuple(entry))
-    if len(out) > MAX_ENTRIES:
-        raise OptionsBlockTooLarge()
-    return out
-
-
-def encode_tlv(entries) -> bytes:
-    parts = []
-    for key_kind, key, value_kind, value in entries:
-        parts.append(struct.pack("<BI", key_kind, len(key)) + key
-                     + struct.pack("<BI", value_kind, len(value)) + value)
-    return b"".join(parts)
 
 
 def _int_value(kind: int, value: bytes) -> int:
@@ -204,15 +171,16 @@ def resolve(entries, defaults: dict, current: dict | None = None,
     return settings, kept
 
 
-def derived_block(settings: dict, explicit_keys: set[str]) -> bytes:
-    """The catalog keys the client did not set, with the values the server resolved."""
+def derived_entries(settings: dict, explicit_keys: set[str]) -> list:
+    """The catalog keys the client did not set, with the values the server resolved, as
+    TLV entries."""
     entries = []
     for name in sorted(CATALOG):
         if name in explicit_keys:
             continue
         kind, field, _desc, _parse, encode = CATALOG[name]
         entries.append((STRING, name.encode(), kind, encode(settings[field])))
-    return encode_tlv(entries)
+    return entries
 
 
 def describe(defaults: dict) -> list[tuple[str, int, bytes, str]]:

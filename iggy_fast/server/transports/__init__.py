@@ -1,0 +1,1 @@
+"""Transport adapters: each moves bytes between its sockets and the connection driver."""
