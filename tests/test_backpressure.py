@@ -20,7 +20,7 @@ import pytest
 
 from iggy_fast import _wire
 from iggy_fast.client import BlockingClient
-from iggy_fast.client.protocol import poll_body
+from iggy_fast.client.core import Reply, poll_body
 from iggy_fast.server.transports.tcp import HIGH_WATER, READ_CHUNK
 
 REQUESTS = 2000
@@ -59,11 +59,10 @@ def fill(c: BlockingClient) -> bytes:
     return bytes(c.poll("s", "t", 0, 3, 0, 1000).body)
 
 
-def drain(sock, frames: bytes, replies: int, expected: bytes, protocol, deadline: float):
+def drain(sock, frames: bytes, replies: int, expected: bytes, core, deadline: float):
     """Send what is left of `frames` and read `replies` replies, each checked against
     `expected`, in one non-blocking loop (an SSL socket is not shared between threads)."""
     sent = 0
-    received = bytearray()
     got = 0
     while got < replies:
         assert time.monotonic() < deadline, f"{got} of {replies} replies"
@@ -80,16 +79,11 @@ def drain(sock, frames: bytes, replies: int, expected: bytes, protocol, deadline
             except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
                 continue
             assert chunk, "the server closed the connection"
-            received += chunk
-            while len(received) >= 256:
-                size = int.from_bytes(received[48:52], "little")
-                if len(received) < size:
-                    break
-                reply = protocol.parse_reply(bytes(received[:256]), received[256:size])
-                assert bytes(reply.body) == expected, f"reply {got} differs"
-                del received[:size]
+            for event in core.receive_data(chunk):
+                assert isinstance(event, Reply), event
+                assert bytes(event.body) == expected, f"reply {got} differs"
                 got += 1
-    assert sent == len(frames) and not received
+    assert sent == len(frames) and not core.pending
 
 
 @pytest.mark.timeout(300)
@@ -105,8 +99,8 @@ def test_client_that_does_not_read_costs_bounded_memory(tmp_path, spawn, variant
 
     flood = BlockingClient(srv.address, tls=tls)
     flood.login()
-    frames = b"".join(b"".join(bytes(p) for p in flood.protocol.request_frame(
-        100, poll_body("s", "t", 0, 3, 0, 1000, False))) for _ in range(REQUESTS))
+    frames = b"".join(b"".join(bytes(p) for p in flood.core.request(
+        100, poll_body("s", "t", 0, 3, 0, 1000, False))[1]) for _ in range(REQUESTS))
     sock = flood.sock
     sock.setblocking(False)
     time.sleep(0.5)                     # let the setup's garbage settle before the baseline
@@ -141,7 +135,7 @@ def test_client_that_does_not_read_costs_bounded_memory(tmp_path, spawn, variant
     assert growth < BOUND, (growth, BOUND)
 
     # Once it reads, everything arrives intact and the connection works as before.
-    drain(sock, frames[sent:], REQUESTS, expected, flood.protocol, time.monotonic() + 240)
+    drain(sock, frames[sent:], REQUESTS, expected, flood.core, time.monotonic() + 240)
     sock.setblocking(True)
     sock.settimeout(10)
     flood.ping()

@@ -19,7 +19,7 @@ import pytest
 from iggy_fast import _wire
 from iggy_fast._log import verify_batches
 from iggy_fast.client import BlockingClient
-from iggy_fast.client.protocol import poll_body
+from iggy_fast.client.core import poll_body
 
 BATCHES = 16                          # of ~1 MB each: far more than the socket buffers hold
 PER_BATCH = 1000
@@ -102,8 +102,8 @@ def test_reply_in_flight_outlives_its_segments(tmp_path, spawn, action, sendfile
     slow = BlockingClient(srv.address)
     slow.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
     slow.login()
-    slow.sock.sendall(b"".join(bytes(p) for p in slow.protocol.request_frame(
-        100, poll_body("s", "t", 0, 3, 0, BATCHES * PER_BATCH, False))))
+    slow.sock.sendall(b"".join(bytes(p) for p in slow.core.request(
+        100, poll_body("s", "t", 0, 3, 0, BATCHES * PER_BATCH, False))[1]))
     time.sleep(0.5)                      # the reply fills the socket; the rest waits unread
 
     action(admin, srv)
@@ -115,7 +115,7 @@ def test_reply_in_flight_outlives_its_segments(tmp_path, spawn, action, sendfile
 
     header = recv_exactly(slow.sock, 256)
     size = int.from_bytes(header[48:52], "little")
-    reply = slow.protocol.parse_reply(bytes(header), recv_exactly(slow.sock, size - 256))
+    [reply] = slow.core.receive_data(header + recv_exactly(slow.sock, size - 256))
     batches = memoryview(reply.body)[16:]
     count = int.from_bytes(reply.body[12:16], "little")
     assert verify_batches(batches) == (len(batches), BATCHES)
