@@ -14,7 +14,7 @@ import tempfile
 import time
 
 from iggy_fast.bench.actors import make_batch
-from iggy_fast.server.storage import PartitionLog
+from iggy_fast.server.storage.log import PartitionLog
 
 
 def timed_open(directory):

@@ -52,7 +52,14 @@ class Segment:
     def sync(self) -> int:
         """fdatasync; returns the log size now durable. Safe from a worker thread."""
     def seal(self) -> None:
-        """Read-only from now on; renamed to <first>-<last> (a failed rename is only logged)."""
+        """Read-only from now on (cheap: writes pending index entries, renames nothing)."""
+    def name_sealed(self) -> None:
+        """Rename a sealed segment to <first>-<last> (a failed rename is only logged); the
+        caller fsyncs the directory. Open descriptors, and reads through them, go on."""
+    def needs_verification(self, first: int, last: int) -> bool:
+        """Whether reading offsets [first, last] would first verify stored batches."""
+    def verify(self, first: int, last: int) -> None:
+        """Verify what a read of [first, last] needs, without the GIL: for a worker thread."""
     def close(self) -> None:
         """Close the files; the log stays open while a FileRegion of it is alive."""
     def delete(self) -> None:

@@ -21,7 +21,9 @@ is followed by batches that verify and continue the offsets is corruption in pla
 indexed, marked bad and never served, and the batches after it are kept. Batches already on
 disk when the segment is opened are verified lazily, the first time a read reaches them; a
 corrupt one is logged with its position and never served (reads skip it), and the rest of the
-segment is served as usual.
+segment is served as usual. That verification can read a whole segment, so a server asks
+`needs_verification` first and runs `verify` on a worker thread (it releases the GIL) before
+the read; a lock keeps it from running twice at once or on closed files.
 
 Because the index can always be rebuilt, failing to write it (a full disk) never fails an
 append whose batch reached the log: the entries stay in memory and are written at the next
@@ -41,6 +43,7 @@ from libc.string cimport memcpy
 
 import logging
 import os
+import threading
 
 from iggy_fast._wire import slice_batch
 
@@ -113,6 +116,9 @@ cdef class Segment:
     cdef uint64_t synced_size              # log bytes known to be on disk
     cdef Py_ssize_t verified               # batches [0, verified) checked since open
     cdef readonly set bad                  # indexes of batches that failed verification
+    # Held while batches are verified (possibly on a worker thread) and while the files are
+    # closed, so verification never reads a closed (or reused) descriptor, and never twice.
+    cdef object _verify_lock
 
     def __cinit__(self):
         self.fd = -1
@@ -122,6 +128,7 @@ cdef class Segment:
         self.index_failing = False
         self.problems = []
         self.bad = set()
+        self._verify_lock = threading.Lock()
 
     def __dealloc__(self):
         if self.index_fd >= 0:
@@ -396,14 +403,22 @@ cdef class Segment:
         return self.synced_size
 
     def seal(self):
-        """Make the segment read-only and rename it to show its offset range.
+        """Make the segment read-only (cheap: it writes the last index entries, nothing more).
 
-        The new name is only informative (any segment but the last is sealed again at start),
-        so a failed rename is logged and the segment keeps its name.
+        Naming it by its offset range is `name_sealed`, a separate step that the caller runs
+        off the event loop and then makes durable with an fsync of the directory.
         """
         self.flush_index()
         self.sealed = True
-        if self.n == 0 or "-" in os.path.basename(self.log_path):
+
+    def name_sealed(self):
+        """Rename a sealed segment to show its offset range (two renames).
+
+        The new name is only informative (any segment but the last is sealed again at start),
+        so a failed rename is logged and the segment keeps its name. Open descriptors are
+        unaffected: reads go on while the files are renamed.
+        """
+        if not self.sealed or self.n == 0 or "-" in os.path.basename(self.log_path):
             return
         stem = f"{segment_name(self.base_offset)}-{segment_name(self.end_offset - 1)}"
         directory = os.path.dirname(self.log_path)
@@ -428,6 +443,10 @@ cdef class Segment:
     def close(self):
         """Close the files; the log's fd stays open while a FileRegion of it is in flight."""
         self.flush_index()
+        with self._verify_lock:                # a verification in progress finishes first
+            self._close_files()
+
+    cdef _close_files(self):
         self.log_file = None
         self.fd = -1
         if self.index_fd >= 0:
@@ -483,31 +502,96 @@ cdef class Segment:
             return None
         return self.base_offset + self.entries[lo].delta
 
+    cdef Py_ssize_t _last_needed(self, uint64_t first, uint64_t last) noexcept:
+        """Index of the last batch a read of offsets [first, last] touches; -1 if none."""
+        if first < self.base_offset:
+            first = self.base_offset
+        if self.n == 0 or first >= self.end_offset or last < first:
+            return -1
+        if last >= self.end_offset:
+            last = self.end_offset - 1
+        return self._find_offset(last)
+
+    def needs_verification(self, uint64_t first, uint64_t last):
+        """Whether reading offsets [first, last] would first verify stored batches."""
+        return self.verified < self.n and self.verified <= self._last_needed(first, last)
+
+    def verify(self, uint64_t first, uint64_t last):
+        """Verify the stored batches a read of [first, last] needs; slow, for a worker thread.
+
+        The checks run without the GIL, so the event loop goes on meanwhile.
+        """
+        cdef Py_ssize_t j = self._last_needed(first, last)
+        if self.verified <= j:
+            self._verify_through(j)
+
     cdef int _verify_through(self, Py_ssize_t j) except -1:
         """Check stored batches [verified, j] once; remember the ones that fail."""
-        cdef Py_ssize_t k
-        cdef uint64_t pos, length
-        cdef bytes data
-        while self.verified <= j:
-            k = self.verified
-            if k in self.bad:                  # already found (and logged) by recovery
-                self.verified = k + 1
-                continue
-            pos = self.entries[k].position
-            length = (self.entries[k + 1].position if k + 1 < self.n else self.size) - pos
-            data = os.pread(self.fd, length, pos)
-            if (<uint64_t>len(data) != length or ld64(<const uint8_t *>PyBytes_AS_STRING(data) + 32) != length
-                    or not batch_is_intact(<const uint8_t *>PyBytes_AS_STRING(data), length)):
-                self.bad.add(k)
-                # (No negative indexing here: the module is compiled with wraparound off.)
-                problem = (f"{self.log_path}: corrupt batch at byte {pos} (offsets "
-                           f"{self.base_offset + self.entries[k].delta}.."
-                           f"{self.base_offset + self.entries[k].delta + self.entries[k].count - 1}"
-                           f") is not served")
-                self.problems.append(problem)
-                log.error("%s", problem)
-            self.verified = k + 1
+        cdef Py_ssize_t k, stop, done
+        with self._verify_lock:
+            while self.verified <= j and self.fd >= 0:
+                k = self.verified
+                if k in self.bad:              # already found (and logged) by recovery
+                    self.verified = k + 1
+                    continue
+                stop = min([b for b in self.bad if b > k] + [j + 1])
+                done = self._check_run(k, stop)
+                if done < stop:                # batch `done` is corrupt
+                    self._mark_bad(done)
+                    done += 1
+                self.verified = done
         return 0
+
+    cdef Py_ssize_t _check_run(self, Py_ssize_t k, Py_ssize_t stop) except -1:
+        """Check batches [k, stop) with the GIL released; the index of the first bad one, or
+        `stop`. Their positions are copied first: an append may move the entry array."""
+        cdef Py_ssize_t runs = stop - k, i
+        cdef uint64_t *bounds = <uint64_t *>malloc((runs + 1) * sizeof(uint64_t))
+        cdef uint8_t *buf = NULL
+        cdef uint8_t *grown
+        cdef uint64_t cap = 0, length
+        cdef int fd = self.fd
+        cdef ssize_t got
+        cdef bint nomem = False
+        if bounds == NULL:
+            raise MemoryError()
+        for i in range(runs):
+            bounds[i] = self.entries[k + i].position
+        bounds[runs] = self.entries[stop].position if stop < self.n else self.size
+        i = 0
+        with nogil:
+            while i < runs:
+                length = bounds[i + 1] - bounds[i]
+                if length < BATCH_HDR:
+                    break
+                if length > cap:
+                    grown = <uint8_t *>realloc(buf, length)
+                    if grown == NULL:
+                        nomem = True
+                        break
+                    buf, cap = grown, length
+                got = pread(fd, buf, length, bounds[i])
+                if got < 0 and errno == EINTR:
+                    continue
+                if (<uint64_t>got != length or ld64(buf + 32) != length
+                        or not batch_is_intact(buf, length)):
+                    break
+                i += 1
+        free(buf)
+        free(bounds)
+        if nomem:
+            raise MemoryError()
+        return k + i
+
+    cdef _mark_bad(self, Py_ssize_t k):
+        self.bad.add(k)
+        # (No negative indexing here: the module is compiled with wraparound off.)
+        problem = (f"{self.log_path}: corrupt batch at byte {self.entries[k].position} (offsets "
+                   f"{self.base_offset + self.entries[k].delta}.."
+                   f"{self.base_offset + self.entries[k].delta + self.entries[k].count - 1}"
+                   f") is not served")
+        self.problems.append(problem)
+        log.error("%s", problem)
 
     def read(self, uint64_t first, uint64_t last, bint regions=False):
         """The stored batches covering offsets [first, last], sliced to exactly that range.
@@ -523,7 +607,8 @@ cdef class Segment:
         if last >= self.end_offset:
             last = self.end_offset - 1
         cdef Py_ssize_t i = self._find_offset(first), j = self._find_offset(last), k, run
-        self._verify_through(j)
+        if self.verified <= j:
+            self._verify_through(j)
         chunks = []
         cdef uint64_t count = 0, lo, hi, a, z
         k = i

@@ -50,7 +50,11 @@ async def test_rollover_names_show_offset_ranges(small_segments):
     await c.create_stream("s")
     await c.create_topic(stream="s", name="t", partitions_count=1)
     await fill(c, "s", "t", 12)           # ~5.6 KB per batch: one batch per 8 KiB segment
-    logs = sorted(n for n in os.listdir(partition_dir(srv)) if n.endswith(".log"))
+    for _ in range(200):                  # the sync worker names sealed segments, not the send
+        logs = sorted(n for n in os.listdir(partition_dir(srv)) if n.endswith(".log"))
+        if sum("-" in n for n in logs) == 11:
+            break
+        await asyncio.sleep(0.01)
     assert len(logs) == 12
     assert logs[0] == f"{0:020d}-{9:020d}.log" and logs[1] == f"{10:020d}-{19:020d}.log"
     assert logs[-1] == f"{110:020d}.log"  # the active one

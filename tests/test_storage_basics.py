@@ -1,5 +1,6 @@
 """A partition log on its own: offsets, reads at any offset across segments and batch edges,
-timestamp lookup, and a follower's append of batches that already carry their offsets."""
+timestamp lookup, a follower's append of batches that already carry their offsets, and what
+rollover leaves to the next sync (sealing) and what deletes do at once."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import pytest
 
 from iggy_fast import _wire
 from iggy_fast.protocol.errors import IggyError
-from iggy_fast.server.storage import PartitionLog
+from iggy_fast.server.storage.log import PartitionLog
 
 
 def batch(n, tag=b"m", size=100):
@@ -71,3 +72,30 @@ def test_follower_append_continues_the_log_exactly(tmp_path):
     with pytest.raises(IggyError):
         other.append_replicated(tail)
     assert other.next_offset == 10
+
+
+def test_rollover_leaves_the_slow_part_to_the_next_sync(tmp_path):
+    # Rollover only opens the next segment (the event loop appends on at once); the full
+    # segment's fdatasync, its renaming and the directory fsync wait for sync() (run by the
+    # durability worker). Reads of the old segment work before, during and after.
+    directory = tmp_path / "p0"
+    log = PartitionLog(str(directory), 0, segment_size=4096)
+    for k in range(2):
+        log.append(batch(7, size=600), 7, now_us=1_000 + k)  # ~4.8 KB: the second one rolls
+    logs = sorted(p.name for p in directory.glob("*.log"))
+    assert logs == [f"{0:020d}.log", f"{7:020d}.log"] and log.seal_pending
+    first = payloads(log.read(0, 14)[0])
+    assert log.sync() == log.appended and log.durable == log.appended
+    assert not log.seal_pending
+    logs = sorted(p.name for p in directory.glob("*.log"))
+    assert logs == [f"{0:020d}-{6:020d}.log", f"{7:020d}.log"]
+    assert payloads(log.read(0, 14)[0]) == first and len(first) == 14
+    # Deleting unlinks at once (here, with no event loop, the close happens at once too).
+    assert log.delete_oldest_segments(5) == [f"{0:020d}-{6:020d}.log"]
+    assert sorted(p.name for p in directory.iterdir()) == [f"{7:020d}.index", f"{7:020d}.log"]
+    assert log.first_offset == 7 and payloads(log.read(0, 14)[0]) == first[7:]
+    log.purge()
+    assert log.next_offset == 0 and sorted(p.name for p in directory.iterdir()) == [
+        f"{0:020d}.index", f"{0:020d}.log"]
+    log.destroy()
+    assert not directory.exists()

@@ -12,9 +12,9 @@ import os
 import time
 
 from iggy_fast.server.dispatch import Dispatcher
-from iggy_fast.server.durability import Durability
+from iggy_fast.server.storage.durability import Durability
 from iggy_fast.server.groups import Groups
-from iggy_fast.server.maintenance import Maintenance
+from iggy_fast.server.storage.retention import Maintenance
 from iggy_fast.server.metadata import SqliteMetadataStore
 from iggy_fast.server.service.authz import Authorizer
 from iggy_fast.server.state import State

@@ -19,7 +19,7 @@ from iggy_fast.protocol.errors import (ConsumerOffsetNotFound, IggyError, Invali
                                        TooManyPartitions, TopicIdNotFound, TopicNameAlreadyExists)
 from iggy_fast.server import options as topic_options
 from iggy_fast.server.metadata import MetadataStore
-from iggy_fast.server.storage import PartitionLog
+from iggy_fast.server.storage.log import PartitionLog
 
 MAX_PARTITIONS_PER_REQUEST = 1000
 CONSUMER, GROUP = 1, 2

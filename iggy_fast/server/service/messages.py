@@ -88,8 +88,21 @@ def poll_messages(ctx: Context, req: rq.PollMessages) -> Polled:
     partition, ckey = _consumer_partition(ctx, topic, req)
     if partition is None:
         return Polled(FENCED_PARTITION, 0, 0, [])
+    start = _start_offset(state, partition.log, partition, ckey, req.strategy, req.value,
+                          req.count)
+    if start is not None and partition.log.needs_verification(start, req.count):
+        return _poll_verified(state, partition, ckey, start, req)
+    return _poll_reply(state, partition, ckey, start, req)
+
+
+async def _poll_verified(state, partition, ckey, start: int, req: rq.PollMessages) -> Polled:
+    """A first read of stored batches verifies them, on a worker thread (it can be slow)."""
+    await partition.log.verify_for_read(start, req.count)
+    return _poll_reply(state, partition, ckey, start, req)
+
+
+def _poll_reply(state, partition, ckey, start, req: rq.PollMessages) -> Polled:
     log = partition.log
-    start = _start_offset(state, log, partition, ckey, req.strategy, req.value, req.count)
     # Whole stored batches travel as file regions: the transport sendfile()s them.
     chunks, got, after = ([], 0, 0) if start is None else log.read(start, req.count,
                                                                    regions=True)

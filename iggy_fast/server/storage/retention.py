@@ -7,6 +7,8 @@ Runs every `data_maintenance.messages.interval`. Per topic, two rules:
 The active segment of a partition is never deleted, so a partition keeps its newest messages
 and its offsets. Consumers whose stored offset now points below the first message resume at
 the first message still there (see the Next strategy in service/messages.py).
+Deleting is cheap on the event loop: a segment's files are unlinked while still open, and the
+close that frees their blocks runs in an executor (PartitionLog.delete_oldest_segments).
 """
 
 from __future__ import annotations

@@ -1,7 +1,10 @@
 """When appended messages reach the disk: the fsync policy, with group commit.
 
 Every append goes to the kernel at once (one write per batch). What differs is when it is made
-durable with fdatasync, which happens on one worker thread so the event loop never waits:
+durable with fdatasync, which happens on one worker thread so the event loop never waits. The
+worker also settles partitions (PartitionLog.settle: after a rollover, the full segment's
+fdatasync, its renaming and the directory fsync; the fsync of new directories), as soon as an
+append finds that work pending, whatever the policy; every sync settles first:
 
 * `enforce_fsync` topics: a SendMessages is acknowledged only once a sync that started after
   its append has finished. Sends that arrive while a sync runs wait for the next one and share
@@ -38,7 +41,8 @@ class Durability:
     def __init__(self, server):
         self.server = server
         self._cv = threading.Condition()
-        self._queue: set = set()
+        self._queue: set = set()              # partitions to sync
+        self._settling: set = set()           # partitions to settle only (PartitionLog.settle)
         self._in_flight: set = set()          # partitions the worker is syncing now
         self._waiters: dict = {}              # PartitionLog -> [(target bytes, future)]
         self._thread: threading.Thread | None = None
@@ -57,11 +61,14 @@ class Durability:
         if plog.sync_error is not None and partition.topic.settings["enforce_fsync"]:
             raise CannotSaveMessagesToSegment(str(plog.sync_error))
         try:
-            return plog.append(batch, count, now)
+            base = plog.append(batch, count, now)
         except OSError as e:
             if e.errno == errno.ENOSPC:
                 log.error("partition %s: disk full, append refused: %s", partition.key, e)
             raise CannotSaveMessagesToSegment(f"append failed: {e}") from None
+        if plog.seal_pending:
+            self._request(plog, settle=True)    # a rollover: finish the old segment now
+        return base
 
     def acknowledge(self, partition, reply):
         """The reply now, or an awaitable of it once the append is durable."""
@@ -94,9 +101,9 @@ class Durability:
 
     # -- the worker ----------------------------------------------------------------------
 
-    def _request(self, plog) -> None:
+    def _request(self, plog, settle: bool = False) -> None:
         with self._cv:
-            self._queue.add(plog)
+            (self._settling if settle else self._queue).add(plog)
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="iggy-fsync",
                                                 daemon=True)
@@ -106,12 +113,18 @@ class Durability:
     def _run(self) -> None:
         while True:
             with self._cv:
-                while not self._queue and not self._stopping:
+                while not self._queue and not self._settling and not self._stopping:
                     self._cv.wait()
-                if self._stopping and not self._queue:
+                if self._stopping and not self._queue and not self._settling:
                     return
                 batch, self._queue = self._queue, set()
+                settle, self._settling = self._settling - batch, set()
                 self._in_flight = batch
+            for plog in settle:                 # a sync below settles the others too
+                try:
+                    plog.settle()
+                except OSError as e:
+                    log.error("settling %s failed: %s", plog.directory, e)
             failures = {}
             for plog in batch:
                 try:
@@ -169,8 +182,8 @@ class Durability:
     def sync_idle(self, now: int) -> None:
         """The time rule: anything left unsynced for a whole interval is synced now."""
         for plog in self._logs():
-            if plog.unsynced_bytes and plog.sync_error is None:
-                self._request(plog)
+            if plog.sync_error is None and (plog.unsynced_bytes or plog.seal_pending):
+                self._request(plog, settle=not plog.unsynced_bytes)
             plog.flush_index()
 
     def close(self) -> None:

@@ -6,25 +6,39 @@ two kinds: a producer's batch, which the partition stamps with its id, the next 
 append time, and a replicated batch that already carries its offsets (a follower's append),
 accepted only if it continues the log exactly.
 
-Rollover opens the new segment before it seals the old one, so a failure to create it (a
-full disk, out of inodes or file descriptors) changes nothing and the append fails cleanly; a
-last segment found sealed at start (a crash, or an older version) gets a new active one after it.
+The event loop never waits for the disk here; what can take long runs on a worker thread:
+* Rollover opens the new segment and marks the old one read-only (both cheap) so appends go
+  on at once; the old segment's fdatasync (up to a whole segment of dirty data), its renaming
+  by offset range and the directory fsync are left to the next `settle()` (every `sync()`
+  settles first), which the durability worker runs at once (`seal_pending`). A failure to create the new segment (a full disk, out
+  of inodes or file descriptors) changes nothing and the append fails cleanly; a last segment
+  found sealed at start (a crash, or an older version) gets a new active one after it.
+* A stored batch is verified the first time it is read (see _log.pyx); `needs_verification`
+  says whether a read would do that and `verify_for_read` does it in an executor.
+* Deleting segments (retention, purge, a deleted partition) removes their directory entries
+  at once, which is cheap while their files are still open; the close that then frees the
+  blocks (tens of ms for a large file) runs in an executor.
 
 Durability bookkeeping: `appended` counts bytes appended since start and `durable` the part of
-them known to be on disk. `sync()` may run on a worker thread while the event loop appends: it
-reads the target before the segment, and a segment is synced when it is sealed, so everything
-counted before the call is covered. `_io_lock` keeps files from being closed under a sync.
-New directory entries (a partition's directories, a new segment, a seal's rename) are made
-durable with an fsync of their directory before the append that needs them returns.
+them known to be on disk. `sync()` runs on the durability worker thread while the event loop
+appends: it reads the target first, then takes the segments to sync under `_lock` (rollover
+changes them under it too), so everything counted before the call is covered: the segments
+sealed since the last sync and the active one. `_io_lock` keeps files from being closed under
+a sync. New directory entries (a partition's directories, a new segment, a seal's rename) are
+made durable by a directory fsync in the next `settle()` or `sync()`, so an fsync-enforced
+send, answered only after a sync that started after it, never depends on an entry that could
+vanish.
 
 A failed fdatasync (EIO) is final for this process: the kernel may have dropped the dirty pages
 it could not write, so a later sync that succeeds proves nothing about them ("fsyncgate").
 `sync_error` keeps the failure and every later sync raises it; `durable` never moves past it.
-Restarting recovers the partition from what is really on disk.
+A failed directory fsync is treated the same way. Restarting recovers the partition from what
+is really on disk.
 """
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 import logging
 import os
@@ -48,16 +62,39 @@ def fsync_dir(path: str) -> None:
         os.close(fd)
 
 
-def make_dirs(path: str) -> None:
-    """Create `path` and its missing parents, each made durable in its parent directory."""
+def make_dirs(path: str) -> list[str]:
+    """Create `path` and its missing parents; the directories that got a new entry, whose
+    fsync makes the new directories durable (parents first)."""
     missing = []
     p = os.path.abspath(path)
     while not os.path.isdir(p):
         missing.append(p)
         p = os.path.dirname(p)
     os.makedirs(path, exist_ok=True)
-    for d in reversed(missing):
-        fsync_dir(os.path.dirname(d))
+    return [os.path.dirname(d) for d in reversed(missing)]
+
+
+def off_loop(job, *args) -> None:
+    """Run `job(*args)` in the event loop's executor, or now when no loop is running (start,
+    shutdown, tools). Nothing waits for it, so a failure is logged here."""
+    def logged():
+        try:
+            job(*args)
+        except Exception:
+            log.exception("background storage job %s failed", job.__qualname__)
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        logged()
+    else:
+        loop.run_in_executor(None, logged)
+
+
+def close_segments(segments, io_lock) -> None:
+    """Close segments already taken out of a log (their last close frees the disk blocks)."""
+    with io_lock:                      # not under a sync that is using them
+        for seg in segments:
+            seg.close()
 
 
 class PartitionLog:
@@ -66,7 +103,9 @@ class PartitionLog:
         self.directory = directory
         self.partition_id = partition_id
         self.segment_size = segment_size
-        make_dirs(directory)
+        # Directories with entries not yet made durable; the next sync() or settle() fsyncs
+        # them (on the durability worker), before any fsync'd send is answered.
+        self._unsynced_dirs: list[str] = make_dirs(directory)
         self.segments: list[Segment] = []
         stems = self._stems()
         for i, (base, stem) in enumerate(stems):
@@ -75,6 +114,7 @@ class PartitionLog:
             self.segments.append(seg)
         for seg in self.segments[:-1]:
             seg.seal()
+            seg.name_sealed()
         if not self.segments or self.segments[-1].sealed:
             # A new partition, or a crash (or an older version) left the last segment sealed:
             # appends need an active one after it.
@@ -83,13 +123,19 @@ class PartitionLog:
                 log.warning("recovery: %s: the last segment is sealed; new active segment "
                             "at offset %d", directory, base)
             self.segments.append(Segment.open(directory, base))
-            fsync_dir(directory)
+            self._unsynced_dirs.append(directory)
         self._bases = [s.base_offset for s in self.segments]
         self.last_timestamp = max((s.last_timestamp for s in self.segments), default=0)
         self.appended = self.durable = 0
         self.appended_messages = self.durable_messages = 0
         self.sync_error: OSError | None = None
         self._io_lock = threading.Lock()
+        # Guards what the event loop changes and the sync worker reads: the segment list, the
+        # segments sealed but not yet synced and named (`_sealing`), and `_unsynced_dirs`.
+        # Never held across an fdatasync, so the loop never waits long for it.
+        self._lock = threading.Lock()
+        self._sealing: list[Segment] = []
+        self._destroyed = False
 
     _NAME = re.compile(r"^(\d{20})(?:-(\d{20}))?\.(log|index)$")
 
@@ -150,6 +196,12 @@ class PartitionLog:
     def unsynced_messages(self) -> int:
         return self.appended_messages - self.durable_messages
 
+    @property
+    def seal_pending(self) -> bool:
+        """Whether a rollover or a new directory left work for settle() (the durability worker
+        does it at once, whatever the topic's policy)."""
+        return bool(self._sealing or self._unsynced_dirs)
+
     # -- writing -------------------------------------------------------------------------
 
     def _active(self, incoming: int) -> Segment:
@@ -159,19 +211,17 @@ class PartitionLog:
         return seg
 
     def _roll(self, old: Segment) -> Segment:
-        """Open the next segment, then seal `old`; a failure to open it changes nothing."""
+        """Open the next segment, then seal `old`; a failure to open it changes nothing.
+
+        Only cheap steps happen here: the sync of `old`, its renaming and the directory fsync
+        are the next sync()'s (see the module docstring).
+        """
         new = Segment.open(self.directory, old.end_offset)
-        try:
-            # Sync before sealing so a worker's sync of the new segment covers all before it
-            # (after a failed sync nothing is acknowledged as durable: no point, no refusal).
-            if self.sync_error is None:
-                self._sync_segment(old)
-        except OSError:
-            new.delete()
-            raise
         old.seal()
-        fsync_dir(self.directory)     # the new files and the seal's renames
-        self.segments.append(new)
+        with self._lock:
+            self._sealing.append(old)
+            self._unsynced_dirs.append(self.directory)   # the new files, then the renames
+            self.segments.append(new)
         self._bases.append(new.base_offset)
         return new
 
@@ -203,18 +253,41 @@ class PartitionLog:
         return base
 
     def sync(self) -> int:
-        """Make everything appended so far durable; returns the byte count covered.
+        """Make everything appended so far durable, with the directory entries it needs;
+        returns the byte count covered.
 
-        Runs on the durability worker thread as well as on the event loop.
+        Runs on the durability worker thread (and at shutdown): it may take long.
         """
         target, messages = self.appended, self.appended_messages
         with self._io_lock:
-            self._sync_segment(self.segments[-1])
+            self._sync_segment(self._settle())
         if target > self.durable:
             self.durable = target
         if messages > self.durable_messages:
             self.durable_messages = messages
         return target
+
+    def settle(self) -> None:
+        """Finish what rollovers and new directories left (see seal_pending), without syncing
+        the active segment. For the durability worker."""
+        with self._io_lock:
+            self._settle()
+
+    def _settle(self) -> Segment:
+        """Sync and name the segments sealed since the last call, fsync the directories with
+        new entries; returns the active segment as of the start (under `_io_lock`)."""
+        with self._lock:
+            sealing, self._sealing = self._sealing, []
+            dirs, self._unsynced_dirs = self._unsynced_dirs, []
+            active = self.segments[-1]
+        for seg in sealing:
+            self._sync_segment(seg)            # before it is named: a named segment is whole
+            with self._lock:                   # not while the loop deletes it
+                if seg in self.segments and not self._destroyed:
+                    seg.name_sealed()
+        for path in dict.fromkeys(dirs):
+            self._sync_dir(path)
+        return active
 
     def _sync_segment(self, seg: Segment) -> None:
         if self.sync_error is not None:
@@ -222,16 +295,54 @@ class PartitionLog:
         try:
             seg.sync()
         except OSError as e:
-            self.sync_error = OSError(e.errno, f"fdatasync failed earlier ({e.strerror}); "
-                                      f"restart the server to recover", self.directory)
-            log.error("%s: fdatasync failed: %s; nothing more is acknowledged as durable "
-                      "until a restart", self.directory, e)
+            self._failed(e)
             raise
+
+    def _sync_dir(self, path: str) -> None:
+        if self.sync_error is not None:
+            raise self.sync_error
+        try:
+            fsync_dir(path)
+        except FileNotFoundError:
+            pass                               # deleted meanwhile: nothing left to keep
+        except OSError as e:
+            self._failed(e)
+            raise
+
+    def _failed(self, e: OSError) -> None:
+        self.sync_error = OSError(e.errno, f"fdatasync failed earlier ({e.strerror}); "
+                                  f"restart the server to recover", self.directory)
+        log.error("%s: fdatasync failed: %s; nothing more is acknowledged as durable "
+                  "until a restart", self.directory, e)
 
     def flush_index(self) -> None:
         self.segments[-1].flush_index()
 
     # -- reading -------------------------------------------------------------------------
+
+    def needs_verification(self, start: int, count: int) -> bool:
+        """Whether read(start, count) would first verify stored batches (a first read after
+        a restart): then await verify_for_read() before reading. Cheap: most segments were
+        written by this process and are known good."""
+        end = start + count - 1
+        segments = self.segments
+        for i in range(max(0, bisect.bisect_right(self._bases, start) - 1), len(segments)):
+            seg = segments[i]
+            if seg.base_offset > end:
+                break
+            if seg.needs_verification(start, end):
+                return True
+        return False
+
+    async def verify_for_read(self, start: int, count: int) -> None:
+        """Verify, in an executor, what read(start, count) needs."""
+        loop = asyncio.get_running_loop()
+        end = start + count - 1
+        for seg in self.segments[max(0, bisect.bisect_right(self._bases, start) - 1):]:
+            if seg.base_offset > end:
+                break
+            if seg.needs_verification(start, end):
+                await loop.run_in_executor(None, seg.verify, start, end)
 
     def read(self, start: int, count: int, regions: bool = False) -> tuple[list, int, int]:
         """Up to `count` messages from offset `start`.
@@ -271,24 +382,36 @@ class PartitionLog:
 
     # -- lifecycle -----------------------------------------------------------------------
 
+    def _drop(self, doomed: list[Segment]) -> None:
+        """Remove segments already taken out of `segments` (under `_lock`): their directory
+        entries go now (cheap, the files are still open), the close that frees their blocks
+        goes to an executor."""
+        for seg in doomed:
+            if seg in self._sealing:
+                self._sealing.remove(seg)
+            for path in (seg.log_path, seg.index_path):
+                try:
+                    os.unlink(path)
+                except FileNotFoundError:
+                    pass
+        off_loop(close_segments, doomed, self._io_lock)
+
     def delete_oldest_segments(self, n: int) -> list[str]:
         """Delete up to n sealed segments, oldest first (never the active one); their names."""
-        gone = []
-        while n > 0 and len(self.segments) > 1:
-            seg = self.segments.pop(0)
-            self._bases.pop(0)
-            gone.append(os.path.basename(seg.log_path))
-            seg.delete()
-            n -= 1
-        return gone
+        with self._lock:
+            doomed = self.segments[:max(0, min(n, len(self.segments) - 1))]
+            del self.segments[:len(doomed)]
+            del self._bases[:len(doomed)]
+            self._drop(doomed)
+        return [os.path.basename(seg.log_path) for seg in doomed]
 
     def purge(self) -> None:
         """Remove every message; offsets start again at 0."""
-        with self._io_lock:
-            for seg in self.segments:
-                seg.delete()
+        with self._lock:
+            doomed, self.segments = self.segments, []
+            self._drop(doomed)
             self.segments = [Segment.open(self.directory, 0)]
-        fsync_dir(self.directory)
+            self._unsynced_dirs.append(self.directory)
         self._bases = [0]
         self.last_timestamp = 0
         self.durable = self.appended
@@ -300,5 +423,12 @@ class PartitionLog:
                 seg.close()
 
     def destroy(self) -> None:
-        self.close()
-        shutil.rmtree(self.directory, ignore_errors=True)
+        """Delete the partition's files and directory. Every file in it is open, so the
+        removal itself is cheap; the closes that free the blocks go to an executor."""
+        with self._lock:
+            doomed = self.segments
+            self._destroyed = True
+            self._sealing.clear()
+            self._unsynced_dirs.clear()
+            shutil.rmtree(self.directory, ignore_errors=True)
+        off_loop(close_segments, doomed, self._io_lock)
