@@ -127,7 +127,7 @@ IGGY_KEYS: dict[str, Any] = {
 # Keys iggy-fast adds to Iggy's tree. The root credentials come from IGGY_ROOT_USERNAME /
 # IGGY_ROOT_PASSWORD and the flags, as in Iggy, and are kept here.
 OWN_KEYS: dict[str, Any] = {
-    "tcp": {"sendfile": BOOL},
+    "tcp": {"sendfile": BOOL, "quickack": BOOL},
     "system": {"partition": {"sync_interval": DURATION}},
     "cluster": {"node_name": TEXT},
     "root": {"username": TEXT, "password": TEXT},
@@ -140,6 +140,7 @@ DEFAULTS: dict[str, Any] = {
         "enabled": True,
         "address": "127.0.0.1:8090",
         "sendfile": True,             # polls go from the page cache to the socket directly
+        "quickack": True,             # ACK a partly received request at once (Linux)
         "tls": {"enabled": False, "self_signed": True, "cert_file": "", "key_file": ""},
     },
     "quic": {"enabled": False, "address": "127.0.0.1:8080"},

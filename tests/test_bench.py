@@ -77,6 +77,14 @@ def test_each_kind_counts_what_it_moved(server, kind, producers, consumers):
         assert 0 < consumer["end_to_end_us"]["p50"] <= consumer["end_to_end_us"]["max"]
 
 
+@pytest.mark.parametrize("kind", ["end-to-end", "pinned-producer-and-consumer"])
+def test_fewer_consumers_than_producers_read_every_stream(server, kind):
+    # 3 producers, 2 consumers: consumer 0 reads streams 0 and 2, consumer 1 stream 1.
+    report = runner.run(args_for(kind, server.address, producers=3, consumers=2))
+    read = {a["actor"]: a["messages"] for a in report["actors"] if a["role"] == "consumer"}
+    assert read == {"consumer-0": 2 * BATCHES * PER_BATCH, "consumer-1": BATCHES * PER_BATCH}
+
+
 def test_pinned_consumer_polls_for_the_duration(server):
     args = args_for("pinned-consumer", server.address, duration=0.6)
     report = runner.run(args)
@@ -172,7 +180,7 @@ def test_help_documents_every_option():
                           capture_output=True, text=True, timeout=60)
     for option in ("--producers", "--consumers", "--streams", "--partitions", "--message-size",
                    "--messages-per-batch", "--batches", "--duration", "--transport", "--fsync",
-                   "--address", "--output", "tcp-tls", "--tls-ca-file"):
+                   "--address", "--output", "tcp-tls", "--tls-ca-file", "--rate-limit"):
         assert option in proc.stdout
 
 
@@ -231,3 +239,62 @@ def test_chart_draws_bench_and_peers_results(server, tmp_path):
         assert label in texts
     # One dot per percentile (p50 ... p99.9, max) for each of the three latency rows.
     assert len(minidom.parse(str(out)).getElementsByTagName("title")) == 3 * 6
+
+
+def test_producers_send_for_the_duration(server):
+    # The seconds reported are read from the clock the loop stops by: never short of it.
+    report = runner.run(args_for("pinned-producer", server.address, duration=0.3))
+    producer = report["actors"][0]
+    assert producer["seconds"] >= 0.3
+    assert producer["messages"] % PER_BATCH == 0 and producer["messages"] > 0
+
+
+def test_rate_limit_in_messages_holds_the_rate_on_a_fixed_timeline(server):
+    # 5000 msg/s at 50 per batch: one batch every 10 ms, 20 batches take at least 190 ms.
+    report = runner.run(args_for("pinned-producer", server.address, producers=2,
+                                 rate_limit=5000))
+    for producer in report["actors"]:
+        assert producer["messages"] == BATCHES * PER_BATCH
+        assert producer["seconds"] >= (BATCHES - 1) * 0.010
+        assert producer["messages_per_second"] <= 5000 * BATCHES / (BATCHES - 1) + 1
+        due, trip = producer["scheduled_latency_us"], producer["latency_us"]
+        # One sample per batch, each from its due time: never shorter than its round trip.
+        assert due["samples"] == trip["samples"] == BATCHES
+        for key in ("p50", "p99", "max"):
+            assert due[key] >= trip[key]
+    total = report["totals"]["producer"]["scheduled_latency_us"]
+    assert total["samples"] == 2 * BATCHES
+    assert total["max"] == max(a["scheduled_latency_us"]["max"] for a in report["actors"])
+
+
+def test_rate_limit_in_bytes_paces_the_payload(server):
+    # 1 MB/s of 200-byte messages, 50 per batch: 10 kB per batch, one every 10 ms.
+    report = runner.run(args_for("balanced-producer", server.address, rate_limit="1MB"))
+    producer = report["actors"][0]
+    assert producer["seconds"] >= (BATCHES - 1) * 0.010
+    assert producer["payload_mb_per_second"] <= 1.0 * BATCHES / (BATCHES - 1) + 0.01
+
+
+def test_an_unreachable_rate_shows_the_backlog_from_the_due_times(server):
+    # 10 M msg/s at 50 per batch: a batch is due every 5 us, far faster than a round trip, so
+    # every batch is late and the last waits behind all the others. Batch 20 is due at 95 us
+    # and sent after the 19 round trips before it, at least 9 of which take the median or
+    # longer: from its due time to its arrival (end to end) and to its reply it took at least
+    # 9 medians less 95 us; stamped with its send time instead, it would show ~1 round trip.
+    report = runner.run(args_for("end-to-end", server.address, rate_limit=10_000_000))
+    producer, consumer = report["totals"]["producer"], report["totals"]["consumer"]
+    assert consumer["end_to_end_us"]["samples"] == BATCHES * PER_BATCH
+    assert producer["scheduled_latency_us"]["samples"] == BATCHES
+    backlog = 9 * producer["latency_us"]["p50"] - 95
+    assert producer["scheduled_latency_us"]["max"] >= backlog
+    assert consumer["end_to_end_us"]["max"] >= backlog - 100   # clocks of two processes
+
+
+@pytest.mark.parametrize("rate,kind,message", [
+    ("fast", "pinned-producer", "messages per second"),
+    ("0", "pinned-producer", "above 0"),
+    ("0MB", "end-to-end", "above 0"),
+    ("1000", "pinned-consumer", "paces producers")])
+def test_bad_rate_limits_are_refused(rate, kind, message):
+    with pytest.raises(SystemExit, match=message):
+        runner.run(args_for(kind, "127.0.0.1:1", rate_limit=rate))

@@ -5,8 +5,8 @@ same bytes is valid and the client copies nothing per send); a consumer polls by
 it has read its share, or for a set time. Each records the latency of every batch round trip,
 in microseconds, and the bytes it moved: payload (messages x message size) and wire (what its
 socket carried, frame headers included). In end-to-end runs the producer stamps each batch
-with the time it sends it, and the consumer records one latency per message received:
-arrival time minus the message's origin timestamp.
+with the time it sends it (with a rate limit: the time it was due), and the consumer records
+one latency per message received: arrival time minus the message's origin timestamp.
 """
 
 from __future__ import annotations
@@ -71,40 +71,61 @@ class _Idle:
         return False
 
 
-def _result(spec, role, messages, wire_bytes, elapsed, latencies, e2e=None) -> dict:
+def _result(spec, role, messages, wire_bytes, elapsed, latencies, e2e=None,
+            scheduled=None) -> dict:
     out = {"actor": spec["name"], "role": role, "messages": messages,
            "payload_bytes": messages * spec["message_size"], "wire_bytes": wire_bytes,
            "seconds": elapsed, "latencies_us": latencies}
     if e2e is not None:
         out["end_to_end_us"] = e2e
+    if scheduled is not None:
+        out["scheduled_us"] = scheduled
     return out
 
 
 def producer(spec: dict, progress, result_queue) -> None:
+    """Send the batch `batches` times, or for `duration` seconds. With `interval` (seconds per
+    batch, from --rate-limit), batch k is due at start + k x interval: the producer sleeps until
+    then, or sends at once when late, so the rate holds over the run; besides each round trip
+    it records the time from the due moment to the reply (what a message waiting for its slot
+    sees, coordinated omission included), and end-to-end origins are the due moments."""
     client = connect(spec)
     batch = make_batch(spec["messages_per_batch"], spec["message_size"])
     per_batch = spec["messages_per_batch"]
     targets = spec["targets"]              # [(stream, topic, partition)] used round-robin
+    interval_ns = int(spec.get("interval", 0) * 1e9)
     latencies = array("d")
-    deadline = time.monotonic() + spec["duration"] if spec["duration"] else None
+    scheduled = array("d") if interval_ns else None
+    duration = spec["duration"]
     sent = 0
     sent_before = client.bytes_sent
-    start = time.perf_counter()
-    while (sent < spec["batches"]) if deadline is None else (time.monotonic() < deadline):
+    start_ns, wall_ns = time.perf_counter_ns(), time.time_ns()
+    elapsed = 0.0
+    while (elapsed < duration) if duration else (sent < spec["batches"]):
         stream, topic, partition = targets[sent % len(targets)]
-        if spec["end_to_end"]:
+        if interval_ns:
+            due = start_ns + sent * interval_ns
+            wait = due - time.perf_counter_ns()
+            if wait > 0:
+                time.sleep(wait / 1e9)
+            if spec["end_to_end"]:
+                restamp(batch, (wall_ns + due - start_ns) // 1000)
+        elif spec["end_to_end"]:
             restamp(batch, time.time_ns() // 1000)
         t0 = time.perf_counter_ns()
         client.send_batch(stream, topic, partition, batch, per_batch)
-        latencies.append((time.perf_counter_ns() - t0) / 1000)
+        t1 = time.perf_counter_ns()
+        latencies.append((t1 - t0) / 1000)
+        if interval_ns:
+            scheduled.append((t1 - due) / 1000)
         sent += 1
         with progress.get_lock():
             progress.value += per_batch
-    elapsed = time.perf_counter() - start
+        elapsed = (t1 - start_ns) / 1e9      # the loop's clock is the reported one
     wire = client.bytes_sent - sent_before
     client.close()
     result_queue.put(_result(spec, "producer", sent * per_batch, wire, elapsed,
-                             latencies))
+                             latencies, scheduled=scheduled))
 
 
 def consumer(spec: dict, progress, result_queue) -> None:
@@ -118,11 +139,11 @@ def consumer(spec: dict, progress, result_queue) -> None:
     offsets = {tuple(t): 0 for t in spec["targets"]}
     expected = spec["expected"]
     duration = spec["duration"]
-    deadline = time.monotonic() + duration if duration else None
     idle = _Idle(spec["idle_timeout"])
     received_before = client.bytes_received
     start = time.perf_counter()
-    while (got < expected) if deadline is None else (time.monotonic() < deadline):
+    elapsed = 0.0
+    while (elapsed < duration) if duration else (got < expected):
         progressed = False
         for target in offsets:
             stream, topic, partition = target
@@ -139,11 +160,11 @@ def consumer(spec: dict, progress, result_queue) -> None:
                     now = time.time_ns() // 1000
                     for origin, n in origin_timestamps(reply.body, deltas):
                         ages.extend(repeat(now - origin, n))
-            elif deadline is not None:
+            elif duration:
                 offsets[target] = 0          # read it all: go round again until time is up
-        if deadline is None and idle.expired(progressed):
+        elapsed = time.perf_counter() - start
+        if not duration and idle.expired(progressed):
             break
-    elapsed = time.perf_counter() - start
     wire = client.bytes_received - received_before
     client.close()
     e2e = array("q", map(sub, ages, deltas)) if spec["end_to_end"] else None

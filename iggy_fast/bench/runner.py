@@ -7,17 +7,27 @@ Kinds (as in iggy-bench):
                                 --partitions in turn, one batch each
   pinned-consumer               first fills the streams, then each consumer reads its own
   pinned-producer-and-consumer  producers and consumers at the same time, pinned per stream
+                                (with fewer consumers than producers, each consumer reads the
+                                streams of several producers)
   balanced-producer             producers spread batches over all partitions of one topic
   consumer-group                first fills one topic, then consumers in one group share its
                                 partitions (server-side assignment, offsets committed per poll)
   end-to-end                    produce and consume concurrently; latency from send to receipt,
-                                one sample per message (arrival minus origin timestamp)
+                                one sample per message (arrival minus origin timestamp); streams
+                                shared out among consumers as in pinned-producer-and-consumer
 
 Reported per actor and in total: messages/s; payload MB/s (messages x --message-size, in
 10^6 bytes/s); wire MB/s (what the actors' sockets carried in the data's direction, request or
 reply frames and batch/message headers included); latency of each batch round trip (send or
 poll) at p50, p90, p95, p99, p99.9 and max in microseconds, the totals over every actor's
 samples merged.
+
+--rate-limit: each producer sends at a steady rate, in messages per second (a plain number,
+`--rate-limit 50000`) or payload bytes per second (a size, `--rate-limit 50MB`, `10MiB`): batch k
+is due k batch-intervals after the start, and a producer that is late sends at once, so the rate
+holds over the run. Producers then also report the latency from each batch's due time to its
+reply, which counts the time a batch waited for a slow predecessor (no coordinated omission),
+and end-to-end runs take the due time as the messages' origin.
 
 --duration: producers send for that many seconds instead of --batches. With pinned-consumer
 the streams are first filled with --batches batches, then each consumer polls for the duration,
@@ -42,6 +52,7 @@ import time
 
 from iggy_fast import _wire
 from iggy_fast.client import BlockingClient
+from iggy_fast.config import parse_size
 
 KINDS = ("pinned-producer", "pinned-consumer", "pinned-producer-and-consumer",
          "balanced-producer", "consumer-group", "end-to-end")
@@ -73,15 +84,20 @@ def _rates(messages, payload, wire, seconds) -> dict:
             "wire_mb_per_second": wire / seconds / 1e6}
 
 
+# Latency samples an actor may return, and the key of their distribution in the report.
+SAMPLES = (("latencies_us", "latency_us"), ("scheduled_us", "scheduled_latency_us"),
+           ("end_to_end_us", "end_to_end_us"))
+
+
 def summarize(result: dict) -> dict:
     out = {"actor": result["actor"], "role": result["role"], "messages": result["messages"],
            "payload_bytes": result["payload_bytes"], "wire_bytes": result["wire_bytes"],
            "seconds": round(result["seconds"], 4),
            **_rates(result["messages"], result["payload_bytes"], result["wire_bytes"],
-                    result["seconds"]),
-           "latency_us": distribution(result["latencies_us"])}
-    if "end_to_end_us" in result:
-        out["end_to_end_us"] = distribution(result["end_to_end_us"])
+                    result["seconds"])}
+    for samples, key in SAMPLES:
+        if samples in result:
+            out[key] = distribution(result[samples])
     return out
 
 
@@ -99,12 +115,11 @@ def totals(raw_results) -> dict:
         wire = sum(r["wire_bytes"] for r in group)
         out[role] = {"actors": len(group), "messages": messages, "payload_bytes": payload,
                      "wire_bytes": wire, "seconds": round(seconds, 4),
-                     **_rates(messages, payload, wire, seconds),
-                     "latency_us": distribution(
-                         [x for r in group for x in r["latencies_us"]])}
-        e2e = [r["end_to_end_us"] for r in group if "end_to_end_us" in r]
-        if e2e:
-            out[role]["end_to_end_us"] = distribution([x for a in e2e for x in a])
+                     **_rates(messages, payload, wire, seconds)}
+        for samples, key in SAMPLES:
+            merged = [x for r in group if samples in r for x in r[samples]]
+            if any(samples in r for r in group):
+                out[role][key] = distribution(merged)
     return out
 
 
@@ -112,10 +127,11 @@ class LocalServer:
     """A server started for the benchmark on a free port with a temporary data directory.
 
     With `tls`, its TCP listener speaks TLS with a self-signed certificate it makes at start;
-    `ca_file` is that certificate, for clients to validate against.
+    `ca_file` is that certificate, for clients to validate against. `env` adds IGGY_*
+    settings (e.g. {"IGGY_TCP_QUICKACK": "false"}).
     """
 
-    def __init__(self, fsync: bool, tls: bool = False):
+    def __init__(self, fsync: bool, tls: bool = False, env: dict | None = None):
         self.dir = tempfile.mkdtemp(prefix="iggy-bench-")
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
@@ -124,7 +140,7 @@ class LocalServer:
         data = os.path.join(self.dir, "data")
         self.ca_file = os.path.join(data, "certs", "iggy_cert.pem") if tls else None
         env = {**os.environ, "IGGY_SYSTEM_PARTITION_ENFORCE_FSYNC": "true" if fsync else "false",
-               "IGGY_TCP_TLS_ENABLED": "true" if tls else "false"}
+               "IGGY_TCP_TLS_ENABLED": "true" if tls else "false", **(env or {})}
         self.log = open(os.path.join(self.dir, "server.log"), "wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "iggy_fast.cli", "server", "--data-dir", data,
@@ -254,6 +270,26 @@ def _run_actors(specs, args):
     return collected
 
 
+def batch_interval(args) -> float:
+    """Seconds between a producer's batches under --rate-limit (0: as fast as it can)."""
+    if not args.rate_limit:
+        return 0.0
+    text = args.rate_limit.strip()
+    try:
+        per_second = float(text)
+        work = args.messages_per_batch                          # messages per second
+    except ValueError:
+        try:
+            per_second = parse_size(text)
+        except ValueError:
+            raise SystemExit(f"--rate-limit {text!r}: messages per second (50000) or bytes "
+                             f"per second (50MB)") from None
+        work = args.messages_per_batch * args.message_size      # payload bytes per second
+    if not 0 < per_second < float("inf"):
+        raise SystemExit("--rate-limit must be above 0")
+    return work / per_second
+
+
 def _check(args) -> None:
     """Refuse combinations that would otherwise be silently ignored."""
     if args.kind not in KINDS:
@@ -266,6 +302,9 @@ def _check(args) -> None:
         raise SystemExit("--duration must be >= 0, --batches and --messages-per-batch >= 1")
     if args.transport != "tcp-tls" and args.tls_ca_file:
         raise SystemExit("--tls-ca-file needs --transport tcp-tls")
+    if args.rate_limit and args.kind in ("pinned-consumer", "consumer-group"):
+        raise SystemExit(f"--rate-limit paces producers; {args.kind} measures consumers only")
+    batch_interval(args)
 
 
 def run(args) -> dict:
@@ -302,12 +341,13 @@ def _run(args) -> dict:
     per_stream = [[(s, t, p) for p in range(args.partitions)] for s, t in names]
     everything = [target for targets in per_stream for target in targets]
     specs = []
+    interval = batch_interval(args)
     if kind in ("pinned-producer", "pinned-producer-and-consumer", "end-to-end"):
         specs += [("producer", _spec(args, f"producer-{i}", per_stream[i % len(per_stream)],
-                                     end_to_end=kind == "end-to-end"))
+                                     end_to_end=kind == "end-to-end", interval=interval))
                   for i in range(args.producers)]
     if kind == "balanced-producer":
-        specs += [("producer", _spec(args, f"producer-{i}", everything))
+        specs += [("producer", _spec(args, f"producer-{i}", everything, interval=interval))
                   for i in range(args.producers)]
     if kind == "pinned-consumer":
         fill = [("producer", _spec(args, f"filler-{i}", per_stream[i], duration=0))
@@ -328,12 +368,17 @@ def _run(args) -> dict:
                                            idle_timeout=5.0))
                   for i in range(args.consumers)]
     if kind in ("pinned-consumer", "pinned-producer-and-consumer", "end-to-end"):
-        expected = args.batches * args.messages_per_batch
         duration = args.duration if kind == "pinned-consumer" else 0
-        specs += [("consumer", _spec(args, f"consumer-{i}", per_stream[i % len(per_stream)],
-                                     expected=expected, duration=duration,
-                                     end_to_end=kind == "end-to-end"))
-                  for i in range(args.consumers)]
+        for i in range(args.consumers):
+            # Fewer consumers than producers: the producers' streams are shared out, consumer
+            # i reading streams i, i + consumers, ... (fewer processes polling, on few cores).
+            streams = range(i, args.producers, args.consumers) \
+                if kind != "pinned-consumer" and args.consumers < args.producers else [i]
+            targets = [t for s in streams for t in per_stream[s % len(per_stream)]]
+            specs.append(("consumer", _spec(
+                args, f"consumer-{i}", targets, duration=duration,
+                expected=len(streams) * args.batches * args.messages_per_batch,
+                end_to_end=kind == "end-to-end")))
     started = time.time()
     try:
         raw = _run_actors(specs, args)
@@ -372,13 +417,23 @@ def _latency_cells(lat: dict) -> str:
         f"{lat['max']:>9.0f}"
 
 
+def _rate_text(rate: str) -> str:
+    try:
+        return f"{float(rate):,.0f} msg/s"
+    except ValueError:
+        return f"{rate}/s"
+
+
 def print_report(report: dict, out=sys.stdout) -> None:
     settings = report["settings"]
+    rate = settings.get("rate_limit")
     out.write(f"kind {report['kind']}, transport {settings.get('transport', 'tcp')}, "
               f"fsync {'on' if settings.get('fsync') else 'off'}, "
+              f"{'rate limit ' + _rate_text(rate) + ' per producer, ' if rate else ''}"
               f"{'server started by the bench' if settings.get('started_server') else 'server at ' + str(settings.get('address'))}\n")
+    percentiles = "".join(f"{'p' + format(p, 'g'):>9}" for p in PERCENTILES) + f"{'max':>9}"
     out.write(f"{'actor':<16}{'messages':>11}{'msg/s':>12}{'payload':>9}{'wire':>8}"
-              + "".join(f"{'p' + format(p, 'g'):>9}" for p in PERCENTILES) + f"{'max':>9}\n")
+              + percentiles + "\n")
     out.write(f"{'':<39}{'MB/s':>9}{'MB/s':>8}{'batch round trip latency, us':>54}\n")
     rows = [(r["actor"], r) for r in report["actors"]]
     rows += [(f"total {role}s", t) for role, t in report["totals"].items()]
@@ -386,12 +441,15 @@ def print_report(report: dict, out=sys.stdout) -> None:
         out.write(f"{name:<16}{r['messages']:>11,}{r['messages_per_second']:>12,.0f}"
                   f"{r['payload_mb_per_second']:>9,.0f}{r['wire_mb_per_second']:>8,.0f}"
                   + _latency_cells(r["latency_us"]) + "\n")
-    for name, r in rows:
-        if "end_to_end_us" in r:
-            e = r["end_to_end_us"]
-            out.write(f"{name} end-to-end latency per message (us, {e['samples']:,} samples): "
-                      + ", ".join(f"{k} {v:.0f}" for k, v in e.items() if k != "samples")
-                      + "\n")
+    for key, title in (("scheduled_latency_us", "batch latency from its due time to the "
+                                                "reply, us (waiting for its slot included)"),
+                       ("end_to_end_us", "end-to-end latency per message, from its origin "
+                                         "timestamp to its arrival at a consumer, us")):
+        measured = [(name, r[key]) for name, r in rows if key in r]
+        if measured:
+            out.write(f"{title}\n{'actor':<16}{'samples':>11}{'':>29}{percentiles}\n")
+            for name, lat in measured:
+                out.write(f"{name:<16}{lat['samples']:>11,}{'':>29}{_latency_cells(lat)}\n")
     out.write("payload MB/s = messages x message size; wire MB/s = bytes on the actors' "
               "sockets (frames and headers included); MB = 10^6 bytes\n")
 
@@ -411,6 +469,10 @@ def add_arguments(parser) -> None:
                         help="seconds to run instead of a batch count: producers send for "
                              "that long; pinned-consumer polls for that long, re-reading from "
                              "offset 0 (refused by the other consumer kinds)")
+    parser.add_argument("--rate-limit", default="",
+                        help="per producer: messages per second (50000) or payload bytes per "
+                             "second (50MB, 10MiB), sent on a fixed timeline; adds latency "
+                             "from each batch's due time (default: as fast as possible)")
     parser.add_argument("--transport", choices=TRANSPORTS, default="tcp",
                         help="tcp, or tcp-tls (a started server gets a self-signed "
                              "certificate, which the actors validate); QUIC, HTTP and "

@@ -25,6 +25,7 @@ tens of KB in two pieces and holds the second until the first is acknowledged, w
 having answered every request so far, delays its ACK (up to 40 ms on Linux) hoping to carry it
 on a reply. Whenever a read leaves a frame incomplete the ACK is sent at once (TCP_QUICKACK is
 not sticky: the kernel leaves quick-ACK mode again by itself, so it is set every time).
+`[tcp] quickack = false` turns this off (to show the stall: bench/sdk_latency_sweep.py).
 
 Per connection, the stored-batch bytes sent each way are logged at DEBUG when it closes.
 """
@@ -73,7 +74,7 @@ class TcpConnection(asyncio.BufferedProtocol):
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            if QUICKACK is not None:
+            if QUICKACK is not None and self.server.cfg["tcp"]["quickack"]:
                 self.socket = sock
             if (transport.get_extra_info("ssl_object") is None
                     and self.server.cfg["tcp"]["sendfile"]):
