@@ -41,7 +41,7 @@ first and last batch when only part of them is asked for.
 from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING
 from libc.errno cimport errno, EINTR
 from iggy_fast._bytes cimport ld32, ld64
-from libc.stdint cimport uint8_t, uint32_t, uint64_t, int64_t
+from libc.stdint cimport uint8_t, uint32_t, uint64_t, int64_t, UINT32_MAX
 from libc.stdlib cimport malloc, realloc, free
 from libc.string cimport memcpy
 
@@ -293,7 +293,7 @@ cdef class Segment:
         computed: the cost is one pass over the bytes of the bad region.
         """
         cdef uint64_t start = pos + 1, base
-        cdef uint64_t length
+        cdef uint64_t length, last_base = self.base_offset + <uint64_t>UINT32_MAX
         cdef const uint8_t *w
         cdef Py_ssize_t i, have
         while start + BATCH_HDR <= log_size:
@@ -304,14 +304,34 @@ cdef class Segment:
             w = <const uint8_t *>PyBytes_AS_STRING(window)
             for i in range(have - BATCH_HDR + 1):
                 base = ld64(w + i + 8)
-                if base <= expected or base - self.base_offset > 0xFFFFFFFF:
+                if base <= expected or base > last_base:
                     continue
                 length = claimed_length(w + i, last_ts)
                 if (length and start + i + length <= log_size
+                        and self._first_frame_intact(start + i, length)
                         and self._intact_at(start + i, length)):
                     return start + i
             start += have - BATCH_HDR + 1
         return 0
+
+    cdef bint _first_frame_intact(self, uint64_t pos, uint64_t length) except -1:
+        """Whether the first frame of the batch claimed at `pos` carries its checksum.
+
+        Checked before the whole batch is read: a header seen a byte or two off its real
+        position can pass every header check (its fields shifted, their top bytes zero) and
+        claim hundreds of megabytes; its first frame is garbage.
+        """
+        head = os.pread(self.fd, BATCH_HDR + MSG_HDR, pos)
+        if len(head) < BATCH_HDR + MSG_HDR:
+            return False
+        cdef const uint8_t *f = <const uint8_t *>PyBytes_AS_STRING(head) + BATCH_HDR
+        cdef uint64_t flen = MSG_HDR + <uint64_t>ld32(f + 32) + ld32(f + 36)
+        if flen > length - BATCH_HDR or ld64(f + 40) != 0:
+            return False
+        frame = os.pread(self.fd, flen, pos + BATCH_HDR)
+        f = <const uint8_t *>PyBytes_AS_STRING(frame)
+        return (<uint64_t>len(frame) == flen
+                and iggy_xxh3_64(f + 8, flen - 8) == ld64(f))
 
     cdef bint _short_write_at(self, uint64_t pos, uint64_t log_size) except -1:
         """Whether the bytes from `pos` to the end are a batch whose write stopped early.
