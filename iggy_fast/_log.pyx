@@ -581,7 +581,21 @@ cdef class Segment:
             return [], 0, first
         if last >= self.end_offset:
             last = self.end_offset - 1
-        cdef Py_ssize_t i = self._find_offset(first), j = self._find_offset(last), k, run
+        cdef Py_ssize_t i = self._find_offset(first), j, k, run
+        cdef uint64_t shift
+        self._verify_through(i)
+        # A read that starts in a corrupt batch starts after it, as a read across any gap of
+        # offsets does: a poll for fewer messages than the batch held must not come back
+        # empty short of the end (a consumer would never get past it).
+        while i in self.bad:
+            if i + 1 == self.n:
+                return [], 0, self.end_offset
+            i += 1
+            shift = self.base_offset + self.entries[i].delta - first
+            first += shift
+            last = last + shift if last + shift < self.end_offset else self.end_offset - 1
+            self._verify_through(i)
+        j = self._find_offset(last)
         self._verify_through(j)
         chunks = []
         cdef uint64_t count = 0, lo, hi, a, z

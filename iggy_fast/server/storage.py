@@ -354,6 +354,9 @@ class PartitionLog:
         while got < count and i < len(self.segments):
             seg = self.segments[i]
             if position < seg.end_offset:
+                # Offsets below a segment's base that the one before never reached were
+                # never handed out (a gap left at recovery): the read goes on from the base.
+                position = max(position, seg.base_offset)
                 part, n, position = seg.read(position, position + (count - got) - 1, regions)
                 chunks.extend(part)
                 got += n
