@@ -126,7 +126,8 @@ class OffsetMark:
         self._dirty = True
 
     def sync(self) -> None:
-        if self._dirty:
+        """Make the last reservation durable (nothing to do unless one was written since)."""
+        if self._dirty and self.fd >= 0:
             self._dirty = False
             os.fdatasync(self.fd)
 
@@ -139,10 +140,15 @@ class OffsetMark:
         self.reserved = 0
 
     def close(self, next_offset: int) -> None:
-        if self.fd >= 0:
+        """Record the exact next offset, so a clean restart leaves no gap."""
+        if self.fd < 0:
+            return
+        try:
             self._write(next_offset, "exact")
-            os.close(self.fd)
-            self.fd = -1
+        except OSError as e:      # the reservation stays: a gap after restart, never reuse
+            log.warning("%s: not updated at close: %s", self.NAME, e)
+        os.close(self.fd)
+        self.fd = -1
 
 
 class PartitionLog:
@@ -279,7 +285,7 @@ class PartitionLog:
         """Stamp a validated producer batch in place and append it; returns its base offset."""
         seg = self._active(len(batch))
         base = seg.end_offset
-        if base + count > self._mark.reserved:
+        if base + count > self._mark.reserved:     # once per RESERVE offsets, not per send
             self._mark.reserve(base + count)
         timestamp = now_us if now_us > self.last_timestamp else self.last_timestamp
         _wire.stamp_batch(batch, self.partition_id, base, timestamp)
@@ -354,8 +360,8 @@ class PartitionLog:
         while got < count and i < len(self.segments):
             seg = self.segments[i]
             if position < seg.end_offset:
-                # Offsets below a segment's base that the one before never reached were
-                # never handed out (a gap left at recovery): the read goes on from the base.
+                # A gap between segments (left at recovery so that no offset is handed out
+                # twice) holds nothing: the read goes on from the segment's base.
                 position = max(position, seg.base_offset)
                 part, n, position = seg.read(position, position + (count - got) - 1, regions)
                 chunks.extend(part)
