@@ -168,6 +168,25 @@ def test_a_last_batch_cut_short_is_cut_and_its_offsets_not_reused(tmp_path, spaw
     c.close()
 
 
+def test_a_write_stopped_by_a_crash_is_cut_and_offsets_stay_dense(tmp_path, spawn):
+    # kill -9 in the middle of write(2) leaves the first pages of a batch that was never
+    # acknowledged: cut, and its offsets are given out again (no gap after a process crash).
+    srv = spawn(tmp_path / "stopped")
+    log_path, batch_len = fill_one_segment(srv)
+    crash_and_lose_the_index(srv)
+    msgs = [(TOTAL + i + 1, payload(TOTAL + i), b"", i) for i in range(PER_BATCH)]
+    batch = _wire.build_batch(msgs, 1)
+    _wire.stamp_batch(batch, 0, TOTAL, 1 << 62)
+    with open(log_path, "ab") as f:
+        f.write(bytes(batch[:8192]))
+    c, log = restart(srv)
+    check_served(c, missing=())
+    assert (f"torn or corrupt tail at byte {BATCHES * batch_len} (8192 bytes) truncated: "
+            f"a write cut short") in log
+    assert send_one(c) == TOTAL
+    c.close()
+
+
 def test_a_corrupt_last_batch_after_a_crash_is_cut_and_its_offsets_not_reused(tmp_path,
                                                                              spawn):
     # kill -9 keeps every written byte in the page cache, so the log's end is trusted after a
