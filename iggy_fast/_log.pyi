@@ -34,6 +34,8 @@ class Segment:
     sealed: bool
     problems: list[str]
     bad: set[int]
+    cut: int              # bytes recovery cut off the end as a torn tail
+    short_write: bool     # those bytes were a write stopped early (never acknowledged)
     batches: int
     first_timestamp: int
     last_timestamp: int
@@ -42,8 +44,8 @@ class Segment:
     @staticmethod
     def open(directory: str, base_offset: int, verify: bool = True, stem: str | None = None,
              tail: bool = True) -> Segment:
-        """Open or create, then recover: complete the index, cut a torn tail (`tail` only);
-        a corrupt batch followed by good ones is kept as bad (never served), not cut."""
+        """Open or create, then recover: complete the index, keep corrupt regions as bad
+        entries (never served) and resynchronise after them; cut a torn tail (`tail` only)."""
     def append(self, batch: Buffer, base_offset: int, count: int, timestamp: int) -> None:
         """One write(2) of a stamped batch; on failure the file is cut back and OSError raised.
         Once the batch is written nothing fails: index entries wait in memory if need be."""

@@ -15,15 +15,21 @@ Invariants: batches are appended whole and in offset order, and offsets are dens
 index is sorted by offset, position and (server-stamped, non-decreasing) timestamp; a lookup
 by either is a bisection, O(log batches). The log is the truth: the index may lag behind it
 (entries are written in groups, not per batch) and is completed from the log on open, where
-every batch after the last indexed one is verified (length, header, checksum). A torn write can
-only be at the end: what fails there with nothing valid after it is cut off. A bad batch that
-is followed by batches that verify and continue the offsets is corruption in place: it is
-indexed, marked bad and never served, and the batches after it are kept. Batches already on
-disk when the segment is opened are verified lazily, the first time a read reaches them; a
-corrupt one is logged with its position and never served (reads skip it), and the rest of the
-segment is served as usual. That verification can read a whole segment, so a server asks
-`needs_verification` first and runs `verify` on a worker thread (it releases the GIL) before
-the read; a lock keeps it from running twice at once or on closed files.
+every batch after the last indexed one is verified (header, length, checksums).
+
+Recovery discards only what it can call a torn tail. Bytes that fail verification anywhere
+else are corruption, whatever they hit (a length, a count, an offset, a zeroed page): the scan
+resynchronises at the next byte position where a batch continues the offsets and verifies,
+and indexes the region in between as one bad entry holding the offsets it skipped, never
+served, its bytes left in place and its position logged. Only bytes after the last verifiable
+batch of the last segment are cut, and the segment says whether they were a write stopped
+early (`short_write`: never acknowledged) or something else (`cut`: offsets in it may have been
+handed out; the partition's offset mark keeps them from being reused, see storage/log.py).
+Batches already on disk when the segment is opened are verified lazily, the first time a read
+reaches them; a corrupt one is logged with its position and never served (reads skip it), and
+the rest of the segment is served as usual. That verification can read a whole segment, so a
+server asks `needs_verification` first and runs `verify` on a worker thread (it releases the
+GIL) before the read; a lock keeps it from running twice at once or on closed files.
 
 Because the index can always be rebuilt, failing to write it (a full disk) never fails an
 append whose batch reached the log: the entries stay in memory and are written at the next
@@ -37,7 +43,7 @@ first and last batch when only part of them is asked for.
 from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING
 from libc.errno cimport errno, EINTR
 from iggy_fast._bytes cimport ld32, ld64
-from libc.stdint cimport uint8_t, uint32_t, uint64_t, int64_t
+from libc.stdint cimport uint8_t, uint32_t, uint64_t, int64_t, UINT32_MAX
 from libc.stdlib cimport malloc, realloc, free
 from libc.string cimport memcpy
 
@@ -65,6 +71,8 @@ cdef enum:
     ENTRY = 24
     # Index entries are written once this many are pending (and at every flush and close).
     INDEX_GROUP = 64
+    # Bytes read at a time when looking for the next batch after a corrupt region.
+    RESYNC_WINDOW = 1 << 20
 
 cdef struct Entry:
     uint32_t delta
@@ -116,6 +124,8 @@ cdef class Segment:
     cdef uint64_t synced_size              # log bytes known to be on disk
     cdef Py_ssize_t verified               # batches [0, verified) checked since open
     cdef readonly set bad                  # indexes of batches that failed verification
+    cdef readonly uint64_t cut             # bytes recovery cut off the end as a torn tail
+    cdef readonly bint short_write         # ... and they were a write stopped early
     # Held while batches are verified (possibly on a worker thread) and while the files are
     # closed, so verification never reads a closed (or reused) descriptor, and never twice.
     cdef object _verify_lock
@@ -124,7 +134,8 @@ cdef class Segment:
         self.fd = -1
         self.index_fd = -1
         self.entries = NULL
-        self.n = self.cap = self.indexed = self.verified = 0
+        self.n = self.cap = self.indexed = self.verified = self.cut = 0
+        self.short_write = False
         self.index_failing = False
         self.problems = []
         self.bad = set()
@@ -141,8 +152,9 @@ cdef class Segment:
         """Open (creating if needed) the segment starting at `base_offset` and recover it.
 
         The index file is trusted up to its last whole entry that agrees with the log; the
-        log after that is scanned batch by batch, re-indexed, and cut at the first batch that
-        is short or fails its checks. With `verify` false, stored batches are trusted.
+        log after that is scanned batch by batch and re-indexed, corrupt regions kept as bad
+        entries; with `tail` (the last segment) what follows the last verifiable batch is cut.
+        With `verify` false, stored batches are trusted until a header does not chain.
         """
         cdef Segment s = Segment.__new__(Segment)
         name = os.path.join(directory, stem or segment_name(base_offset))
@@ -212,64 +224,83 @@ cdef class Segment:
         self.indexed = self.n
         # A sealed segment's batches are checked lazily on read, not here.
         good_end = self._scan(expect_pos, log_size, expect_delta, verify and tail)
+        self.size = good_end
+        self.synced_size = good_end
+        self.end_offset = self.base_offset + (
+            self.entries[self.n - 1].delta + self.entries[self.n - 1].count if self.n else 0)
         if good_end < log_size and tail:
+            self.cut = log_size - good_end
+            self.short_write = self._short_write_at(good_end, log_size)
             self.problems.append(
                 f"{self.log_path}: torn or corrupt tail at byte {good_end} "
-                f"({log_size - good_end} bytes) truncated")
+                f"({log_size - good_end} bytes) truncated: "
+                + ("a write cut short" if self.short_write else
+                   f"no batch there verifies; offsets from {self.end_offset} on may have "
+                   f"been handed out"))
             os.ftruncate(self.fd, good_end)
         elif good_end < log_size:
             self.problems.append(
                 f"{self.log_path}: bytes {good_end}..{log_size} cannot be indexed and are "
                 f"not served")
-        self.size = good_end
-        self.synced_size = good_end
-        self.end_offset = self.base_offset + (
-            self.entries[self.n - 1].delta + self.entries[self.n - 1].count if self.n else 0)
         # Rewrite the index if it disagreed with the log in any way.
         if self.indexed != whole or len(raw) % ENTRY or self.indexed < self.n:
             os.ftruncate(self.index_fd, self.indexed * ENTRY)
             self.flush_index()
 
     cdef uint64_t _scan(self, uint64_t pos, uint64_t log_size, uint64_t delta, bint verify):
-        """Index verified batches from `pos`; return where the valid log ends.
+        """Index the batches from `pos`; return where the last one that could be indexed ends.
 
-        With `verify`, a batch that fails its checks but is followed by good batches that
-        continue the offsets is kept in the index as bad (never served) instead of ending the
-        scan: only a bad run with nothing valid after it is a torn tail.
+        A batch is taken when its header continues the log (next offset, a timestamp that
+        does not go back, a plausible length that fits the file) and, with `verify`, its
+        checksums hold. Anything else starts a bad region, whatever field was hit (length,
+        count, offset, a zeroed page): the scan resynchronises at the next position where a
+        batch verifies and continues the offsets, and indexes the region as one bad entry
+        (never served) holding the offsets in between. The file ends without a verifiable
+        batch after it: the scan stops there (a torn tail, or bytes that cannot be indexed).
+
+        Without `verify` headers are trusted, so a wrong length only shows at the next header:
+        the batch before it is then verified, and it starts the bad region if it fails.
         """
         cdef const uint8_t *b
-        cdef uint64_t length, after, next_base
+        cdef uint64_t length, after, expected, next_base
         cdef uint32_t count
-        cdef uint64_t base, last_ts = self.entries[self.n - 1].timestamp if self.n else 0
-        while pos + BATCH_HDR <= log_size:
+        cdef uint64_t last_ts = self.entries[self.n - 1].timestamp if self.n else 0
+        cdef Py_ssize_t first = self.n, k
+        while pos < log_size:
+            expected = self.base_offset + delta
             header = os.pread(self.fd, BATCH_HDR, pos)
             b = <const uint8_t *>PyBytes_AS_STRING(header)
-            length = ld64(b + 32)
-            count = ld32(b + 48)
-            base = ld64(b + 8)
-            if length < BATCH_HDR + MSG_HDR or pos + length > log_size:
-                break                          # cannot even tell where the next batch starts
-            if (count != 0 and base == self.base_offset + delta and ld64(b + 16) >= last_ts
-                    and (not verify or self._intact_at(pos, length))):
+            length = 0
+            if len(header) == BATCH_HDR and ld64(b + 8) == expected:
+                length = claimed_length(b, last_ts)
+                if pos + length > log_size or (verify and not self._intact_at(pos, length)):
+                    length = 0
+            if length:
+                count = ld32(b + 48)
                 last_ts = ld64(b + 16)
                 self._push(<uint32_t>delta, count, pos, last_ts)
                 delta += count
                 pos += length
                 continue
-            if not verify:
-                break
-            after = self._next_good(pos + length, log_size, self.base_offset + delta, last_ts)
+            if not verify and self.n > first:
+                k = self.n - 1
+                if not self._intact_at(self.entries[k].position, pos - self.entries[k].position):
+                    self.n = k
+                    pos = self.entries[k].position
+                    delta = self.entries[k].delta
+                    expected = self.base_offset + delta
+                    last_ts = self.entries[k - 1].timestamp if k else 0
+            after = self._resync(pos, log_size, expected, last_ts)
             if after == 0:
-                break                          # nothing valid follows: a torn tail
+                break
             next_base = ld64(<const uint8_t *>PyBytes_AS_STRING(
                 os.pread(self.fd, BATCH_HDR, after)) + 8)
-            problem = (f"{self.log_path}: corrupt batch at byte {pos} (offsets "
-                       f"{self.base_offset + delta}..{next_base - 1}) is not served; "
-                       f"the batches after it are kept")
-            self.problems.append(problem)
+            self.problems.append(
+                f"{self.log_path}: corrupt batch at byte {pos} (offsets {expected}.."
+                f"{next_base - 1}) is not served ({after - pos} bytes left in place); the "
+                f"batches after it are kept")
             self.bad.add(self.n)
-            self._push(<uint32_t>delta, <uint32_t>(next_base - self.base_offset - delta), pos,
-                       last_ts)
+            self._push(<uint32_t>delta, <uint32_t>(next_base - expected), pos, last_ts)
             delta = next_base - self.base_offset
             pos = after
         return pos
@@ -279,27 +310,76 @@ cdef class Segment:
         return (<uint64_t>len(chunk) == length
                 and batch_is_intact(<const uint8_t *>PyBytes_AS_STRING(chunk), length))
 
-    cdef uint64_t _next_good(self, uint64_t pos, uint64_t log_size, uint64_t first_bad,
-                             uint64_t last_ts) except? 0:
-        """Where the first intact batch after a bad one starts, if it continues the log.
+    cdef uint64_t _resync(self, uint64_t pos, uint64_t log_size, uint64_t expected,
+                          uint64_t last_ts) except? 0:
+        """The first position after `pos` where a batch verifies and continues the log past
+        offset `expected` (a later base offset within this segment's range); 0 if none.
 
-        Walks over further framed-but-bad batches; 0 when the framing breaks or the file ends
-        first (the bad batch then starts a torn tail).
+        Batches have no alignment, so every byte is a candidate; the header checks run in C
+        on a window of the file and reject almost every position before a checksum is
+        computed: the cost is one pass over the bytes of the bad region.
         """
-        cdef const uint8_t *b
-        cdef uint64_t length
-        while pos + BATCH_HDR <= log_size:
-            header = os.pread(self.fd, BATCH_HDR, pos)
-            b = <const uint8_t *>PyBytes_AS_STRING(header)
-            length = ld64(b + 32)
-            if length < BATCH_HDR + MSG_HDR or pos + length > log_size:
+        cdef uint64_t start = pos + 1, base
+        cdef uint64_t length, last_base = self.base_offset + <uint64_t>UINT32_MAX
+        cdef const uint8_t *w
+        cdef Py_ssize_t i, have
+        while start + BATCH_HDR <= log_size:
+            window = os.pread(self.fd, min(<uint64_t>RESYNC_WINDOW, log_size - start), start)
+            have = len(window)
+            if have < BATCH_HDR:
                 return 0
-            if (ld32(b + 48) != 0 and ld64(b + 8) > first_bad
-                    and ld64(b + 8) - first_bad < 0xFFFFFFFF and ld64(b + 16) >= last_ts
-                    and self._intact_at(pos, length)):
-                return pos
-            pos += length
+            w = <const uint8_t *>PyBytes_AS_STRING(window)
+            for i in range(have - BATCH_HDR + 1):
+                base = ld64(w + i + 8)
+                if base <= expected or base > last_base:
+                    continue
+                length = claimed_length(w + i, last_ts)
+                if (length and start + i + length <= log_size
+                        and self._first_frame_intact(start + i, length)
+                        and self._intact_at(start + i, length)):
+                    return start + i
+            start += have - BATCH_HDR + 1
         return 0
+
+    cdef bint _first_frame_intact(self, uint64_t pos, uint64_t length) except -1:
+        """Whether the first frame of the batch claimed at `pos` carries its checksum.
+
+        Checked before the whole batch is read: a header seen a byte or two off its real
+        position can pass every header check (its fields shifted, their top bytes zero) and
+        claim hundreds of megabytes; its first frame is garbage.
+        """
+        head = os.pread(self.fd, BATCH_HDR + MSG_HDR, pos)
+        if len(head) < BATCH_HDR + MSG_HDR:
+            return False
+        cdef const uint8_t *f = <const uint8_t *>PyBytes_AS_STRING(head) + BATCH_HDR
+        cdef uint64_t flen = MSG_HDR + <uint64_t>ld32(f + 32) + ld32(f + 36)
+        if flen > length - BATCH_HDR or ld64(f + 40) != 0:
+            return False
+        frame = os.pread(self.fd, flen, pos + BATCH_HDR)
+        f = <const uint8_t *>PyBytes_AS_STRING(frame)
+        return (<uint64_t>len(frame) == flen
+                and iggy_xxh3_64(f + 8, flen - 8) == ld64(f))
+
+    cdef bint _short_write_at(self, uint64_t pos, uint64_t log_size) except -1:
+        """Whether the bytes from `pos` to the end are a batch whose write stopped early.
+
+        So they are when they are less than a header, or a header that continues the log
+        and claims more bytes than there are, followed by whole frames that each verify,
+        fewer than it counts. A complete batch with a bad header (say a flipped length bit)
+        or a bad frame is corruption instead: acknowledged once, its offsets handed out.
+        """
+        cdef uint64_t have = log_size - pos
+        cdef uint64_t last_ts = self.entries[self.n - 1].timestamp if self.n else 0
+        if have < BATCH_HDR:
+            return True
+        header = os.pread(self.fd, BATCH_HDR, pos)
+        cdef const uint8_t *b = <const uint8_t *>PyBytes_AS_STRING(header)
+        if (len(header) < BATCH_HDR or ld64(b + 8) != self.end_offset
+                or claimed_length(b, last_ts) <= have):
+            return False
+        data = os.pread(self.fd, have, pos)
+        return (<uint64_t>len(data) == have
+                and frames_cut_short(<const uint8_t *>PyBytes_AS_STRING(data), have))
 
     # ------------------------------------------------------------------------------------
     # Writing
@@ -606,7 +686,23 @@ cdef class Segment:
             return [], 0, first
         if last >= self.end_offset:
             last = self.end_offset - 1
-        cdef Py_ssize_t i = self._find_offset(first), j = self._find_offset(last), k, run
+        cdef Py_ssize_t i = self._find_offset(first), j, k, run
+        cdef uint64_t shift
+        if self.verified <= i:
+            self._verify_through(i)
+        # A read that starts in a corrupt batch starts after it, as a read across any gap of
+        # offsets does: a poll for fewer messages than the batch held must not come back
+        # empty short of the end (a consumer would never get past it).
+        while i in self.bad:
+            if i + 1 == self.n:
+                return [], 0, self.end_offset
+            i += 1
+            shift = self.base_offset + self.entries[i].delta - first
+            first += shift
+            last = last + shift if last + shift < self.end_offset else self.end_offset - 1
+            if self.verified <= i:
+                self._verify_through(i)
+        j = self._find_offset(last)
         if self.verified <= j:
             self._verify_through(j)
         chunks = []
@@ -689,14 +785,55 @@ cdef class FileRegion:
         return data
 
 
+cdef uint64_t claimed_length(const uint8_t *b, uint64_t last_ts) noexcept nogil:
+    """The length a batch header claims if it could head a stored batch, else 0.
+
+    Plausible: at least one message and room for every message header, a timestamp not
+    before `last_ts`, the reserved bytes zero. Offsets are the caller's to check.
+    """
+    cdef uint32_t count = ld32(b + 48)
+    cdef uint64_t length = ld64(b + 32)
+    cdef int i
+    if count == 0 or length < BATCH_HDR + <uint64_t>MSG_HDR * count or ld64(b + 16) < last_ts:
+        return 0
+    for i in range(52, BATCH_HDR):
+        if b[i]:
+            return 0
+    return length
+
+
+cdef bint frames_cut_short(const uint8_t *b, uint64_t have) noexcept nogil:
+    """Whether `have` bytes of a batch end before its last frame, every whole frame intact."""
+    cdef uint32_t count = ld32(b + 48), i
+    cdef uint64_t pos = BATCH_HDR, flen
+    cdef const uint8_t *f
+    for i in range(count):
+        if pos + MSG_HDR > have:
+            return True
+        f = b + pos
+        flen = MSG_HDR + <uint64_t>ld32(f + 32) + ld32(f + 36)
+        if pos + flen > have:
+            return True
+        if iggy_xxh3_64(f + 8, flen - 8) != ld64(f):
+            return False
+        pos += flen
+    return False
+
+
 cdef bint batch_is_intact(const uint8_t *b, uint64_t length) noexcept nogil:
-    """Every frame tiles the batch and carries the checksum it claims; so does the batch."""
+    """Every frame tiles the batch and carries the checksum it claims; so does the batch,
+    and its reserved header bytes are zero (the checksum does not cover them)."""
     cdef uint32_t count = ld32(b + 48), i
     cdef uint64_t pos = BATCH_HDR, flen
     cdef uint64_t scratch_len = 44 + 8 * <uint64_t>count
     cdef uint8_t *scratch
     cdef const uint8_t *f
     cdef bint ok = True
+    if length < BATCH_HDR + MSG_HDR * <uint64_t>count:
+        return False
+    for i in range(52, BATCH_HDR):
+        if b[i]:
+            return False
     scratch = <uint8_t *>malloc(scratch_len)
     if scratch == NULL:
         return False

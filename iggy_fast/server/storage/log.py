@@ -34,6 +34,11 @@ it could not write, so a later sync that succeeds proves nothing about them ("fs
 `sync_error` keeps the failure and every later sync raises it; `durable` never moves past it.
 A failed directory fsync is treated the same way. Restarting recovers the partition from what
 is really on disk.
+
+Offsets are never handed out twice, even when recovery has to cut acknowledged batches (a
+corrupt last batch) or a reboot lost unsynced ones: `OffsetMark` keeps a high-water mark that
+the next offset after a restart never goes below when the log alone cannot be trusted for it.
+A gap of offsets is the price (reads skip it); reuse would make one offset name two messages.
 """
 
 from __future__ import annotations
@@ -97,6 +102,94 @@ def close_segments(segments, io_lock) -> None:
             seg.close()
 
 
+def _boot_id() -> str:
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            return f.read().strip()
+    except OSError:
+        return ""        # unknown: the log is never trusted alone after a crash
+
+
+BOOT_ID = _boot_id()
+
+
+class OffsetMark:
+    """A partition's offset high-water mark: no offset at or above `offset` was handed out.
+
+    The file `offsets.mark` holds one line, "<offset> <state>". While the partition is open
+    the state is the machine's boot id and the offset a reservation: an append that would
+    hand out an offset beyond it first reserves the next RESERVE offsets, so the file is
+    written once per RESERVE offsets (one pwrite), never per send, and made durable by the
+    next sync of the partition, before any acknowledgement that waits for the log. A clean
+    close writes the exact next offset and the state "exact".
+    """
+
+    NAME = "offsets.mark"
+    RESERVE = 1 << 16
+    _LINE = "{:020d} {:<36}\n"
+
+    def __init__(self, directory: str):
+        path = os.path.join(directory, self.NAME)
+        self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        text = os.pread(self.fd, 128, 0).decode("ascii", "replace")
+        self.offset, self.state = 0, "exact"      # absent (a new partition, an older version)
+        if text:
+            try:
+                offset, self.state = text.split()
+                self.offset = int(offset)
+            except ValueError:
+                log.error("recovery: %s: unreadable (%r); offsets continue from the log",
+                          path, text)
+        self.reserved = 0      # in memory; the first append writes a reservation
+        self._dirty = False
+
+    def next_offset(self, log_end: int, cut: int, short_write: bool) -> int:
+        """Where offsets continue after recovery: never below one handed out before.
+
+        The log's end alone is right after a crash of the process on this same boot (the
+        page cache kept every byte written) when nothing was cut from the tail but a write
+        the crash stopped early, which was never acknowledged. Otherwise the mark counts
+        too: after a clean close it is exact; after a reboot unsynced batches may be gone
+        without a trace; a cut tail that is not a short write held acknowledged offsets.
+        """
+        if BOOT_ID and self.state == BOOT_ID and (not cut or short_write):
+            return log_end
+        return max(log_end, self.offset)
+
+    def reserve(self, end: int) -> None:
+        """Allow offsets below `end` (and RESERVE more) to be handed out."""
+        self._write(end + self.RESERVE, BOOT_ID or "unknown")
+        self.reserved = end + self.RESERVE
+        self._dirty = True
+
+    def sync(self) -> None:
+        """Make the last reservation durable (nothing to do unless one was written since)."""
+        if self._dirty and self.fd >= 0:
+            self._dirty = False
+            os.fdatasync(self.fd)
+
+    def _write(self, offset: int, state: str) -> None:
+        os.pwrite(self.fd, self._LINE.format(offset, state).encode(), 0)
+
+    def reset(self) -> None:
+        """Offsets start again at 0 (a purge)."""
+        self._write(0, "exact")
+        self.reserved = 0
+
+    def close(self, next_offset: int | None) -> None:
+        """Record the exact next offset, so a clean restart leaves no gap (None: the
+        partition is being deleted, just let go of the file)."""
+        if self.fd < 0:
+            return
+        try:
+            if next_offset is not None:
+                self._write(next_offset, "exact")
+        except OSError as e:      # the reservation stays: a gap after restart, never reuse
+            log.warning("%s: not updated at close: %s", self.NAME, e)
+        os.close(self.fd)
+        self.fd = -1
+
+
 class PartitionLog:
     def __init__(self, directory: str, partition_id: int, segment_size: int,
                  verify_on_open: bool = True):
@@ -106,6 +199,8 @@ class PartitionLog:
         # Directories with entries not yet made durable; the next sync() or settle() fsyncs
         # them (on the durability worker), before any fsync'd send is answered.
         self._unsynced_dirs: list[str] = make_dirs(directory)
+        fresh = not os.path.exists(os.path.join(directory, OffsetMark.NAME))
+        self._mark = OffsetMark(directory)
         self.segments: list[Segment] = []
         stems = self._stems()
         for i, (base, stem) in enumerate(stems):
@@ -115,14 +210,28 @@ class PartitionLog:
         for seg in self.segments[:-1]:
             seg.seal()
             seg.name_sealed()
-        if not self.segments or self.segments[-1].sealed:
-            # A new partition, or a crash (or an older version) left the last segment sealed:
-            # appends need an active one after it.
-            base = self.segments[-1].end_offset if self.segments else 0
-            if self.segments:
+        last = self.segments[-1] if self.segments else None
+        base = self._mark.next_offset(last.end_offset if last else 0,
+                                      last.cut if last else 0, bool(last and last.short_write))
+        if last is not None and base > last.end_offset:
+            log.warning("recovery: %s: offsets %d..%d are skipped: they may have been handed "
+                        "out before", directory, last.end_offset, base - 1)
+            if last.batches:
+                last.seal()
+                last.name_sealed()
+            else:
+                last.delete()
+                self.segments.pop()
+            last = None
+        if last is None or last.sealed:
+            # A new partition, a gap of offsets not to reuse, or a crash (or an older version)
+            # left the last segment sealed: appends need an active segment at `base`.
+            if last is not None:
                 log.warning("recovery: %s: the last segment is sealed; new active segment "
                             "at offset %d", directory, base)
             self.segments.append(Segment.open(directory, base))
+            fresh = True
+        if fresh:
             self._unsynced_dirs.append(directory)
         self._bases = [s.base_offset for s in self.segments]
         self.last_timestamp = max((s.last_timestamp for s in self.segments), default=0)
@@ -229,6 +338,8 @@ class PartitionLog:
         """Stamp a validated producer batch in place and append it; returns its base offset."""
         seg = self._active(len(batch))
         base = seg.end_offset
+        if base + count > self._mark.reserved:     # once per RESERVE offsets, not per send
+            self._mark.reserve(base + count)
         timestamp = now_us if now_us > self.last_timestamp else self.last_timestamp
         _wire.stamp_batch(batch, self.partition_id, base, timestamp)
         seg.append(batch, base, count, timestamp)
@@ -246,6 +357,8 @@ class PartitionLog:
         if length != len(batch) or verify_batches(batch) != (length, 1):
             raise InvalidBatchChecksum("replicated batch fails its checks")
         seg = self._active(len(batch))
+        if base + count > self._mark.reserved:
+            self._mark.reserve(base + count)
         seg.append(batch, base, count, timestamp)
         self.last_timestamp = max(self.last_timestamp, timestamp)
         self.appended += length
@@ -293,6 +406,7 @@ class PartitionLog:
         if self.sync_error is not None:
             raise self.sync_error
         try:
+            self._mark.sync()
             seg.sync()
         except OSError as e:
             self._failed(e)
@@ -360,6 +474,9 @@ class PartitionLog:
         while got < count and i < len(self.segments):
             seg = self.segments[i]
             if position < seg.end_offset:
+                # A gap between segments (left at recovery so that no offset is handed out
+                # twice) holds nothing: the read goes on from the segment's base.
+                position = max(position, seg.base_offset)
                 part, n, position = seg.read(position, position + (count - got) - 1, regions)
                 chunks.extend(part)
                 got += n
@@ -412,6 +529,7 @@ class PartitionLog:
             self._drop(doomed)
             self.segments = [Segment.open(self.directory, 0)]
             self._unsynced_dirs.append(self.directory)
+            self._mark.reset()
         self._bases = [0]
         self.last_timestamp = 0
         self.durable = self.appended
@@ -421,6 +539,7 @@ class PartitionLog:
         with self._io_lock:
             for seg in self.segments:
                 seg.close()
+            self._mark.close(self.next_offset)
 
     def destroy(self) -> None:
         """Delete the partition's files and directory. Every file in it is open, so the
@@ -430,5 +549,6 @@ class PartitionLog:
             self._destroyed = True
             self._sealing.clear()
             self._unsynced_dirs.clear()
+            self._mark.close(None)
             shutil.rmtree(self.directory, ignore_errors=True)
         off_loop(close_segments, doomed, self._io_lock)
