@@ -315,10 +315,15 @@ def desync_exchange(address: str, frame: bytes, token_login: bytes | None,
         sock.shutdown(socket.SHUT_WR)
         data = bytearray()
         deadline = time.monotonic() + timeout
-        while chunk := sock.recv(65536):
-            data += chunk
-            if time.monotonic() > deadline:
-                raise FuzzFailure("the server kept a half-closed connection open")
+        try:
+            while chunk := sock.recv(65536):
+                data += chunk
+                if time.monotonic() > deadline:
+                    raise FuzzFailure("the server kept a half-closed connection open")
+        except ConnectionResetError:
+            pass       # closed with bytes of ours unread: a reset is a close too
+        except socket.timeout:
+            raise FuzzFailure(f"the server neither answered nor closed in {timeout} s") from None
     headers, pos = [], 0
     while pos + 256 <= len(data):
         header = bytes(data[pos:pos + 256])
