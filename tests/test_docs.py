@@ -45,7 +45,8 @@ def test_documents_link_nowhere_outside_the_repository():
         with open(path) as f:
             text = f.read()
         assert "../shared" not in text and "PROTOCOL.md" not in text, path
-        for target in re.findall(r"\]\(([^)]+)\)", text):
+        prose = re.sub(r"`[^`]*`", "", text)     # layouts in code spans look like links
+        for target in re.findall(r"\]\(([^)]+)\)", prose):
             assert "://" not in target, (path, target)
             resolved = os.path.normpath(os.path.join(os.path.dirname(path),
                                                      target.split("#")[0]))
