@@ -169,6 +169,110 @@ DEFAULTS: dict[str, Any] = {
     "cluster": {"name": "iggy-cluster", "node_name": "iggy-node-1"},
 }
 
+# One line per key of DEFAULTS, for the configuration reference (`reference()`, which
+# docs/configuration.md is generated from; tests/test_docs.py keeps the two in step).
+DESCRIPTIONS: dict[str, str] = {
+    "tcp.enabled": "Listen for clients over TCP. The only transport built: without it the "
+                   "server refuses to start.",
+    "tcp.address": "Host and port the TCP listener binds (`[::1]:8090` for IPv6).",
+    "tcp.sendfile": "Send the stored batches of poll replies with sendfile(2), from the page "
+                    "cache to the socket (plain TCP; TLS always copies).",
+    "tcp.tls.enabled": "Speak TLS on the TCP listener (TLS 1.2 or newer).",
+    "tcp.tls.self_signed": "With TLS on and no readable certificate files, generate a "
+                           "self-signed certificate for localhost once, kept in `<path>/certs/`.",
+    "tcp.tls.cert_file": "PEM certificate chain for TLS.",
+    "tcp.tls.key_file": "PEM private key for TLS.",
+    "quic.enabled": "QUIC is not built: enabling it logs a warning that nothing listens there.",
+    "quic.address": "Where QUIC would listen (named in that warning).",
+    "http.enabled": "HTTP is not built: enabling it logs a warning that nothing listens there.",
+    "http.address": "Where HTTP would listen (named in that warning).",
+    "websocket.enabled": "WebSocket is not built: enabling it logs a warning that nothing "
+                         "listens there.",
+    "websocket.address": "Where WebSocket would listen (named in that warning).",
+    "heartbeat.interval": "A consumer-group member whose connection sends nothing for this "
+                          "long leaves its groups (the SDK pings every 5 s).",
+    "personal_access_token.max_tokens_per_user": "Personal access tokens one user may hold; "
+                                                 "one more is refused with 52.",
+    "data_maintenance.messages.cleaner_enabled": "Run retention (message expiry, maximum topic "
+                                                 "size) in the background.",
+    "data_maintenance.messages.interval": "How often retention runs.",
+    "system.path": "The data directory: metadata, partitions, segments, certificates.",
+    "system.segment.size": "A partition's active segment is sealed and a new one started once "
+                           "it reaches this size (the topic option `segment_size` overrides).",
+    "system.topic.message_expiry": "Default age after which sealed segments are deleted, for "
+                                   "topics that do not set `message_expiry`.",
+    "system.topic.max_size": "Default size above which a topic's oldest sealed segments are "
+                             "deleted, for topics that do not set `max_topic_size`.",
+    "system.partition.enforce_fsync": "Default for topics: acknowledge a send only after "
+                                      "fdatasync (concurrent sends share one sync).",
+    "system.partition.messages_required_to_save": "Without enforce_fsync: unsynced messages "
+                                                  "that trigger a background sync.",
+    "system.partition.size_of_messages_required_to_save": "Without enforce_fsync: unsynced "
+                                                          "bytes that trigger a background "
+                                                          "sync.",
+    "system.partition.sync_interval": "Without enforce_fsync: the longest a partition stays "
+                                      "unsynced (iggy-fast's own key).",
+    "system.partition.validate_checksum": "Verify every message checksum of a send, and "
+                                          "stored batches when first read or recovered (off: "
+                                          "only the batch checksum of a send is checked).",
+    "system.state.enforce_fsync": "Sync the metadata store on every change (changes to a topic "
+                                  "that enforces fsync are always synced).",
+    "root.username": "The root user's name, used when the data directory is new.",
+    "root.password": "The root user's password on first start (also IGGY_ROOT_PASSWORD); "
+                     "empty: random, printed once, unless --with-default-root-credentials.",
+    "cluster.name": "The cluster name GetClusterMetadata reports.",
+    "cluster.node_name": "This node's name in GetClusterMetadata (iggy-fast's own key).",
+}
+
+
+def _leaves(tree: dict, prefix: tuple = ()):
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            yield from _leaves(value, (*prefix, key))
+        else:
+            yield (*prefix, key), value
+
+
+def reference() -> str:
+    """docs/configuration.md: every key of DEFAULTS with its default, kind, variable and
+    description. Raises KeyError for a key without a description."""
+    lines = [
+        "# Configuration reference",
+        "",
+        "<!-- Generated by `python -m iggy_fast.config --reference > docs/configuration.md`"
+        " from DEFAULTS and DESCRIPTIONS in iggy_fast/config.py; do not edit by hand. -->",
+        "",
+        "Defaults, then a TOML file (`--config server.toml` or `IGGY_CONFIG_PATH`), then the "
+        "`IGGY_*` environment variables below, then the flags `--data-dir` (`system.path`) and "
+        "`--tcp-address` (`tcp.address`). The file uses Iggy's `server.toml` layout: the key "
+        "`system.segment.size` is `size` under `[system.segment]`.",
+        "",
+        "Sizes take a number of bytes or a string such as `\"512 MiB\"` or `\"1 GB\"` "
+        "(`\"unlimited\"` for no limit); durations take microseconds or a string such as "
+        "`\"30 s\"`, `\"7 days\"` or `\"1m 30s\"` (`\"never\"`); booleans take "
+        "`true`/`false` (and, in variables, `1`/`0`, `yes`/`no`, `on`/`off`).",
+        "",
+        "Every other key of Iggy's configuration is accepted and listed at start as not "
+        "applied; a key Iggy does not have, or a value of the wrong kind, stops the server "
+        "with one line naming it (exit code 2).",
+    ]
+    section = None
+    for path, default in _leaves(DEFAULTS):
+        if path[:-1] != section:
+            section = path[:-1]
+            lines += ["", f"## [{'.'.join(section)}]", "",
+                      "| key | default | kind | variable | description |",
+                      "|---|---|---|---|---|"]
+        kind: Any = SCHEMA
+        for key in path:
+            kind = kind[key]
+        shown = "`\"\"`" if default == "" else (
+            f"`{str(default).lower()}`" if isinstance(default, bool) else f"`{default}`")
+        lines.append(f"| `{path[-1]}` | {shown} | {kind} | `IGGY_{'_'.join(path).upper()}` | "
+                     f"{DESCRIPTIONS['.'.join(path)]} |")
+    return "\n".join(lines) + "\n"
+
+
 # Transports Iggy has and iggy-fast does not build yet: (config section, name in messages).
 UNBUILT_TRANSPORTS = (("http", "HTTP"), ("quic", "QUIC"), ("websocket", "WebSocket"))
 
@@ -387,3 +491,11 @@ def split_address(address: str) -> tuple[str, int]:
     if not sep or not port.isdigit() or int(port) > 65535:
         raise ValueError(f"not a host:port address: {address!r}")
     return host.strip("[]") or "127.0.0.1", int(port)
+
+
+if __name__ == "__main__":
+    import sys
+
+    if sys.argv[1:] != ["--reference"]:
+        sys.exit("usage: python -m iggy_fast.config --reference > docs/configuration.md")
+    sys.stdout.write(reference())
