@@ -177,6 +177,8 @@ DESCRIPTIONS: dict[str, str] = {
     "tcp.address": "Host and port the TCP listener binds (`[::1]:8090` for IPv6).",
     "tcp.sendfile": "Send the stored batches of poll replies with sendfile(2), from the page "
                     "cache to the socket (plain TCP; TLS always copies).",
+    "tcp.quickack": "ACK a partly received request at once (TCP_QUICKACK), so a client with "
+                    "Nagle on never waits for the kernel's 40 ms delayed ACK.",
     "tcp.tls.enabled": "Speak TLS on the TCP listener (TLS 1.2 or newer).",
     "tcp.tls.self_signed": "With TLS on and no readable certificate files, generate a "
                            "self-signed certificate for localhost once, kept in `<path>/certs/`.",

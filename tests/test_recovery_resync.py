@@ -11,6 +11,7 @@ polls every offset, one by one too, and compares payloads."""
 from __future__ import annotations
 
 import os
+import time
 
 import pytest
 
@@ -233,9 +234,13 @@ def test_a_flipped_length_in_a_sealed_segment_with_its_index_lost(tmp_path, spaw
     # length shows only at the next header, and the batch before it must be the one blamed.
     srv = spawn(tmp_path / "sealed", env={"IGGY_SYSTEM_SEGMENT_SIZE": "200 KiB"})
     fill(srv)                                  # segments 0-399 and 400-799 sealed, 800..
-    srv.kill()
     stem = f"{400:020d}-{799:020d}"
     log_path = os.path.join(pdir(srv), stem + ".log")
+    deadline = time.monotonic() + 10           # sealed segments are named by the sync worker
+    while not os.path.exists(log_path):
+        assert time.monotonic() < deadline, os.listdir(pdir(srv))
+        time.sleep(0.05)
+    srv.kill()
     batch_len = os.path.getsize(log_path) // 4
     os.unlink(os.path.join(pdir(srv), stem + ".index"))
     where, bit = HEADER_FLIPS[field]

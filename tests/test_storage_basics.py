@@ -92,10 +92,11 @@ def test_rollover_leaves_the_slow_part_to_the_next_sync(tmp_path):
     assert payloads(log.read(0, 14)[0]) == first and len(first) == 14
     # Deleting unlinks at once (here, with no event loop, the close happens at once too).
     assert log.delete_oldest_segments(5) == [f"{0:020d}-{6:020d}.log"]
-    assert sorted(p.name for p in directory.iterdir()) == [f"{7:020d}.index", f"{7:020d}.log"]
+    assert sorted(p.name for p in directory.iterdir()) == [
+        f"{7:020d}.index", f"{7:020d}.log", "offsets.mark"]
     assert log.first_offset == 7 and payloads(log.read(0, 14)[0]) == first[7:]
     log.purge()
     assert log.next_offset == 0 and sorted(p.name for p in directory.iterdir()) == [
-        f"{0:020d}.index", f"{0:020d}.log"]
+        f"{0:020d}.index", f"{0:020d}.log", "offsets.mark"]
     log.destroy()
     assert not directory.exists()
