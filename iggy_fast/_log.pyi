@@ -67,6 +67,9 @@ class Segment:
     def delete(self) -> None:
         """Close and remove the files; FileRegions alive still read the removed log."""
     def offset_for_timestamp(self, timestamp: int) -> int | None: ...
+    def last_within(self, first: int, last: int, max_bytes: int, at_least_one: bool) -> int:
+        """The last offset <= `last` whose batches from `first`'s span at most `max_bytes`
+        (`first - 1` if none fits, unless `at_least_one`)."""
     def read(self, first: int, last: int, regions: bool = False) -> tuple[list[Any], int, int]:
         """(chunks, message count, next offset) for offsets [first, last]; corrupt batches skipped."""
 

@@ -724,6 +724,35 @@ cdef class Segment:
             k = run + 1
         return chunks, count, last + 1
 
+    def last_within(self, uint64_t first, uint64_t last, uint64_t max_bytes, bint at_least_one):
+        """The last offset <= `last` such that the stored batches from `first`'s through its
+        own span at most `max_bytes` (a poll reply's cap); `first - 1` when not even the first
+        batch fits, unless `at_least_one` (a reply always carries something it can)."""
+        if first < self.base_offset:
+            first = self.base_offset
+        if self.n == 0 or first >= self.end_offset or last < first:
+            return last
+        if last >= self.end_offset:
+            last = self.end_offset - 1
+        cdef Py_ssize_t i = self._find_offset(first), j = self._find_offset(last), lo, hi, mid
+        cdef uint64_t start = self.entries[i].position
+        if self._batch_end(j) - start <= max_bytes:
+            return last
+        if self._batch_end(i) - start > max_bytes and not at_least_one:
+            return <object>first - 1           # a Python int: no wrap below offset 0
+        lo, hi = i, j                      # the largest k in [i, j) whose end fits (or i)
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if self._batch_end(mid) - start <= max_bytes:
+                lo = mid
+            else:
+                hi = mid - 1
+        cdef uint64_t end = self.base_offset + self.entries[lo].delta + self.entries[lo].count - 1
+        return end if end < last else last
+
+    cdef inline uint64_t _batch_end(self, Py_ssize_t k) noexcept:
+        return self.entries[k + 1].position if k + 1 < self.n else self.size
+
     cdef _emit(self, list chunks, Py_ssize_t k, Py_ssize_t run, uint64_t first, uint64_t last,
                bint regions):
         """Append batches k..run (a run of good ones), slicing the first and last if needed."""

@@ -128,7 +128,7 @@ IGGY_KEYS: dict[str, Any] = {
 # IGGY_ROOT_PASSWORD and the flags, as in Iggy, and are kept here.
 OWN_KEYS: dict[str, Any] = {
     "tcp": {"sendfile": BOOL, "quickack": BOOL},
-    "system": {"partition": {"sync_interval": DURATION}},
+    "system": {"partition": {"sync_interval": DURATION, "max_poll_size": SIZE}},
     "cluster": {"node_name": TEXT},
     "root": {"username": TEXT, "password": TEXT},
 }
@@ -161,6 +161,9 @@ DEFAULTS: dict[str, Any] = {
             "messages_required_to_save": 1_000_000,
             "size_of_messages_required_to_save": "256 MiB",
             "sync_interval": "1 s",
+            # The most bytes of stored batches one poll reply carries: the count is cut to fit
+            # (clients take a partial batch), so a poll for 2^32-1 messages stays bounded.
+            "max_poll_size": "16 MiB",
             "validate_checksum": True,
         },
         "state": {"enforce_fsync": False},
@@ -212,6 +215,8 @@ DESCRIPTIONS: dict[str, str] = {
     "system.partition.size_of_messages_required_to_save": "Without enforce_fsync: unsynced "
                                                           "bytes that trigger a background "
                                                           "sync.",
+    "system.partition.max_poll_size": "The most bytes of stored batches one poll reply carries; "
+                                      "the message count is cut to fit (one batch at least).",
     "system.partition.sync_interval": "Without enforce_fsync: the longest a partition stays "
                                       "unsynced (iggy-fast's own key).",
     "system.partition.validate_checksum": "Verify every message checksum of a send, and "

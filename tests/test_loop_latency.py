@@ -88,12 +88,12 @@ def data_dir(tmp_path):
 
 def test_rollover_verification_and_deletion_do_not_stall_the_loop(data_dir):
     srv = ServerProcess(data_dir, env=ENV).start()
-    pdir = os.path.join(srv.data_dir, "streams", "0", "topics", "0", "partitions", "0")
     try:
         c = BlockingClient(srv.address)
         c.login()
         c.call(202, _wire.Writer().name("s").getvalue())
         c.call(302, _wire.Writer().identifier("s").u32(1).name("t").getvalue())
+        pdir = srv.data_path(0, 0, 0)
         per_batch = 256
         batch = _wire.build_batch([(i + 1, os.urandom(16) + b"x" * 4080, b"", 0)
                                    for i in range(per_batch)], 1)

@@ -100,3 +100,25 @@ def test_rollover_leaves_the_slow_part_to_the_next_sync(tmp_path):
         f"{0:020d}.index", f"{0:020d}.log", "offsets.mark"]
     log.destroy()
     assert not directory.exists()
+
+
+def test_reads_are_capped_in_bytes_but_never_split_a_batch_by_size(tmp_path):
+    log = PartitionLog(str(tmp_path / "p0"), 0, segment_size=4096)
+    expected = []
+    for k in range(20):
+        b = batch(7, b"b%02d-" % k)
+        expected += [m[4] for m in _wire.iter_messages(b)]
+        log.append(b, 7, now_us=1_000 + k)
+    size = len(batch(7))
+    # A cap of two and a half batches gives two whole batches, across segment edges too.
+    for start in (0, 7, 21, 35):
+        chunks, got, after = log.read(start, 2**32 - 1, max_bytes=size * 5 // 2)
+        assert got == 14 and after == start + 14
+        assert sum(len(c) for c in chunks) <= size * 5 // 2
+        assert payloads(chunks) == expected[start:start + 14]
+    # A cap below one batch still gives one batch (sliced only by count, from mid-batch too).
+    assert log.read(3, 100, max_bytes=10)[1:] == (4, 7)
+    assert log.read(0, 3, max_bytes=10)[1:] == (3, 3)
+    # Uncapped, the whole log.
+    assert log.read(0, 2**32 - 1)[1] == 140
+    log.close()

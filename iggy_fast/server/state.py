@@ -35,6 +35,7 @@ import os
 import shutil
 
 from iggy_fast import _wire
+from iggy_fast.config import parse_size
 from iggy_fast.protocol.errors import (ConsumerOffsetNotFound, IggyError, InvalidOffset,
                                        InvalidPartitionsCount, InvalidStreamName, InvalidTopicName,
                                        PartitionNotFound, StreamIdNotFound, StreamNameAlreadyExists,
@@ -158,6 +159,7 @@ class State:
         self.lock = lock                # the metadata lock: one mutation decides at a time
         self.defaults = topic_options.default_settings(cfg)
         self.verify_on_open = bool(cfg["system"]["partition"]["validate_checksum"])
+        self.max_poll_size = parse_size(cfg["system"]["partition"]["max_poll_size"])
         self.streams: dict[int, Stream] = {}                       # by id
         self.by_identity: dict[int, Stream | Topic | Partition] = {}
         self.next_identity: dict | None = None   # the counter's record, as last applied

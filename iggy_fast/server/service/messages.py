@@ -107,9 +107,10 @@ async def _poll_verified(state, partition, ckey, start: int, req: rq.PollMessage
 
 def _poll_reply(state, partition, ckey, start, req: rq.PollMessages) -> Polled:
     log = partition.log
-    # Whole stored batches travel as file regions: the transport sendfile()s them.
-    chunks, got, after = ([], 0, 0) if start is None else log.read(start, req.count,
-                                                                   regions=True)
+    # Whole stored batches travel as file regions: the transport sendfile()s them. The reply
+    # is capped in bytes (the count is cut to fit), so no poll builds an unbounded reply.
+    chunks, got, after = ([], 0, 0) if start is None else log.read(
+        start, req.count, regions=True, max_bytes=state.max_poll_size)
     polled = Polled(partition.id, log.current_offset, got, chunks)
     if req.auto_commit and got:
         # The reply, or an awaitable of it once the offset is on disk (durable offsets).

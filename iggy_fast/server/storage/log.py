@@ -458,8 +458,10 @@ class PartitionLog:
             if seg.needs_verification(start, end):
                 await loop.run_in_executor(None, seg.verify, start, end)
 
-    def read(self, start: int, count: int, regions: bool = False) -> tuple[list, int, int]:
-        """Up to `count` messages from offset `start`.
+    def read(self, start: int, count: int, regions: bool = False,
+             max_bytes: int | None = None) -> tuple[list, int, int]:
+        """Up to `count` messages from offset `start`, in at most `max_bytes` of whole stored
+        batches (but at least one batch: a batch is never split by size, only by count).
 
         Returns (chunks of batches, message count, offset after the last one covered).
         `regions` lets whole stored batches come back as FileRegion for sendfile.
@@ -476,13 +478,25 @@ class PartitionLog:
             if position < seg.end_offset:
                 # A gap between segments (left at recovery so that no offset is handed out
                 # twice) holds nothing: the read goes on from the segment's base.
-                position = max(position, seg.base_offset)
-                part, n, position = seg.read(position, position + (count - got) - 1, regions)
+                first = max(position, seg.base_offset)
+                last = first + (count - got) - 1
+                capped = False
+                if max_bytes is not None:
+                    fit = seg.last_within(first, last, max_bytes, not got)
+                    if fit < first:
+                        break
+                    capped = fit < min(last, seg.end_offset - 1)
+                    last = fit
+                part, n, position = seg.read(first, last, regions)
                 chunks.extend(part)
                 got += n
                 if seg.problems:
                     self._report(seg)
                     seg.problems.clear()
+                if capped:
+                    break
+                if max_bytes is not None:
+                    max_bytes -= sum(len(c) for c in part)
             i += 1
         return chunks, got, position
 
