@@ -97,12 +97,13 @@ class User:
 class Users:
     """The users, following the metadata store: changed only by applying committed changes."""
 
-    def __init__(self, store: MetadataStore, lock: asyncio.Lock):
+    def __init__(self, store: MetadataStore, lock: asyncio.Lock,
+                 login_max_delay: int = 8_000_000):
         self.store = store
         self.lock = lock                # the metadata lock (see state.py)
         self.by_id: dict[int, User] = {}
         self.changed = []               # callables(user_id): caches to drop, sessions to end
-        self.guard = LoginGuard()
+        self.guard = LoginGuard(login_max_delay)
         # What an unknown username is checked against: the same work as a real user's hash.
         self._dummy_hash = hash_password(secrets.token_urlsafe(18))
 
@@ -247,33 +248,36 @@ class Users:
 
 
 class LoginGuard:
-    """Failed logins by client address and by username, and how long the next attempt waits.
+    """Failed password logins by client address and by username, and how long the next
+    attempt waits.
 
     Every attempt counts as a failure when it is admitted (a success takes it back), so that
     attempts racing in parallel over many connections are counted, and queued, too. Up to
     FREE attempts within WINDOW pass at once; after that each waits for the previous one's
-    slot plus a delay that doubles from FIRST up to CAP: 5 failures, then 0.25 s, 0.5 s, ...
-    8 s between attempts. A success resets its username's count and takes its own attempt
-    back from the address's. An attempt that would wait longer than CAP (a queue of parallel
-    guesses) waits CAP and is refused unchecked. The table holds at most MAX_KEYS entries,
-    the least recently failed dropped first, so a spray of random usernames cannot grow it
-    without bound. Times are µs, passed in: no clock is read here.
+    slot plus a delay that doubles from FIRST up to `cap` ([login] max_delay): 5 failures,
+    then 0.25 s, 0.5 s, ... 8 s between attempts; a cap of 0 turns the throttle off. A
+    success resets its username's count and takes its own attempt back from the address's.
+    An attempt that would wait longer than the cap (a queue of parallel guesses) waits the
+    cap and is refused unchecked. The table holds at most MAX_KEYS entries, the least
+    recently failed dropped first, so a spray of random usernames cannot grow it without
+    bound. Times are µs, passed in: no clock is read here. (Tokens are 256-bit secrets: no
+    guessing to slow down, so token logins are only logged.)
     """
 
     FREE = 5
     FIRST = 250_000
-    CAP = 8_000_000
     WINDOW = 300_000_000
     MAX_KEYS = 10_000
 
-    def __init__(self):
+    def __init__(self, cap: int):
+        self.cap = cap
         # key -> [attempts counted, last attempt's admission, earliest next admission]
         self._entries: OrderedDict[tuple, list] = OrderedDict()
 
     def _delay(self, attempts: int) -> int:
         if attempts < self.FREE:
             return 0
-        return min(self.FIRST << min(attempts - self.FREE, 32), self.CAP)
+        return min(self.FIRST << min(attempts - self.FREE, 32), self.cap)
 
     def _entry(self, key: tuple, now: int) -> list:
         entry = self._entries.get(key)
@@ -288,8 +292,8 @@ class LoginGuard:
         """(µs this attempt must wait, whether it may then be checked at all)."""
         entries = [self._entry(key, now) for key in keys]
         start = max([now] + [e[2] for e in entries])
-        if start - now > self.CAP:
-            return self.CAP, False
+        if start - now > self.cap:
+            return self.cap, False
         for e in entries:
             e[0] += 1
             e[1] = start

@@ -7,7 +7,7 @@ number. A body that fits both login shapes tries the password first, then the to
 Defences against guessing: an unknown username costs the same argon2 check as a wrong
 password (users.py), every failed attempt is logged (WARNING: the client's address and the
 username, never a password or token), and attempts from an address or for a username that
-failed too often are delayed (users.LoginGuard). The delay is an asyncio sleep of this one
+failed too often are delayed (users.LoginGuard; password logins only). The delay is an asyncio sleep of this one
 login: the loop and every other client carry on.
 """
 
@@ -39,27 +39,29 @@ async def login(ctx: Context, req: rq.Login) -> Session:
     server, client = ctx.server, ctx.client
     if req.credentials is None and req.token is None:
         raise Eviction(EvictionReason.MALFORMED_LOGIN)
-    username = req.credentials[0] if req.credentials is not None else None
     guard = server.users.guard
-    address_key = ("address", _host(client.address))
-    user_key = ("user", username) if username is not None else None
-    wait_us, checked = guard.admit([address_key] + ([user_key] if user_key else []), ctx.now)
-    if wait_us:
-        await asyncio.sleep(wait_us / 1e6)
-    if not checked:
-        log.warning("login from %s as %r refused unchecked: too many failed attempts",
-                    client.address, username)
-        raise Eviction(EvictionReason.INVALID_CREDENTIALS)
+    keys = wait_us = None
+    if req.credentials is not None:     # passwords can be guessed; 256-bit tokens cannot
+        username = req.credentials[0]
+        keys = (("address", _host(client.address)), ("user", username))
+        wait_us, checked = guard.admit(list(keys), ctx.now)
+        if wait_us:
+            await asyncio.sleep(wait_us / 1e6)
+        if not checked:
+            log.warning("login from %s as %r refused unchecked: too many failed attempts",
+                        client.address, username)
+            raise Eviction(EvictionReason.INVALID_CREDENTIALS)
     user, failure = await _authenticate(server, req, ctx.now)
     if user is None:
-        log.warning("failed login from %s as %r: %s%s", client.address, username,
-                    _FAILURES.get(failure, "malformed"),
+        who = f"as {req.credentials[0]!r}" if req.credentials is not None else "with a token"
+        log.warning("failed login from %s %s: %s%s", client.address, who, _FAILURES[failure],
                     f" (delayed {wait_us / 1e6:.2f} s)" if wait_us else "")
         raise Eviction(failure)
     if server.users.find(user.id) is not user:
         # Deleted while its password was being checked: its sessions have already ended.
         raise Eviction(EvictionReason.INVALID_CREDENTIALS)
-    guard.succeeded(address_key, user_key)
+    if keys is not None:
+        guard.succeeded(*keys)
     if client.user_id is not None:
         server.logout(client)
     client.user_id = user.id
@@ -68,9 +70,10 @@ async def login(ctx: Context, req: rq.Login) -> Session:
 
 
 async def _authenticate(server, req: rq.Login, now: int):
-    """(the user, None), or (None, the eviction reason)."""
+    """(the user, None), or (None, the eviction reason). One of credentials and token is
+    given."""
     user = None
-    failure = EvictionReason.MALFORMED_LOGIN
+    failure = EvictionReason.INVALID_TOKEN
     if req.credentials is not None:
         # Checking an argon2 hash takes ~20 ms of CPU: do it on a worker thread (argon2-cffi
         # releases the GIL) so that one login does not stall every other connection.
