@@ -22,6 +22,7 @@ from iggy_fast._wire import Writer
 from iggy_fast.client import BlockingClient
 from iggy_fast.client.core import ClientCore
 from iggy_fast.protocol.errors import IggyError
+from iggy_fast.server.users import LoginGuard
 
 PASSWORD = "right-password-1"
 WRONG = "wrong-password-7f3a"       # must never reach the log
@@ -153,6 +154,29 @@ def test_many_connections_from_one_address_are_throttled_together(server):
     assert sum(1 for t in answered if t < 3.0) <= 8, answered
     assert answered[-1] >= 7.5, answered
     assert "refused unchecked" in server.log()
+
+
+def test_the_failure_table_stays_bounded_under_a_spray_of_usernames():
+    """One address spraying 50 000 random usernames: the table keeps at most MAX_KEYS
+    entries, and the sprayer's address, touched by every attempt, is never the one dropped."""
+    guard = LoginGuard(8_000_000)
+    now = 0
+    for i in range(50_000):
+        wait, _ = guard.admit([("address", "10.0.0.9"), ("user", f"u{i}")], now)
+        now += max(wait, 1)
+    assert len(guard) <= LoginGuard.MAX_KEYS
+    wait, _ = guard.admit([("address", "10.0.0.9"), ("user", "fresh")], now)
+    assert wait == 8_000_000                         # still throttled, at the cap
+    # Another address and name are untouched by it.
+    assert guard.admit([("address", "10.0.0.10"), ("user", "other")], now) == (0, True)
+
+
+def test_a_zero_max_delay_turns_the_throttle_off(spawn, tmp_path):
+    srv = spawn(tmp_path / "nothrottle", env={"IGGY_LOGIN_MAX_DELAY": "0 s"})
+    took = [timed_login(srv, "127.0.0.7", "iggy", WRONG)[0] for _ in range(9)]
+    assert max(took) < 0.25 * 4, took          # throttled, the 9th alone would wait 2 s
+    assert timed_login(srv, "127.0.0.7", "iggy", "iggy")[1]
+    assert "failed login from 127.0.0.7" in srv.log()
 
 
 # -- sessions ----------------------------------------------------------------------------
