@@ -80,6 +80,7 @@ def _options_logged(ctx: Context):
                     ctx.client.address, e)
         raise
 
+
 def get_topic(ctx: Context, req: rq.GetTopic) -> TopicInfo | None:
     t = lookup.topic(ctx, req.stream, req.topic, "read_topic")
     return topic_info(t) if t is not None else None
