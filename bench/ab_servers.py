@@ -9,8 +9,10 @@ between them round after round (order swapped every round), so both meet the sam
   bench-send  `iggy-fast bench pinned-producer` (our client, this checkout's bench tool)
   bench-poll  `iggy-fast bench pinned-consumer`
 
-It prints every round and the median per workload and server, and B/A. Typical use, the
-build at the start of a change against the one at its end:
+It prints every round and, per workload and server, the median throughput and the median
+server CPU time per 1000 messages (from /proc: robust where throughput is at the mercy of a
+shared machine), with B/A for both. Typical use, the build at the start of a change against
+the one at its end:
 
   python bench/ab_servers.py --a /path/to/old-venv/bin/python --b .venv/bin/python --rounds 5
 """
@@ -63,6 +65,12 @@ class Server:
                                        f"{open(f'{self.dir}/log').read()}")
                 time.sleep(0.05)
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU time the server process has used so far."""
+        with open(f"/proc/{self.proc.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def stop(self) -> None:
         self.proc.terminate()
         self.proc.wait(20)
@@ -112,19 +120,33 @@ def main() -> None:
                         help="1000-message batches per workload and round")
     args = parser.parse_args()
     servers = {"A": Server(args.a, "A"), "B": Server(args.b, "B")}
-    results: dict = {w: {"A": [], "B": []}
-                     for w in ("sdk-send", "sdk-poll", "bench-send", "bench-poll")}
+    workloads = ("sdk-send+poll", "bench-send", "bench-poll")
+    results: dict = {w: {"A": [], "B": []} for w in ("sdk-send", "sdk-poll") + workloads[1:]}
+    cpu: dict = {w: {"A": [], "B": []} for w in workloads}
     print(f"rounds {args.rounds}, {args.batches} x 1000 x 1000 B per workload; load "
           f"{os.getloadavg()[0]:.1f}", flush=True)
     try:
         for rnd in range(args.rounds):
             order = ["A", "B"] if rnd % 2 == 0 else ["B", "A"]
             for name in order:
-                address = servers[name].address
-                send, poll = asyncio.run(sdk_send_and_poll(address, f"r{rnd}", args.batches))
+                server = servers[name]
+                used = server.cpu_seconds()
+
+                def spent(workload, messages):
+                    nonlocal used
+                    now = server.cpu_seconds()
+                    cpu[workload][name].append((now - used) / messages * 1000 * 1e6)
+                    used = now
+
+                send, poll = asyncio.run(sdk_send_and_poll(server.address, f"r{rnd}",
+                                                           args.batches))
+                spent("sdk-send+poll", 2 * args.batches * 1000)
                 row = {"sdk-send": send, "sdk-poll": poll,
-                       "bench-send": bench("pinned-producer", address, args.batches),
-                       "bench-poll": bench("pinned-consumer", address, args.batches)}
+                       "bench-send": bench("pinned-producer", server.address, args.batches)}
+                spent("bench-send", args.batches * 1000)
+                # pinned-consumer fills its stream first: the CPU counts both phases.
+                row["bench-poll"] = bench("pinned-consumer", server.address, args.batches)
+                spent("bench-poll", 2 * args.batches * 1000)
                 for w, v in row.items():
                     results[w][name].append(v)
                 print(f"round {rnd} {name}: " + "  ".join(f"{w} {v:,.0f}"
@@ -132,10 +154,14 @@ def main() -> None:
     finally:
         for server in servers.values():
             server.stop()
-    print("\nmedian msg/s        A            B       B/A")
+    print("\nmedian msg/s            A            B       B/A")
     for w, by in results.items():
         a, b = statistics.median(by["A"]), statistics.median(by["B"])
-        print(f"{w:<12}{a:>13,.0f}{b:>13,.0f}{b / a:>10.2f}")
+        print(f"{w:<16}{a:>13,.0f}{b:>13,.0f}{b / a:>10.2f}")
+    print("\nserver CPU us per 1000 messages (median)")
+    for w, by in cpu.items():
+        a, b = statistics.median(by["A"]), statistics.median(by["B"])
+        print(f"{w:<16}{a:>13,.0f}{b:>13,.0f}{b / a:>10.2f}")
 
 
 if __name__ == "__main__":
