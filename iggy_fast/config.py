@@ -128,7 +128,8 @@ IGGY_KEYS: dict[str, Any] = {
 # IGGY_ROOT_PASSWORD and the flags, as in Iggy, and are kept here.
 OWN_KEYS: dict[str, Any] = {
     "tcp": {"sendfile": BOOL, "quickack": BOOL},
-    "system": {"partition": {"sync_interval": DURATION, "max_poll_size": SIZE}},
+    "system": {"partition": {"sync_interval": DURATION, "max_poll_size": SIZE,
+                             "max_open_files": INT}},
     "cluster": {"node_name": TEXT},
     "root": {"username": TEXT, "password": TEXT},
 }
@@ -164,6 +165,9 @@ DEFAULTS: dict[str, Any] = {
             # The most bytes of stored batches one poll reply carries: the count is cut to fit
             # (clients take a partial batch), so a poll for 2^32-1 messages stays bounded.
             "max_poll_size": "16 MiB",
+            # Descriptors partition files may hold at once (an LRU closes cold ones); 0: the
+            # soft RLIMIT_NOFILE less a reserve for sockets (storage/files.py).
+            "max_open_files": 0,
             "validate_checksum": True,
         },
         "state": {"enforce_fsync": False},
@@ -217,6 +221,12 @@ DESCRIPTIONS: dict[str, str] = {
                                                           "sync.",
     "system.partition.max_poll_size": "The most bytes of stored batches one poll reply carries; "
                                       "the message count is cut to fit (one batch at least).",
+    "system.partition.max_open_files": "The most descriptors partition files (segments, "
+                                       "consumer offsets) hold at once: cold ones are closed, "
+                                       "least recently used first, and reopened when needed. "
+                                       "0: the open-files limit (RLIMIT_NOFILE) less a quarter "
+                                       "of it, at least 256, left for sockets (iggy-fast's own "
+                                       "key).",
     "system.partition.sync_interval": "Without enforce_fsync: the longest a partition stays "
                                       "unsynced (iggy-fast's own key).",
     "system.partition.validate_checksum": "Verify every message checksum of a send, and "
