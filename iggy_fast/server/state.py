@@ -323,7 +323,8 @@ class State:
         if isinstance(obj, Topic):
             self._emit("topic_deleted", obj)
         elif isinstance(obj, Partition):
-            obj.log.close()
+            # Not close(): it would wait on the loop for a background sync of the partition.
+            obj.log.release()
             obj.offsets.close()
 
     def _remove_dir(self, path: str) -> None:

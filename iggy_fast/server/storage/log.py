@@ -602,9 +602,10 @@ class PartitionLog:
         self.close()
         remove_fresh_partition(self.directory)
 
-    def destroy(self) -> None:
-        """Delete the partition's files and directory. Every file in it is open, so the
-        removal itself is cheap; the closes that free the blocks go to an executor."""
+    def release(self) -> None:
+        """Let go of a deleted partition's files without waiting: the closes, which may have to
+        wait for a sync that is using a file and which free the disk blocks, go to an executor.
+        Removing the directory is the caller's (destroy, or the state's removal of a tree)."""
         with self._lock:
             doomed = self.segments
             for seg in doomed:
@@ -613,8 +614,13 @@ class PartitionLog:
             self._sealing.clear()
             self._unsynced_dirs.clear()
             self._mark.close(None)
-            shutil.rmtree(self.directory, ignore_errors=True)
         off_loop(close_segments, doomed, self._io_lock)
+
+    def destroy(self) -> None:
+        """Delete the partition's files and directory. Every file in it is open, so the
+        removal itself is cheap; the closes that free the blocks go to an executor."""
+        self.release()
+        shutil.rmtree(self.directory, ignore_errors=True)
 
 
 def remove_fresh_partition(directory: str) -> None:
