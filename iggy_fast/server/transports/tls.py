@@ -128,17 +128,15 @@ def _reason(exc: OSError) -> str:
 
 
 class TlsListener:
-    """Accepts on a bound socket and runs each connection's TLS handshake, logging a failure
-    with the peer's address. close() and wait_closed() as an asyncio Server has them."""
+    """Accepts on a listening socket and runs each connection's TLS handshake, logging a
+    failure with the peer's address. close() and wait_closed() as an asyncio Server has them."""
 
-    def __init__(self, sock: socket.socket, ssl_context: ssl.SSLContext, protocol_factory,
-                 backlog: int = 1024):
+    def __init__(self, sock: socket.socket, ssl_context: ssl.SSLContext, protocol_factory):
         self.sockets = [sock]
         self._ctx = ssl_context
         self._factory = protocol_factory
         self._handshakes: set[asyncio.Task] = set()
         sock.setblocking(False)
-        sock.listen(backlog)
         self._accepting = asyncio.ensure_future(self._accept(sock))
 
     async def _accept(self, sock: socket.socket) -> None:
