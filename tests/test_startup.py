@@ -11,7 +11,6 @@ import resource
 import shutil
 import socket
 import sqlite3
-import ssl
 import stat
 import subprocess
 import sys
@@ -253,7 +252,8 @@ async def test_a_failed_tls_handshake_is_logged_once_with_the_peer(tmp_path):
             peer = "%s:%d" % plain.getsockname()
             plain.sendall(b"GET / HTTP/1.0\r\n\r\n")
             plain.settimeout(10)
-            assert plain.recv(100) == b""                # the server closes it
+            while plain.recv(4096):                      # the server closes it (a recv
+                pass                                     # timeout would fail the test)
         wanted = f"TLS handshake with {peer} failed: "
         assert wait_for(lambda: wanted in srv.log()), srv.log()
         warnings = [line for line in srv.log().splitlines() if "WARNING" in line]
