@@ -187,10 +187,12 @@ DESCRIPTIONS: dict[str, str] = {
     "tcp.quickack": "ACK a partly received request at once (TCP_QUICKACK), so a client with "
                     "Nagle on never waits for the kernel's 40 ms delayed ACK.",
     "tcp.tls.enabled": "Speak TLS on the TCP listener (TLS 1.2 or newer).",
-    "tcp.tls.self_signed": "With TLS on and no readable certificate files, generate a "
-                           "self-signed certificate for localhost once, kept in `<path>/certs/`.",
-    "tcp.tls.cert_file": "PEM certificate chain for TLS.",
-    "tcp.tls.key_file": "PEM private key for TLS.",
+    "tcp.tls.self_signed": "With TLS on and neither file configured, generate a self-signed "
+                           "certificate for localhost once, kept in `<path>/certs/` (0600); "
+                           "false: a cert_file is required.",
+    "tcp.tls.cert_file": "PEM certificate chain for TLS; a configured file that cannot be read "
+                         "stops the server (never replaced by a generated one).",
+    "tcp.tls.key_file": "PEM private key for TLS (empty: the key is in cert_file).",
     "quic.enabled": "QUIC is not built: enabling it logs a warning that nothing listens there.",
     "quic.address": "Where QUIC would listen (named in that warning).",
     "http.enabled": "HTTP is not built: enabling it logs a warning that nothing listens there.",

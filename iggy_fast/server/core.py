@@ -29,6 +29,11 @@ log = logging.getLogger("iggy_fast.server")
 FORMAT, LAYOUT = "format", {"layout": 2}
 
 
+class StartupError(Exception):
+    """The server cannot start here (a port in use, an unusable data directory, data of an
+    older layout): the message is one line for the user, printed without a traceback."""
+
+
 class Client:
     """One connection's view of the server: who is logged in, which session, which groups."""
 
@@ -84,8 +89,8 @@ class Server:
         stored = dict(snapshot.puts)
         if stored and stored.get(FORMAT) != LAYOUT:
             # No migration: there are no deployments of an older layout to carry over.
-            raise SystemExit(f"iggy-fast: {self.data_dir} holds data in an older layout that "
-                             f"this version does not read; start with an empty data directory")
+            raise StartupError(f"{self.data_dir} holds data in an older layout that this "
+                               f"version does not read; start with an empty data directory")
         # In dependency order: groups live on topics, tokens name users.
         followers = [self.state.apply, self.users.apply, self.tokens.apply, self.groups.apply]
         for apply in followers:

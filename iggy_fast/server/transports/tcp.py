@@ -206,8 +206,8 @@ class TcpConnection(asyncio.BufferedProtocol):
         return sent
 
 
-async def start_tcp(server, host: str, port: int, ssl_context=None):
+async def start_tcp(server, sock):
+    """Serve plain TCP on a bound socket (server/app.py binds it first; TLS: transports/tls.py)."""
     loop = asyncio.get_running_loop()
-    name = "TCP"
-    return await loop.create_server(lambda: TcpConnection(server, name), host, port,
-                                    ssl=ssl_context, reuse_address=True, backlog=1024)
+    return await loop.create_server(lambda: TcpConnection(server, "TCP"), sock=sock,
+                                    backlog=1024)
