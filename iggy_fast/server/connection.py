@@ -152,7 +152,7 @@ class Connections:
         for key in (host, "") if self.refused else ():
             more = self.refused.pop(key, None)
             if more:
-                log.warning("refused %d more connections %s", more,
+                log.warning("refused %d further connection(s) %s", more,
                             f"from {host}" if key else "over connections.max_total")
 
     def sweep(self, now: int) -> None:
@@ -168,7 +168,7 @@ class Connections:
             if not conn.authenticated and now >= conn.login_by:
                 conn.abort("not logged in in time (connections.login_timeout)")
             elif quiet >= idle_timeout:
-                conn.abort(f"no request for {quiet // 1_000_000} s (connections.idle_timeout)")
+                conn.abort(f"no request for {quiet / 1e6:.1f} s (connections.idle_timeout)")
             elif quiet >= SHRINK_AFTER:
                 self.freed += conn.frames.shrink() + conn.transport.shrink()
         if self.freed >= TRIM_ABOVE and _malloc_trim is not None:
