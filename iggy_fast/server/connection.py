@@ -240,6 +240,7 @@ class Connection:
     def abort(self, reason: str) -> None:
         log.info("closing connection %s: %s", self.address, reason)
         self.open = False
+        self.waiting = None          # a reply still being worked on is not written
         self.transport.abort()
 
     # -- the driver ------------------------------------------------------------------------
