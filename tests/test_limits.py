@@ -331,3 +331,18 @@ def test_connections_over_the_limits_are_closed_at_once_and_logged_once(limited)
     assert log_lines(srv, r"refused 1 further connection\(s\) from 127\.0\.0\.1")
     for sock in [*first, *over, *others, total, again]:
         sock.close()
+
+
+@pytest.mark.timeout(60)
+def test_a_tls_handshake_that_never_comes_is_cut_at_the_login_deadline(limited):
+    # The driver's deadline starts once TLS is up; the handshake has the same bound before it.
+    srv = limited("tls", IGGY_TCP_TLS_ENABLED="true", IGGY_CONNECTIONS_LOGIN_TIMEOUT="1s")
+    started = time.monotonic()
+    silent = connect(srv)                           # TCP only: no ClientHello
+    assert closed_by_server(silent, 15)
+    assert time.monotonic() - started >= 0.9
+    served = BlockingClient(srv.address, tls=True, timeout=10)
+    served.login()
+    served.ping()
+    served.close()
+    silent.close()

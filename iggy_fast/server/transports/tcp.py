@@ -111,9 +111,11 @@ class TcpConnection(asyncio.BufferedProtocol):
                   "by copy", self.driver.address, self.sent_by_sendfile, self.sent_by_copy)
         self.pending.clear()         # lets go of the files the regions held open
         self.driver.connection_lost()
-        # Break the cycle with the driver, so the connection's memory goes back at once
-        # rather than at the collector's next full pass.
+        # Break the cycles through this protocol (with the driver, and with uvloop's TLS
+        # transport, whose protocol keeps our bound methods), so the connection's memory goes
+        # back at once rather than at the collector's next full pass.
         self.driver = None
+        self.transport = None
 
     # -- the driver's Transport ----------------------------------------------------------
 
