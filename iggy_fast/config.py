@@ -248,15 +248,16 @@ DESCRIPTIONS: dict[str, str] = {
     "connections.max_per_address": "Client connections open at once from one IP address; one "
                                    "more is closed at once and logged (0: no limit).",
     "connections.login_timeout": "A connection not logged in this long after connecting (or "
-                                 "after logging out) is closed (`never`: no deadline).",
+                                 "after logging out) is closed (0 or `never`: no deadline).",
     "connections.idle_timeout": "A connection that sends no request (pings count) for this "
                                 "long is closed; the official SDK pings every 5 s "
-                                "(`never`: no limit).",
+                                "(0 or `never`: no limit).",
     "connections.max_request_size_before_login": "The largest request frame (header "
                                                  "included) accepted before a login; a larger "
                                                  "one closes the connection. A login with the "
                                                  "longest names and no context is 1288 bytes. "
-                                                 "After login frames may reach 64 MiB.",
+                                                 "After login frames may reach 64 MiB (a "
+                                                 "larger value here counts as 64 MiB).",
 }
 
 

@@ -346,3 +346,25 @@ def test_a_tls_handshake_that_never_comes_is_cut_at_the_login_deadline(limited):
     served.ping()
     served.close()
     silent.close()
+
+
+@pytest.mark.timeout(60)
+def test_limits_turned_off_with_0_never_and_an_unlimited_size(limited):
+    srv = limited("off", IGGY_CONNECTIONS_LOGIN_TIMEOUT="0 s",
+                  IGGY_CONNECTIONS_IDLE_TIMEOUT="never",
+                  IGGY_CONNECTIONS_MAX_REQUEST_SIZE_BEFORE_LOGIN="unlimited",
+                  IGGY_CONNECTIONS_MAX_TOTAL="0")
+    silent = connect(srv)
+    assert pong(silent)
+    assert not closed_by_server(silent, 2)          # no deadline: still open
+    # "unlimited" means the protocol's 64 MiB: a 64 KB frame before login is framed and
+    # answered (a ping with a body is InvalidCommand, 3), one over 64 MiB is still refused.
+    big = bytearray(announcing(256 + 65536))
+    silent.sendall(bytes(big) + bytes(65536))
+    silent.settimeout(10)
+    reply = silent.recv(256, socket.MSG_WAITALL)
+    assert len(reply) == 256 and int.from_bytes(reply[216:220], "little") == 3
+    silent.sendall(announcing(64 * MIB + 1))
+    assert closed_by_server(silent, 10)
+    assert log_lines(srv, r"\(not logged in\): frame size 67108865 outside 256\.\.67108864")
+    silent.close()

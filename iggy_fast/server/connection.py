@@ -56,7 +56,7 @@ import time
 from typing import Protocol
 
 from iggy_fast._wire import FrameReader
-from iggy_fast.config import parse_duration_us, parse_size
+from iggy_fast.config import NEVER, parse_duration_us, parse_size
 from iggy_fast.protocol.codes import MAX_FRAME_SIZE
 from iggy_fast.protocol.errors import ProtocolViolation
 
@@ -110,9 +110,11 @@ class Connections:
         cfg = server.cfg["connections"]
         self.max_total = cfg["max_total"]                  # 0: no limit
         self.max_per_address = cfg["max_per_address"]
-        self.login_timeout = parse_duration_us(cfg["login_timeout"])
-        self.idle_timeout = parse_duration_us(cfg["idle_timeout"])
-        self.max_request_before_login = parse_size(cfg["max_request_size_before_login"])
+        # A timeout of 0 is none, as a count of 0 is (and as `never` is).
+        self.login_timeout = parse_duration_us(cfg["login_timeout"]) or NEVER
+        self.idle_timeout = parse_duration_us(cfg["idle_timeout"]) or NEVER
+        self.max_request_before_login = min(
+            parse_size(cfg["max_request_size_before_login"]), MAX_FRAME_SIZE)
         self.active: set[Connection] = set()
         self.per_address: dict[str, int] = {}
         # Refusals since the one logged, by address ("" for the total limit).
