@@ -8,8 +8,9 @@ keeping up), in chunks, into a buffer the connection reuses. A transport may kee
 to what it was given (the SSL transport's backlog, a socket's pending writes), so the buffer is
 reused only when the transport reports nothing pending after the write; otherwise the transport
 keeps it and a new one is made. A connection idle for a while gives it back (`shrink()`, from
-the driver's sweep), so only a connection that is polling keeps one. A region holds its segment file open (OpenFile), so a reply
-still queued here outlives a purge or retention of the segment it came from.
+the driver's sweep), so only a connection that is polling keeps one. A region holds its
+segment file open (OpenFile), so a reply still queued here outlives a purge or retention of
+the segment it came from.
 
 Write buffer limits are set explicitly (HIGH_WATER, LOW_WATER) for the driver's backpressure:
 above HIGH_WATER the event loop calls pause_writing() and the driver stops dispatching and
