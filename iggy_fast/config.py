@@ -132,6 +132,10 @@ OWN_KEYS: dict[str, Any] = {
                              "max_open_files": INT}},
     "cluster": {"node_name": TEXT},
     "root": {"username": TEXT, "password": TEXT},
+    # Bounds on what one client connection may hold, over every transport (so a section of
+    # their own rather than under [tcp]; Iggy has no such keys).
+    "connections": {"max_total": INT, "max_per_address": INT, "login_timeout": DURATION,
+                    "idle_timeout": DURATION, "max_request_size_before_login": SIZE},
 }
 
 # The keys iggy-fast implements, with their defaults. Only HTTP, QUIC and WebSocket's `enabled`
@@ -174,6 +178,15 @@ DEFAULTS: dict[str, Any] = {
     },
     "root": {"username": "iggy", "password": ""},
     "cluster": {"name": "iggy-cluster", "node_name": "iggy-node-1"},
+    "connections": {
+        "max_total": 10_000,
+        "max_per_address": 1_000,
+        "login_timeout": "10 s",
+        "idle_timeout": "5 m",            # the official SDK pings every 5 s
+        # A login is at most 1288 bytes with the longest names and no context (the SDK sends
+        # none): 256 header + 4 version + 4 x (1 + 255) names and secret + 4 context length.
+        "max_request_size_before_login": "2 KiB",
+    },
 }
 
 # One line per key of DEFAULTS, for the configuration reference (`reference()`, which
@@ -241,6 +254,22 @@ DESCRIPTIONS: dict[str, str] = {
                      "empty: random, printed once, unless --with-default-root-credentials.",
     "cluster.name": "The cluster name GetClusterMetadata reports.",
     "cluster.node_name": "This node's name in GetClusterMetadata (iggy-fast's own key).",
+    "connections.max_total": "Client connections open at once, over all transports; one "
+                             "more is closed at once and logged (0: no limit; iggy-fast's own "
+                             "key, as is all of `[connections]`).",
+    "connections.max_per_address": "Client connections open at once from one IP address; one "
+                                   "more is closed at once and logged (0: no limit).",
+    "connections.login_timeout": "A connection not logged in this long after connecting (or "
+                                 "after logging out) is closed (0 or `never`: no deadline).",
+    "connections.idle_timeout": "A connection that sends no request (pings count) for this "
+                                "long is closed; the official SDK pings every 5 s "
+                                "(0 or `never`: no limit).",
+    "connections.max_request_size_before_login": "The largest request frame (header "
+                                                 "included) accepted before a login; a larger "
+                                                 "one closes the connection. A login with the "
+                                                 "longest names and no context is 1288 bytes. "
+                                                 "After login frames may reach 64 MiB (a "
+                                                 "larger value here counts as 64 MiB).",
 }
 
 

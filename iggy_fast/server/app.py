@@ -151,8 +151,10 @@ async def _start(cfg: dict) -> tuple[Server, list]:
     if ssl_context is None:
         listeners = [await start_tcp(server, sock) for sock in sockets]
     else:
-        listeners = [tls.TlsListener(sock, ssl_context, lambda: TcpConnection(server, "TCP"))
-                     for sock in sockets]
+        # The login deadline starts once the handshake is done: bound the handshake alike.
+        handshake = server.connections.login_timeout / 1e6
+        listeners = [tls.TlsListener(sock, ssl_context, lambda: TcpConnection(server, "TCP"),
+                                     handshake) for sock in sockets]
     host, _ = split_address(address)
     port = sockets[0].getsockname()[1]
     server.listen_ports["tcp"] = port

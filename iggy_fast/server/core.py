@@ -13,6 +13,7 @@ import logging
 import os
 import time
 
+from iggy_fast.server.connection import Connections
 from iggy_fast.server.dispatch import Dispatcher
 from iggy_fast.server.groups import Groups
 from iggy_fast.server.metadata.sqlite import SqliteMetadataStore
@@ -72,6 +73,7 @@ class Server:
         self.durability = Durability(self)
         self.maintenance = Maintenance(self)
         self.clients: dict[int, Client] = {}
+        self.connections = Connections(self)    # the [connections] limits, over all transports
         self._next_client_id = 1
         self._next_session = 1
         self.disconnect_hooks = []        # callables(client): consumer groups leave, ...

@@ -34,7 +34,7 @@ from iggy_fast.config import ConfigError
 log = logging.getLogger("iggy_fast.tls")
 
 OWNER_ONLY = 0o600
-HANDSHAKE_TIMEOUT = 30.0      # seconds a connection may take to finish its handshake
+HANDSHAKE_TIMEOUT = 60.0      # at most; a shorter login deadline bounds the handshake too
 # accept() errors that mean the process or system is out of something: wait before retrying,
 # as asyncio's own server does, instead of spinning.
 _OUT_OF_RESOURCES = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
@@ -131,9 +131,11 @@ class TlsListener:
     """Accepts on a listening socket and runs each connection's TLS handshake, logging a
     failure with the peer's address. close() and wait_closed() as an asyncio Server has them."""
 
-    def __init__(self, sock: socket.socket, ssl_context: ssl.SSLContext, protocol_factory):
+    def __init__(self, sock: socket.socket, ssl_context: ssl.SSLContext, protocol_factory,
+                 handshake_timeout: float = HANDSHAKE_TIMEOUT):
         self.sockets = [sock]
         self._ctx = ssl_context
+        self._handshake_timeout = min(handshake_timeout, HANDSHAKE_TIMEOUT)
         self._factory = protocol_factory
         self._handshakes: set[asyncio.Task] = set()
         sock.setblocking(False)
@@ -156,7 +158,7 @@ class TlsListener:
     async def _handshake(self, loop, conn: socket.socket, peer) -> None:
         try:
             await loop.connect_accepted_socket(self._factory, conn, ssl=self._ctx,
-                                               ssl_handshake_timeout=HANDSHAKE_TIMEOUT)
+                                               ssl_handshake_timeout=self._handshake_timeout)
         except (ConnectionResetError, BrokenPipeError, ssl.SSLEOFError) as e:
             # The peer went away first: a port probe or a health check, not worth a warning.
             conn.close()
