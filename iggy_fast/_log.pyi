@@ -50,9 +50,11 @@ class Segment:
         """One write(2) of a stamped batch; on failure the file is cut back and OSError raised.
         Once the batch is written nothing fails: index entries wait in memory if need be."""
     def flush_index(self) -> bool:
-        """Write pending index entries; False (logged once, retried later) if the write failed."""
+        """Write pending index entries; False if the write failed (logged once, retried later)
+        or the segment is closed (they are written when it reopens)."""
     def sync(self) -> int:
-        """fdatasync; returns the log size now durable. Safe from a worker thread."""
+        """fdatasync; returns the log size now durable. Safe from a worker thread. A closed
+        segment with unsynced bytes opens its log for it; without, it is a no-op."""
     def seal(self) -> None:
         """Read-only from now on (cheap: writes pending index entries, renames nothing)."""
     def name_sealed(self) -> None:
@@ -62,6 +64,12 @@ class Segment:
         """Whether reading offsets [first, last] would first verify stored batches."""
     def verify(self, first: int, last: int) -> None:
         """Verify what a read of [first, last] needs, without the GIL: for a worker thread."""
+    is_open: bool
+    def reopen(self) -> None:
+        """Open the files of a segment closed by close_cold again (they must still exist)."""
+    def close_cold(self) -> bool:
+        """Close the files, keeping the segment in memory (reopen brings them back); False,
+        and nothing done, while a verification uses them. Never waits."""
     def close(self) -> None:
         """Close the files; the log stays open while a FileRegion of it is alive."""
     def delete(self) -> None:

@@ -35,6 +35,12 @@ Because the index can always be rebuilt, failing to write it (a full disk) never
 append whose batch reached the log: the entries stay in memory and are written at the next
 flush. A failed log write leaves the file exactly as it was.
 
+Files may be closed while the segment lives on (`close_cold`, for the open-files budget of
+storage/files.py): the in-memory index stays, only the descriptors go, and `reopen` brings
+them back (no O_CREAT: the files must still be there). A closed segment is never read or
+appended to (its log reopens first); its sync opens the log for the fdatasync if it holds
+unsynced bytes, and is a no-op otherwise.
+
 Costs: an append is one write(2) of the batch straight from the caller's buffer (the receive
 buffer); a read is one pread(2) of a contiguous run of batches, plus a sliced copy of the
 first and last batch when only part of them is asked for.
@@ -129,6 +135,9 @@ cdef class Segment:
     # Held while batches are verified (possibly on a worker thread) and while the files are
     # closed, so verification never reads a closed (or reused) descriptor, and never twice.
     cdef object _verify_lock
+    # Held while the files are renamed (name_sealed, on the sync worker) or opened by path
+    # (reopen on the event loop, sync of a closed segment): never across a slow call.
+    cdef object _name_lock
 
     def __cinit__(self):
         self.fd = -1
@@ -140,6 +149,7 @@ cdef class Segment:
         self.problems = []
         self.bad = set()
         self._verify_lock = threading.Lock()
+        self._name_lock = threading.Lock()
 
     def __dealloc__(self):
         if self.index_fd >= 0:
@@ -431,8 +441,10 @@ cdef class Segment:
         write (a full disk) is logged once and retried at the next flush.
         """
         cdef Py_ssize_t n = self.n
-        if self.indexed == n or self.index_fd < 0:
+        if self.indexed == n:
             return True
+        if self.index_fd < 0:                  # closed: written when it is reopened
+            return False
         data = PyBytes_FromStringAndSize(<const char *>(self.entries + self.indexed),
                                          (n - self.indexed) * ENTRY)
         try:
@@ -465,7 +477,15 @@ cdef class Segment:
         cdef OpenFile file = self.log_file     # held: a close meanwhile cannot free the fd
         cdef int rc
         if file is None:
-            return self.synced_size
+            if size <= self.synced_size:
+                return self.synced_size
+            # Closed with unsynced bytes (evicted by the open-files budget): fdatasync through
+            # a descriptor of our own; it covers the file's dirty pages whoever wrote them.
+            with self._name_lock:
+                try:
+                    file = OpenFile(os.open(self.log_path, os.O_RDONLY | os.O_CLOEXEC))
+                except FileNotFoundError:      # deleted meanwhile: nothing left to keep
+                    return self.synced_size
         with nogil:
             rc = fdatasync(file.fd)
         if rc != 0:
@@ -486,7 +506,8 @@ cdef class Segment:
         """Make the segment read-only (cheap: it writes the last index entries, nothing more).
 
         Naming it by its offset range is `name_sealed`, a separate step that the caller runs
-        off the event loop and then makes durable with an fsync of the directory.
+        off the event loop and then makes durable with an fsync of the directory. A closed
+        segment keeps the entries it could not write for its next reopen (or recovery).
         """
         self.flush_index()
         self.sealed = True
@@ -504,21 +525,51 @@ cdef class Segment:
         directory = os.path.dirname(self.log_path)
         log_path = os.path.join(directory, stem + ".log")
         index_path = os.path.join(directory, stem + ".index")
-        try:
-            os.rename(self.index_path, index_path)
-        except OSError as e:
-            log.warning("%s: not renamed when sealed: %s", self.log_path, e)
-            return
-        try:
-            os.rename(self.log_path, log_path)
-        except OSError as e:
-            log.warning("%s: not renamed when sealed: %s", self.log_path, e)
+        with self._name_lock:                  # a reopen meanwhile finds both by name
             try:
-                os.rename(index_path, self.index_path)
-            except OSError:
-                pass    # an index without its log is removed at start, then rebuilt
+                os.rename(self.index_path, index_path)
+            except OSError as e:
+                log.warning("%s: not renamed when sealed: %s", self.log_path, e)
+                return
+            try:
+                os.rename(self.log_path, log_path)
+            except OSError as e:
+                log.warning("%s: not renamed when sealed: %s", self.log_path, e)
+                try:
+                    os.rename(index_path, self.index_path)
+                except OSError:
+                    pass    # an index without its log is removed at start, then rebuilt
+                return
+            self.log_path, self.index_path = log_path, index_path
+
+    @property
+    def is_open(self):
+        return self.fd >= 0
+
+    def reopen(self):
+        """Open the files of a segment closed by `close_cold` again (they must exist), and
+        write the index entries that waited for it."""
+        if self.fd >= 0:
             return
-        self.log_path, self.index_path = log_path, index_path
+        with self._name_lock:
+            log_file = OpenFile(os.open(self.log_path, os.O_RDWR | os.O_APPEND | os.O_CLOEXEC))
+            self.index_fd = os.open(self.index_path, os.O_RDWR | os.O_CLOEXEC)
+        self.log_file = log_file
+        self.fd = log_file.fd
+        self.flush_index()
+
+    def close_cold(self):
+        """Close the files to free descriptors, keeping everything in memory; False (nothing
+        done) while a verification is using them. Never waits, so the event loop may call it.
+        FileRegions in flight keep reading the log (they hold it open)."""
+        if not self._verify_lock.acquire(False):
+            return False
+        try:
+            self.flush_index()
+            self._close_files()
+        finally:
+            self._verify_lock.release()
+        return True
 
     def close(self):
         """Close the files; the log's fd stays open while a FileRegion of it is in flight."""

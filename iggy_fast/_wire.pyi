@@ -28,10 +28,15 @@ def partition_for_key(key: Buffer, partitions_count: int) -> int:
 class FrameReader:
     """A reusable receive buffer that cuts a byte stream into (header, body) frames in place."""
     max_frame: int
+    """The largest frame accepted; settable (the driver lowers it until a login)."""
     pending: int
     capacity: int
-    """The size of the receive buffer now (it grows with the bytes received, not announced)."""
+    """The size of the receive buffer now (it grows with the bytes received, not announced;
+    0 before the first read and after shrink())."""
     def __init__(self, initial: int = ..., max_frame: int = ...) -> None: ...
+    def shrink(self) -> int:
+        """Give the buffer back if it holds nothing (an idle connection keeps none); returns
+        the bytes given back."""
     def get_buffer(self, sizehint: int = -1) -> memoryview:
         """Free space to read into; invalidates views returned earlier."""
     def buffer_updated(self, nbytes: int) -> None: ...

@@ -64,9 +64,11 @@ cdef enum:
     MSG_HDR = 48
     MAX_FRAME = 64 * 1024 * 1024
     BATCH_FIELDS = 44
-    # Frames bigger than this are not read in one go into a small buffer; the buffer grows.
-    INITIAL_RECEIVE = 256 * 1024
-    # The least free space offered to a read (and what "nearly full" means when growing).
+    # The receive buffer a connection starts with, and gets back after shrink(): it holds a
+    # login, a ping, a poll request or a small send whole; anything larger grows it.
+    INITIAL_RECEIVE = 4 * 1024
+    # The least free space offered to a read once the buffer has grown (and what "nearly
+    # full" means when growing); a buffer smaller than twice this is offered from half full.
     READ_ROOM = 64 * 1024
     SHRINK_ABOVE = 8 * 1024 * 1024
 
@@ -113,23 +115,35 @@ cdef class FrameReader:
     compacted there, and replaced (never resized, so old views stay safe) when a frame needs
     more room than it has.
 
-    Memory follows the bytes that arrived, not the size a frame announces: the buffer grows
-    only once it is (nearly) full, at most doubling and never past the frame's size, so a peer
-    announcing 64 MiB and sending little costs the initial buffer. A connection that sends
-    1 MB batches grows once, to one batch, and then reads every batch into place unchanged.
+    Memory follows the bytes that arrived, not the size a frame announces: the buffer starts
+    small (INITIAL_RECEIVE, allocated at the first read) and grows only once it is (nearly)
+    full, at most doubling and never past the frame's size, so a peer announcing 64 MiB and
+    sending little costs little. A connection that sends 1 MB batches grows once, to one
+    batch, and then reads every batch into place unchanged. A frame announcing more than
+    `max_frame` is refused at its header (the driver lowers `max_frame` until a login), so
+    while `max_frame` is at most INITIAL_RECEIVE the buffer never grows at all.
+
+    The buffer is given back when it is empty: at once when it grew past SHRINK_ABOVE (a
+    connection that once sent a huge frame does not keep it), and on `shrink()`, which the
+    driver calls for a connection that has been idle a while, so an idle connection holds no
+    receive buffer.
     """
 
     cdef bytearray buf
     cdef Py_ssize_t start
     cdef Py_ssize_t end
     cdef Py_ssize_t need          # bytes the frame in progress needs in total (0 = unknown)
-    cdef readonly Py_ssize_t max_frame
+    cdef Py_ssize_t initial
+    cdef public Py_ssize_t max_frame
 
     def __cinit__(self, Py_ssize_t initial=INITIAL_RECEIVE, Py_ssize_t max_frame=MAX_FRAME):
-        self.buf = bytearray(initial)
+        if initial < 1:
+            raise ValueError("the initial receive buffer must hold at least one byte")
+        self.buf = bytearray()
         self.start = 0
         self.end = 0
         self.need = 0
+        self.initial = initial
         self.max_frame = max_frame
 
     @property
@@ -139,8 +153,19 @@ cdef class FrameReader:
 
     @property
     def capacity(self):
-        """The size of the receive buffer now."""
+        """The size of the receive buffer now (0 when it has been given back)."""
         return len(self.buf)
+
+    def shrink(self):
+        """Give the buffer back if it holds nothing (the next read allocates a small one);
+        returns the bytes given back. Views of frames cut earlier stay valid: they keep the
+        old buffer alive."""
+        cdef Py_ssize_t cap = len(self.buf)
+        if self.start != self.end or cap == 0:
+            return 0
+        self.start = self.end = self.need = 0
+        self.buf = bytearray()
+        return cap
 
     def get_buffer(self, Py_ssize_t sizehint=-1):
         cdef Py_ssize_t cap = len(self.buf)
@@ -150,11 +175,11 @@ cdef class FrameReader:
         cdef char *base
         if self.start == self.end:
             self.start = self.end = 0
-            if cap > SHRINK_ABOVE and self.need == 0:
-                # A connection that once sent a huge frame does not keep its buffer forever.
-                self.buf = bytearray(INITIAL_RECEIVE)
-                return memoryview(self.buf)
-        if cap - used < READ_ROOM and not (used < self.need <= cap):
+            if cap == 0 or (cap > SHRINK_ABOVE and self.need == 0):
+                self.buf = bytearray(self.initial)
+            return memoryview(self.buf)
+        if (cap - used < min(<Py_ssize_t>READ_ROOM, cap // 2)
+                and not (used < self.need <= cap)):
             # Full, and the frame in progress does not fit (or its size is not known yet):
             # double, but never past the frame's size, so memory grows with what arrived
             # rather than with what the peer announced.
@@ -167,7 +192,7 @@ cdef class FrameReader:
             self.buf = fresh
             self.start = 0
             self.end = used
-        elif cap - self.end < READ_ROOM and self.start > 0:
+        elif cap - self.end < min(<Py_ssize_t>READ_ROOM, cap // 2) and self.start > 0:
             base = self.buf
             memmove(base, base + self.start, used)
             self.start = 0

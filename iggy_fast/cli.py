@@ -14,6 +14,7 @@ log = logging.getLogger("iggy_fast")
 def _server(args) -> int:
     from iggy_fast.config import ConfigError, read_config
     from iggy_fast.server.app import run
+    from iggy_fast.server.core import StartupError
 
     overrides: dict = {}
     if args.data_dir:
@@ -34,7 +35,14 @@ def _server(args) -> int:
     if loaded.not_applied:
         log.warning("configuration keys accepted but not applied by this version: %s",
                     ", ".join(loaded.not_applied))
-    run(loaded.config)
+    try:
+        run(loaded.config)
+    except ConfigError as e:        # a configured certificate file that cannot be used
+        print(f"iggy-fast: configuration error: {e}", file=sys.stderr)
+        return 2
+    except StartupError as e:       # a port in use, an unusable data directory
+        print(f"iggy-fast: {e}", file=sys.stderr)
+        return 2
     return 0
 
 

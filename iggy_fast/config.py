@@ -128,10 +128,15 @@ IGGY_KEYS: dict[str, Any] = {
 # IGGY_ROOT_PASSWORD and the flags, as in Iggy, and are kept here.
 OWN_KEYS: dict[str, Any] = {
     "tcp": {"sendfile": BOOL, "quickack": BOOL},
-    "system": {"partition": {"sync_interval": DURATION, "max_poll_size": SIZE}},
+    "system": {"partition": {"sync_interval": DURATION, "max_poll_size": SIZE,
+                             "max_open_files": INT}},
     "cluster": {"node_name": TEXT},
     "root": {"username": TEXT, "password": TEXT},
     "login": {"max_delay": DURATION},
+    # Bounds on what one client connection may hold, over every transport (so a section of
+    # their own rather than under [tcp]; Iggy has no such keys).
+    "connections": {"max_total": INT, "max_per_address": INT, "login_timeout": DURATION,
+                    "idle_timeout": DURATION, "max_request_size_before_login": SIZE},
 }
 
 # The keys iggy-fast implements, with their defaults. Only HTTP, QUIC and WebSocket's `enabled`
@@ -165,6 +170,9 @@ DEFAULTS: dict[str, Any] = {
             # The most bytes of stored batches one poll reply carries: the count is cut to fit
             # (clients take a partial batch), so a poll for 2^32-1 messages stays bounded.
             "max_poll_size": "16 MiB",
+            # Descriptors partition files may hold at once (an LRU closes cold ones); 0: the
+            # soft RLIMIT_NOFILE less a reserve for sockets (storage/files.py).
+            "max_open_files": 0,
             "validate_checksum": True,
         },
         "state": {"enforce_fsync": False},
@@ -172,6 +180,15 @@ DEFAULTS: dict[str, Any] = {
     "root": {"username": "iggy", "password": ""},
     "login": {"max_delay": "8 s"},      # the longest a failed-login throttle delays one
     "cluster": {"name": "iggy-cluster", "node_name": "iggy-node-1"},
+    "connections": {
+        "max_total": 10_000,
+        "max_per_address": 1_000,
+        "login_timeout": "10 s",
+        "idle_timeout": "5 m",            # the official SDK pings every 5 s
+        # A login is at most 1288 bytes with the longest names and no context (the SDK sends
+        # none): 256 header + 4 version + 4 x (1 + 255) names and secret + 4 context length.
+        "max_request_size_before_login": "2 KiB",
+    },
 }
 
 # One line per key of DEFAULTS, for the configuration reference (`reference()`, which
@@ -185,10 +202,12 @@ DESCRIPTIONS: dict[str, str] = {
     "tcp.quickack": "ACK a partly received request at once (TCP_QUICKACK), so a client with "
                     "Nagle on never waits for the kernel's 40 ms delayed ACK.",
     "tcp.tls.enabled": "Speak TLS on the TCP listener (TLS 1.2 or newer).",
-    "tcp.tls.self_signed": "With TLS on and no readable certificate files, generate a "
-                           "self-signed certificate for localhost once, kept in `<path>/certs/`.",
-    "tcp.tls.cert_file": "PEM certificate chain for TLS.",
-    "tcp.tls.key_file": "PEM private key for TLS.",
+    "tcp.tls.self_signed": "With TLS on and neither file configured, generate a self-signed "
+                           "certificate for localhost once, kept in `<path>/certs/` (0600); "
+                           "false: a cert_file is required.",
+    "tcp.tls.cert_file": "PEM certificate chain for TLS; a configured file that cannot be read "
+                         "stops the server (never replaced by a generated one).",
+    "tcp.tls.key_file": "PEM private key for TLS (empty: the key is in cert_file).",
     "quic.enabled": "QUIC is not built: enabling it logs a warning that nothing listens there.",
     "quic.address": "Where QUIC would listen (named in that warning).",
     "http.enabled": "HTTP is not built: enabling it logs a warning that nothing listens there.",
@@ -219,6 +238,12 @@ DESCRIPTIONS: dict[str, str] = {
                                                           "sync.",
     "system.partition.max_poll_size": "The most bytes of stored batches one poll reply carries; "
                                       "the message count is cut to fit (one batch at least).",
+    "system.partition.max_open_files": "The most descriptors partition files (segments, "
+                                       "consumer offsets) hold at once: cold ones are closed, "
+                                       "least recently used first, and reopened when needed. "
+                                       "0: the open-files limit (RLIMIT_NOFILE) less a quarter "
+                                       "of it, at least 256, left for sockets (iggy-fast's own "
+                                       "key).",
     "system.partition.sync_interval": "Without enforce_fsync: the longest a partition stays "
                                       "unsynced (iggy-fast's own key).",
     "system.partition.validate_checksum": "Verify every message checksum of a send, and "
@@ -235,6 +260,22 @@ DESCRIPTIONS: dict[str, str] = {
                        "refused unchecked. `0 s` turns the throttle off (iggy-fast's own key).",
     "cluster.name": "The cluster name GetClusterMetadata reports.",
     "cluster.node_name": "This node's name in GetClusterMetadata (iggy-fast's own key).",
+    "connections.max_total": "Client connections open at once, over all transports; one "
+                             "more is closed at once and logged (0: no limit; iggy-fast's own "
+                             "key, as is all of `[connections]`).",
+    "connections.max_per_address": "Client connections open at once from one IP address; one "
+                                   "more is closed at once and logged (0: no limit).",
+    "connections.login_timeout": "A connection not logged in this long after connecting (or "
+                                 "after logging out) is closed (0 or `never`: no deadline).",
+    "connections.idle_timeout": "A connection that sends no request (pings count) for this "
+                                "long is closed; the official SDK pings every 5 s "
+                                "(0 or `never`: no limit).",
+    "connections.max_request_size_before_login": "The largest request frame (header "
+                                                 "included) accepted before a login; a larger "
+                                                 "one closes the connection. A login with the "
+                                                 "longest names and no context is 1288 bytes. "
+                                                 "After login frames may reach 64 MiB (a "
+                                                 "larger value here counts as 64 MiB).",
 }
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import signal
 import socket
 import sqlite3
@@ -31,8 +32,10 @@ def free_port() -> int:
 class ServerProcess:
     """One `iggy-fast server` process; restartable on the same ports and data dir."""
 
-    def __init__(self, data_dir, env=None, args=(), by_env: bool = False):
+    def __init__(self, data_dir, env=None, args=(), by_env: bool = False,
+                 nofile: int | None = None):
         self.data_dir = str(data_dir)
+        self.nofile = nofile        # RLIMIT_NOFILE (soft and hard) for the server, if set
         self.tcp_port = free_port()
         self.env = {**os.environ, **(env or {})}
         self.args = list(args)
@@ -52,7 +55,12 @@ class ServerProcess:
         cmd = [sys.executable, "-m", "iggy_fast.cli", "server", *where,
                "--with-default-root-credentials", *self.args]
         self._log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(cmd, env=self.env, stdout=self._log, stderr=self._log)
+        limit = None
+        if self.nofile is not None:
+            def limit():
+                resource.setrlimit(resource.RLIMIT_NOFILE, (self.nofile, self.nofile))
+        self.proc = subprocess.Popen(cmd, env=self.env, stdout=self._log, stderr=self._log,
+                                     preexec_fn=limit)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -24,7 +24,7 @@ from iggy_fast.client.core import Reply, poll_body
 from iggy_fast.server.transports.tcp import HIGH_WATER, READ_CHUNK
 
 REQUESTS = 2000
-RECEIVE_BUFFER = 256 * 1024       # FrameReader's initial size (poll requests never grow it)
+RECEIVE_BUFFER = 256 * 1024       # more than FrameReader holds for poll requests (4 KiB)
 # What else may move the peak a little: the allocator, the interpreter, the other client.
 SLACK = 16 * 1024 * 1024
 BOUND = HIGH_WATER + READ_CHUNK + RECEIVE_BUFFER + SLACK

@@ -21,7 +21,8 @@ import pytest
 from iggy_fast import _wire
 from iggy_fast.config import load_config
 from iggy_fast.protocol import requests as rq
-from iggy_fast.protocol.codes import FIRST, PARTITION_ID
+from iggy_fast.protocol.codes import (FIRST, GLOBAL_PERMISSION_FLAGS, PARTITION_ID,
+                                      STREAM_PERMISSION_FLAGS, TOPIC_PERMISSION_FLAGS)
 from iggy_fast.protocol.errors import Unauthorized
 from iggy_fast.server.core import Server
 from iggy_fast.server.service import (Context, groups, messages, session, streams, system,
@@ -33,13 +34,6 @@ ROOT_PASSWORD = "root-secret"
 CONSUMER = 1
 ACTIVE = 1
 
-# The flags of a permissions block, in wire order (PROTOCOL.md §3.1).
-GLOBAL_FLAGS = ("manage_servers", "read_servers", "manage_users", "read_users",
-                "manage_streams", "read_streams", "manage_topics", "read_topics",
-                "poll_messages", "send_messages")
-STREAM_FLAGS = ("manage_stream", "read_stream", "manage_topics", "read_topics",
-                "poll_messages", "send_messages")
-TOPIC_FLAGS = ("manage_topic", "read_topic", "poll_messages", "send_messages")
 
 
 def _u(prefix: str) -> str:
@@ -58,15 +52,15 @@ def permissions_block(case, sid: int, tid: int) -> bytes | None:
     """The case's one flag as a §3.1 block: global, on stream sid, or on its topic tid."""
     if case.level is None:
         return None
-    glob = _flags(GLOBAL_FLAGS, case.flag if case.level == "global" else None)
+    glob = _flags(GLOBAL_PERMISSION_FLAGS, case.flag if case.level == "global" else None)
     if case.level == "global":
         return glob + b"\x00"
-    stream = sid.to_bytes(4, "little") + _flags(STREAM_FLAGS,
+    stream = sid.to_bytes(4, "little") + _flags(STREAM_PERMISSION_FLAGS,
                                                 case.flag if case.level == "stream" else None)
     if case.level == "stream":
         topics = b"\x00"
     else:
-        topics = b"\x01" + tid.to_bytes(4, "little") + _flags(TOPIC_FLAGS, case.flag) + b"\x00"
+        topics = b"\x01" + tid.to_bytes(4, "little") + _flags(TOPIC_PERMISSION_FLAGS, case.flag) + b"\x00"
     return glob + b"\x01" + stream + topics + b"\x00"
 
 

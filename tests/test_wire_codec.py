@@ -227,7 +227,7 @@ def read_like_a_socket(reader, stream: bytes, rng, most: int = 256 * 1024):
 
 def test_frame_reader_memory_follows_what_arrives_not_what_is_announced():
     reader = _wire.FrameReader()
-    initial = reader.capacity
+    read_room = 64 * 1024                           # the least a grown buffer offers a read
     header = _wire.request_header(2, 1, 0, 1, b"\x01" * 16, 64 * 1024 * 1024 - 256)
     sent = 0
     for chunk in [header + b"x" * 1000] + [b"y" * 1000] * 10:
@@ -236,14 +236,14 @@ def test_frame_reader_memory_follows_what_arrives_not_what_is_announced():
         reader.buffer_updated(len(chunk))
         sent += len(chunk)
         assert reader.next_frame() is None
-    assert reader.capacity == initial               # 64 MiB announced, 11 KB sent
+    assert reader.capacity <= sent + read_room      # 64 MiB announced, 11 KB sent
     while sent < 3_000_000:                         # as bytes arrive, the buffer keeps up
         mv = reader.get_buffer()
         n = min(len(mv), 100_000)
         reader.buffer_updated(n)
         sent += n
         assert reader.next_frame() is None
-        assert reader.capacity <= 2 * sent + initial
+        assert reader.capacity <= 2 * sent + read_room
 
 
 def test_frame_reader_takes_1mb_batches_without_regrowing():

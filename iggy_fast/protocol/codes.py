@@ -152,3 +152,12 @@ OFFSET, TIMESTAMP, FIRST, LAST, NEXT = 1, 2, 3, 4, 5
 FENCED_PARTITION = 0xFFFFFFFF
 # DescribeOptions scopes (§5.1.5).
 TOPIC_SCOPE, STREAM_SCOPE, USER_SCOPE = 1, 2, 3
+
+# The flags of a permissions block, in wire order (§3.1): the global flags, then per stream
+# its flags and per topic of it the topic's.
+GLOBAL_PERMISSION_FLAGS = ("manage_servers", "read_servers", "manage_users", "read_users",
+                           "manage_streams", "read_streams", "manage_topics", "read_topics",
+                           "poll_messages", "send_messages")
+STREAM_PERMISSION_FLAGS = ("manage_stream", "read_stream", "manage_topics", "read_topics",
+                           "poll_messages", "send_messages")
+TOPIC_PERMISSION_FLAGS = ("manage_topic", "read_topic", "poll_messages", "send_messages")

@@ -14,6 +14,7 @@ import os
 import time
 
 from iggy_fast.config import parse_duration_us
+from iggy_fast.server.connection import Connections
 from iggy_fast.server.dispatch import Dispatcher
 from iggy_fast.server.groups import Groups
 from iggy_fast.server.metadata.sqlite import SqliteMetadataStore
@@ -28,6 +29,11 @@ log = logging.getLogger("iggy_fast.server")
 
 # What this version writes; a data directory without it was written by an older one.
 FORMAT, LAYOUT = "format", {"layout": 2}
+
+
+class StartupError(Exception):
+    """The server cannot start here (a port in use, an unusable data directory, data of an
+    older layout): the message is one line for the user, printed without a traceback."""
 
 
 class Client:
@@ -69,6 +75,7 @@ class Server:
         self.durability = Durability(self)
         self.maintenance = Maintenance(self)
         self.clients: dict[int, Client] = {}
+        self.connections = Connections(self)    # the [connections] limits, over all transports
         self._next_client_id = 1
         self._next_session = 1
         self.disconnect_hooks = []        # callables(client): consumer groups leave, ...
@@ -86,8 +93,8 @@ class Server:
         stored = dict(snapshot.puts)
         if stored and stored.get(FORMAT) != LAYOUT:
             # No migration: there are no deployments of an older layout to carry over.
-            raise SystemExit(f"iggy-fast: {self.data_dir} holds data in an older layout that "
-                             f"this version does not read; start with an empty data directory")
+            raise StartupError(f"{self.data_dir} holds data in an older layout that this "
+                               f"version does not read; start with an empty data directory")
         # In dependency order: groups live on topics, tokens name users.
         followers = [self.state.apply, self.users.apply, self.tokens.apply, self.groups.apply]
         for apply in followers:

@@ -6,8 +6,11 @@ its name, as Iggy keys it) and holding the stored offset as 8 little-endian byte
 and get replicated with the partition, and storing one costs a pwrite, not a metadata commit:
 an auto-committing poll stays cheap.
 
-Storing overwrites the 8 bytes in place with one pwrite on a descriptor kept open (up to
-MAX_OPEN per partition), which a process crash cannot tear.
+Storing overwrites the 8 bytes in place with one pwrite, which a process crash cannot tear,
+on a descriptor kept open while it is warm: each open offset file is a holder in the server's
+open-files budget (storage/files.py), closed when it goes cold and reopened by the next store,
+and a partition keeps at most MAX_OPEN of them (many consumers of one partition do not crowd
+the budget's other files out).
 When the topic enforces fsync or asks for `consumer_offset_durability = "persisted"`, the
 file (and, for a new file, its directory) is synced on a worker thread before the store is
 acknowledged; otherwise it reaches the disk with the kernel's writeback. A file of any other
@@ -22,21 +25,43 @@ import logging
 import os
 
 from iggy_fast.protocol.errors import CannotOpenConsumerOffsetsFile
+from iggy_fast.server.storage.files import OpenFiles
 from iggy_fast.server.storage.log import fsync_dir
 
 log = logging.getLogger("iggy_fast.offsets")
 
 _FLAGS = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC
-MAX_OPEN = 8        # files kept open per partition: a store is one pwrite, no open/close
+MAX_OPEN = 8        # offset files one partition keeps open
+
+
+class OffsetFile:
+    """One consumer's offset file, open for writing while the budget lets it stay open."""
+
+    __slots__ = ("path", "fd")
+
+    def __init__(self, path: str):
+        self.path = path
+        self.fd = -1
+
+    def reopen(self) -> None:
+        self.fd = os.open(self.path, _FLAGS, 0o644)
+
+    def close_cold(self) -> bool:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+        return True
 
 
 class ConsumerOffsets:
     """One partition's stored consumer offsets, in memory and in `directory`."""
 
-    def __init__(self, directory: str):
+    def __init__(self, directory: str, files: OpenFiles | None = None):
         self.directory = directory
         self.values: dict[str, int] = {}        # consumer key -> stored offset
-        self._fds: dict[str, int] = {}          # consumer key -> its file, open for writing
+        self._files = files if files is not None else OpenFiles()
+        self._open: dict[str, OffsetFile] = {}  # consumer key -> its file (open, or closed
+                                                # by the budget since)
         if not os.path.isdir(directory):    # made by the first store
             return
         for name in os.listdir(directory):
@@ -57,10 +82,17 @@ class ConsumerOffsets:
     def store(self, ckey: str, offset: int, durable: bool):
         """Store `offset`; returns None, or (`durable`) an awaitable done once it is on disk."""
         try:
-            fd = self._fds.get(ckey)
-            if fd is None:
-                fd = self._open(ckey)
-            os.pwrite(fd, offset.to_bytes(8, "little"), 0)
+            file = self._open.get(ckey)
+            if file is None:
+                if len(self._open) >= MAX_OPEN:
+                    self.close()
+                file = self._open[ckey] = OffsetFile(f"{self.directory}/{ckey}")
+            try:
+                self._files.use(file, 1)
+            except FileNotFoundError:               # the first store makes the directory
+                os.mkdir(self.directory)
+                self._files.use(file, 1)
+            os.pwrite(file.fd, offset.to_bytes(8, "little"), 0)
         except OSError as e:
             if e.errno not in (errno.ENOSPC, errno.EDQUOT):
                 raise
@@ -74,18 +106,6 @@ class ConsumerOffsets:
             return None
         return asyncio.get_running_loop().run_in_executor(
             None, self._sync, f"{self.directory}/{ckey}", created)
-
-    def _open(self, ckey: str) -> int:
-        if len(self._fds) >= MAX_OPEN:      # many consumers: keep the descriptors bounded
-            self.close()
-        path = f"{self.directory}/{ckey}"
-        try:
-            fd = os.open(path, _FLAGS, 0o644)
-        except FileNotFoundError:
-            os.mkdir(self.directory)
-            fd = os.open(path, _FLAGS, 0o644)
-        self._fds[ckey] = fd
-        return fd
 
     def _sync(self, path: str, created: bool) -> None:
         """On a worker thread: the file's bytes, and its directory entry if it is new."""
@@ -105,9 +125,10 @@ class ConsumerOffsets:
         """Forget `ckey`'s offset; returns None, or (`durable`) an awaitable of the unlink
         reaching the disk. Raises KeyError if it has none."""
         del self.values[ckey]
-        fd = self._fds.pop(ckey, None)
-        if fd is not None:
-            os.close(fd)
+        file = self._open.pop(ckey, None)
+        if file is not None:
+            self._files.forget(file)
+            file.close_cold()
         os.unlink(f"{self.directory}/{ckey}")
         if not durable:
             return None
@@ -119,6 +140,7 @@ class ConsumerOffsets:
             self.delete(ckey, False)
 
     def close(self) -> None:
-        for fd in self._fds.values():
-            os.close(fd)
-        self._fds.clear()
+        for file in self._open.values():
+            self._files.forget(file)
+            file.close_cold()
+        self._open.clear()

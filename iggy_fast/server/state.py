@@ -25,6 +25,13 @@ a creation whose commit was lost with the power) belongs to no live identity and
 start (`sweep`).
 
 Consumer offsets live in the partition's directory (offsets.py), not in the store.
+
+Partition files are opened within one open-files budget (storage/files.py): cold ones are
+closed and reopened when needed, so no number of partitions can exhaust the descriptors, at
+run time or at start. A creation (CreateTopic, CreatePartitions) makes its partitions' files
+before it commits, and the apply of its own commit adopts them; if any cannot be made (no
+descriptor left even after closing every cold file, a full disk) it is refused whole and what
+it made is removed: nothing reaches the metadata, nothing stays on disk.
 """
 
 from __future__ import annotations
@@ -47,7 +54,8 @@ from iggy_fast.protocol.errors import (CannotCreatePartition, CannotCreateStream
 from iggy_fast.server import options as topic_options
 from iggy_fast.server.metadata import Change, MetadataStore
 from iggy_fast.server.offsets import ConsumerOffsets
-from iggy_fast.server.storage.log import PartitionLog
+from iggy_fast.server.storage.files import OpenFiles
+from iggy_fast.server.storage.log import PartitionLog, remove_fresh_partition
 
 log = logging.getLogger("iggy_fast.state")
 
@@ -176,6 +184,12 @@ class State:
         self.defaults = topic_options.default_settings(cfg)
         self.verify_on_open = bool(cfg["system"]["partition"]["validate_checksum"])
         self.max_poll_size = parse_size(cfg["system"]["partition"]["max_poll_size"])
+        # Every partition file is opened within this budget (read when first needed: after
+        # start-up has set the process's limit).
+        self.files = OpenFiles(cfg["system"]["partition"]["max_open_files"])
+        # Partitions a creation made on disk before committing: identity -> PartitionLog,
+        # adopted by the apply of the commit.
+        self._prepared: dict[int, PartitionLog] = {}
         self.streams: dict[int, Stream] = {}                       # by id
         self.by_identity: dict[int, Stream | Topic | Partition] = {}
         self.next_identity: dict | None = None   # the counter's record, as last applied
@@ -248,13 +262,60 @@ class State:
                                  for k, key_hex, vk, v_hex in v["explicit"]]
         elif existing is None:      # a partition's record never changes once created
             topic = self.by_identity[parent]
-            path = os.path.join(self.data_dir, f"{topic.path}/partitions/{identity}")
-            plog = PartitionLog(path, v["id"], topic.settings["segment_size"],
-                                self.verify_on_open)
+            path = self._partition_dir(topic.path, identity)
+            plog = self._prepared.pop(identity, None)
+            if plog is None:
+                plog = PartitionLog(path, v["id"], topic.settings["segment_size"],
+                                    self.verify_on_open, self.files)
             part = Partition(topic, identity, v["id"], v["created_at"], plog,
-                             ConsumerOffsets(os.path.join(path, "offsets")))
+                             ConsumerOffsets(os.path.join(path, "offsets"), self.files))
             topic.partitions[part.id] = self.by_identity[identity] = part
             touched.add(topic)
+
+    def _partition_dir(self, topic_path: str, identity: int) -> str:
+        return os.path.join(self.data_dir, f"{topic_path}/partitions/{identity}")
+
+    def _prepare(self, topic_path: str, parts, segment_size: int, error: type[IggyError]):
+        """Make the files of new partitions ((identity, id) pairs) before their commit; on
+        any failure remove what was made and raise `error`. Returns what to pass to
+        `_unprepare` if the commit then fails."""
+        # The directories the first partition will make (deepest first), to remove on failure.
+        made = []
+        directory = os.path.join(self.data_dir, topic_path, "partitions")
+        while not os.path.isdir(directory):
+            made.append(directory)
+            directory = os.path.dirname(directory)
+        identities = []
+        try:
+            for identity, pid in parts:
+                path = self._partition_dir(topic_path, identity)
+                try:
+                    plog = PartitionLog(path, pid, segment_size, self.verify_on_open,
+                                        self.files)
+                except OSError:
+                    remove_fresh_partition(path)     # what it made before it failed
+                    raise
+                self._prepared[identity] = plog
+                identities.append(identity)
+        except OSError as e:
+            self._unprepare(identities, made)
+            log.error("refused to create %d partitions under %s: %s", len(parts), topic_path, e)
+            raise error(f"cannot create partition files: {e}") from None
+        return identities, made
+
+    def _unprepare(self, identities, made) -> None:
+        """Remove prepared partitions that were not adopted by an apply, then the directories
+        made for them (deepest first; one still holding anything stays), without listing
+        any directory: this must work when no descriptor is left."""
+        for identity in identities:
+            plog = self._prepared.pop(identity, None)
+            if plog is not None:
+                plog.discard()
+        for directory in made:
+            try:
+                os.rmdir(directory)
+            except OSError:
+                pass        # not empty: an apply adopted partitions in it
 
     def _remove(self, obj, touched: set) -> None:
         if obj is None:
@@ -277,7 +338,8 @@ class State:
         if isinstance(obj, Topic):
             self._emit("topic_deleted", obj)
         elif isinstance(obj, Partition):
-            obj.log.close()
+            # Not close(): it would wait on the loop for a background sync of the partition.
+            obj.log.release()
             obj.offsets.close()
 
     def _remove_dir(self, path: str) -> None:
@@ -429,12 +491,22 @@ class State:
                                          explicit))]
             puts += [(f"{path}/partitions/{identity + 1 + p}", {"id": p, "created_at": now})
                      for p in range(partitions)]
+            prepared = self._prepare(path, [(identity + 1 + p, p) for p in range(partitions)],
+                                     settings["segment_size"], CannotCreateTopic)
             # An fsync'd topic's messages must never outlive its metadata after a power loss:
             # its record is committed durably (syncing the WAL also covers its stream's).
             with _no_space_as(CannotCreateTopic, f"cannot create topic {name!r}"):
-                await self._commit(puts, durable=settings["enforce_fsync"],
-                                   identities=1 + partitions)
+                await self._commit_prepared(prepared, puts, durable=settings["enforce_fsync"],
+                                            identities=1 + partitions)
             return self.by_identity[identity]
+
+    async def _commit_prepared(self, prepared, puts, durable: bool, identities: int) -> None:
+        """Commit a creation whose partitions `_prepare` made; they go if it fails."""
+        try:
+            await self._commit(puts, durable=durable, identities=identities)
+        except BaseException:
+            self._unprepare(*prepared)
+            raise
 
     async def update_topic(self, stream_ident, topic_ident, name: str, entries) -> None:
         async with self.lock:
@@ -478,12 +550,14 @@ class State:
                 raise TooManyPartitions() if count > 0 else InvalidPartitionsCount()
             start = max(topic.partitions, default=-1) + 1
             identity = self.identity()
+            prepared = self._prepare(topic.path, [(identity + i, start + i) for i in range(count)],
+                                     topic.settings["segment_size"], CannotCreatePartition)
             with _no_space_as(CannotCreatePartition, f"cannot create partitions of topic "
                                                      f"{topic.stream.id}/{topic.id}"):
-                await self._commit([(f"{topic.path}/partitions/{identity + i}",
-                                     {"id": start + i, "created_at": now})
-                                    for i in range(count)],
-                                   durable=topic.settings["enforce_fsync"], identities=count)
+                await self._commit_prepared(
+                    prepared, [(f"{topic.path}/partitions/{identity + i}",
+                                {"id": start + i, "created_at": now}) for i in range(count)],
+                    durable=topic.settings["enforce_fsync"], identities=count)
 
     async def delete_partitions(self, stream_ident, topic_ident, count: int) -> None:
         async with self.lock:

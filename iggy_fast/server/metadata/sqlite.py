@@ -10,6 +10,10 @@ its result is handed back, so the loop sees changes in revision order and runs t
 before the committing coroutine resumes (the interface's promise, see __init__.py).
 Durability: synchronous=NORMAL survives a process crash; FULL (fsync of the WAL at every
 commit) is used when the server is configured for it, and for a single `durable` commit.
+
+The files are the owner's only (0600) whatever the umask: they hold the users' password hashes
+and tokens. SQLite creates `-wal` and `-shm` with the database file's mode, so the database file
+is created 0600 before SQLite opens it; files an older version left readable are tightened.
 """
 
 from __future__ import annotations
@@ -27,11 +31,20 @@ from iggy_fast.server.metadata import Change, Conflict, upper_bound
 
 log = logging.getLogger("iggy_fast.metadata")
 
+OWNER_ONLY = 0o600
+
 
 class SqliteMetadataStore:
     def __init__(self, directory: str, fsync: bool = False):
         os.makedirs(directory, exist_ok=True)
         self.path = os.path.join(directory, "metadata.db")
+        os.close(os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, OWNER_ONLY))
+        for path in (self.path, self.path + "-wal", self.path + "-shm"):
+            try:
+                if os.stat(path).st_mode & 0o777 != OWNER_ONLY:   # the umask, or an old file
+                    os.chmod(path, OWNER_ONLY)
+            except FileNotFoundError:
+                pass
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._fsync = fsync

@@ -38,19 +38,16 @@ streams. Self-scoped commands need only a login: 20 me, 31 oneself, 37 one's own
 
 from __future__ import annotations
 
+from iggy_fast.protocol.codes import (GLOBAL_PERMISSION_FLAGS, STREAM_PERMISSION_FLAGS,
+                                      TOPIC_PERMISSION_FLAGS)
 from iggy_fast.protocol.errors import InvalidCommand, Unauthorized
 
 ROOT_ID = 0
 
-GLOBAL_FLAGS = ("manage_servers", "read_servers", "manage_users", "read_users",
-                "manage_streams", "read_streams", "manage_topics", "read_topics",
-                "poll_messages", "send_messages")
-STREAM_FLAGS = ("manage_stream", "read_stream", "manage_topics", "read_topics",
-                "poll_messages", "send_messages")
-TOPIC_FLAGS = ("manage_topic", "read_topic", "poll_messages", "send_messages")
 
 
-KNOWN_FLAGS = frozenset(GLOBAL_FLAGS + STREAM_FLAGS + TOPIC_FLAGS)
+KNOWN_FLAGS = frozenset(GLOBAL_PERMISSION_FLAGS + STREAM_PERMISSION_FLAGS
+                        + TOPIC_PERMISSION_FLAGS)
 
 
 class Flags:
@@ -109,17 +106,17 @@ class Grants:
             pos += 4
             return int.from_bytes(block[pos - 4:pos], "little")
 
-        glob = Flags(flags(GLOBAL_FLAGS))
+        glob = Flags(flags(GLOBAL_PERMISSION_FLAGS))
         streams = {}
         more = byte()
         while more:
             sid = u32()
-            names = flags(STREAM_FLAGS)
+            names = flags(STREAM_PERMISSION_FLAGS)
             topics = {}
             more_topics = byte()
             while more_topics:
                 tid = u32()
-                topics[tid] = Flags(flags(TOPIC_FLAGS))
+                topics[tid] = Flags(flags(TOPIC_PERMISSION_FLAGS))
                 more_topics = byte()
             streams[sid] = StreamGrants(names, topics)
             more = byte()

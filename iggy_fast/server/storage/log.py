@@ -35,6 +35,12 @@ it could not write, so a later sync that succeeds proves nothing about them ("fs
 A failed directory fsync is treated the same way. Restarting recovers the partition from what
 is really on disk.
 
+Open files: segments open and close through the server's open-files budget (files.py), an
+LRU across all partitions. Any segment may be closed when cold, the active one included: it
+keeps its in-memory index and reopens (O_APPEND) at the next append or read. Recovery opens
+one segment at a time, so a partition with more segments than the budget still starts. The
+offset mark holds no descriptor: it is opened for its rare writes and syncs.
+
 Offsets are never handed out twice, even when recovery has to cut acknowledged batches (a
 corrupt last batch) or a reboot lost unsynced ones: `OffsetMark` keeps a high-water mark that
 the next offset after a restart never goes below when the log alone cannot be trusted for it.
@@ -52,10 +58,13 @@ import shutil
 import threading
 
 from iggy_fast import _wire
-from iggy_fast._log import Segment, verify_batches
+from iggy_fast._log import Segment, segment_name, verify_batches
+from iggy_fast.server.storage.files import OpenFiles
 from iggy_fast.protocol.errors import InvalidBatchChecksum, InvalidCommand
 
 log = logging.getLogger("iggy_fast.storage")
+
+SEGMENT_FDS = 2        # a segment's log and index, as counted by the open-files budget
 
 
 def fsync_dir(path: str) -> None:
@@ -119,9 +128,10 @@ class OffsetMark:
     The file `offsets.mark` holds one line, "<offset> <state>". While the partition is open
     the state is the machine's boot id and the offset a reservation: an append that would
     hand out an offset beyond it first reserves the next RESERVE offsets, so the file is
-    written once per RESERVE offsets (one pwrite), never per send, and made durable by the
-    next sync of the partition, before any acknowledgement that waits for the log. A clean
-    close writes the exact next offset and the state "exact".
+    written once per RESERVE offsets, never per send, and made durable by the next sync of
+    the partition, before any acknowledgement that waits for the log. A clean close writes
+    the exact next offset and the state "exact". No descriptor is kept between these rare
+    writes (each opens the file), so a partition costs the open-files budget nothing for it.
     """
 
     NAME = "offsets.mark"
@@ -129,9 +139,13 @@ class OffsetMark:
     _LINE = "{:020d} {:<36}\n"
 
     def __init__(self, directory: str):
-        path = os.path.join(directory, self.NAME)
-        self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        text = os.pread(self.fd, 128, 0).decode("ascii", "replace")
+        self.path = path = os.path.join(directory, self.NAME)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            text = os.pread(fd, 128, 0).decode("ascii", "replace")
+        finally:
+            os.close(fd)
+        self.closed = False
         self.offset, self.state = 0, "exact"      # absent (a new partition, an older version)
         if text:
             try:
@@ -164,12 +178,23 @@ class OffsetMark:
 
     def sync(self) -> None:
         """Make the last reservation durable (nothing to do unless one was written since)."""
-        if self._dirty and self.fd >= 0:
+        if self._dirty and not self.closed:
             self._dirty = False
-            os.fdatasync(self.fd)
+            try:
+                fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+            except FileNotFoundError:        # the partition was deleted meanwhile
+                return
+            try:
+                os.fdatasync(fd)
+            finally:
+                os.close(fd)
 
     def _write(self, offset: int, state: str) -> None:
-        os.pwrite(self.fd, self._LINE.format(offset, state).encode(), 0)
+        fd = os.open(self.path, os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            os.pwrite(fd, self._LINE.format(offset, state).encode(), 0)
+        finally:
+            os.close(fd)
 
     def reset(self) -> None:
         """Offsets start again at 0 (a purge)."""
@@ -179,21 +204,21 @@ class OffsetMark:
     def close(self, next_offset: int | None) -> None:
         """Record the exact next offset, so a clean restart leaves no gap (None: the
         partition is being deleted, just let go of the file)."""
-        if self.fd < 0:
+        if self.closed:
             return
+        self.closed = True
         try:
             if next_offset is not None:
                 self._write(next_offset, "exact")
         except OSError as e:      # the reservation stays: a gap after restart, never reuse
             log.warning("%s: not updated at close: %s", self.NAME, e)
-        os.close(self.fd)
-        self.fd = -1
 
 
 class PartitionLog:
     def __init__(self, directory: str, partition_id: int, segment_size: int,
-                 verify_on_open: bool = True):
+                 verify_on_open: bool = True, files: OpenFiles | None = None):
         self.directory = directory
+        self._files = files if files is not None else OpenFiles()
         self.partition_id = partition_id
         self.segment_size = segment_size
         # Directories with entries not yet made durable; the next sync() or settle() fsyncs
@@ -204,7 +229,7 @@ class PartitionLog:
         self.segments: list[Segment] = []
         stems = self._stems()
         for i, (base, stem) in enumerate(stems):
-            seg = Segment.open(directory, base, verify_on_open, stem, i == len(stems) - 1)
+            seg = self._open_segment(base, verify_on_open, stem, i == len(stems) - 1)
             self._report(seg)
             self.segments.append(seg)
         for seg in self.segments[:-1]:
@@ -220,6 +245,7 @@ class PartitionLog:
                 last.seal()
                 last.name_sealed()
             else:
+                self._files.forget(last)
                 last.delete()
                 self.segments.pop()
             last = None
@@ -229,7 +255,7 @@ class PartitionLog:
             if last is not None:
                 log.warning("recovery: %s: the last segment is sealed; new active segment "
                             "at offset %d", directory, base)
-            self.segments.append(Segment.open(directory, base))
+            self.segments.append(self._open_segment(base))
             fresh = True
         if fresh:
             self._unsynced_dirs.append(directory)
@@ -245,6 +271,12 @@ class PartitionLog:
         self._lock = threading.Lock()
         self._sealing: list[Segment] = []
         self._destroyed = False
+
+    def _open_segment(self, base: int, verify: bool = True, stem: str | None = None,
+                      tail: bool = True) -> Segment:
+        """Open (creating or recovering) a segment within the open-files budget."""
+        return self._files.open_new(
+            lambda: Segment.open(self.directory, base, verify, stem, tail), SEGMENT_FDS)
 
     _NAME = re.compile(r"^(\d{20})(?:-(\d{20}))?\.(log|index)$")
 
@@ -325,7 +357,7 @@ class PartitionLog:
         Only cheap steps happen here: the sync of `old`, its renaming and the directory fsync
         are the next sync()'s (see the module docstring).
         """
-        new = Segment.open(self.directory, old.end_offset)
+        new = self._open_segment(old.end_offset)
         old.seal()
         with self._lock:
             self._sealing.append(old)
@@ -337,6 +369,7 @@ class PartitionLog:
     def append(self, batch, count: int, now_us: int) -> int:
         """Stamp a validated producer batch in place and append it; returns its base offset."""
         seg = self._active(len(batch))
+        self._files.use(seg, SEGMENT_FDS)          # reopens it if the budget closed it
         base = seg.end_offset
         if base + count > self._mark.reserved:     # once per RESERVE offsets, not per send
             self._mark.reserve(base + count)
@@ -357,6 +390,7 @@ class PartitionLog:
         if length != len(batch) or verify_batches(batch) != (length, 1):
             raise InvalidBatchChecksum("replicated batch fails its checks")
         seg = self._active(len(batch))
+        self._files.use(seg, SEGMENT_FDS)
         if base + count > self._mark.reserved:
             self._mark.reserve(base + count)
         seg.append(batch, base, count, timestamp)
@@ -456,6 +490,9 @@ class PartitionLog:
             if seg.base_offset > end:
                 break
             if seg.needs_verification(start, end):
+                # Opened here, on the loop; if the budget closes it again before the worker
+                # starts, verify does nothing and the read verifies on the loop instead.
+                self._files.use(seg, SEGMENT_FDS)
                 await loop.run_in_executor(None, seg.verify, start, end)
 
     def read(self, start: int, count: int, regions: bool = False,
@@ -487,6 +524,7 @@ class PartitionLog:
                         break
                     capped = fit < min(last, seg.end_offset - 1)
                     last = fit
+                self._files.use(seg, SEGMENT_FDS)
                 part, n, position = seg.read(first, last, regions)
                 chunks.extend(part)
                 got += n
@@ -518,6 +556,7 @@ class PartitionLog:
         entries go now (cheap, the files are still open), the close that frees their blocks
         goes to an executor."""
         for seg in doomed:
+            self._files.forget(seg)
             if seg in self._sealing:
                 self._sealing.remove(seg)
             for path in (seg.log_path, seg.index_path):
@@ -541,7 +580,7 @@ class PartitionLog:
         with self._lock:
             doomed, self.segments = self.segments, []
             self._drop(doomed)
-            self.segments = [Segment.open(self.directory, 0)]
+            self.segments = [self._open_segment(0)]
             self._unsynced_dirs.append(self.directory)
             self._mark.reset()
         self._bases = [0]
@@ -552,17 +591,48 @@ class PartitionLog:
     def close(self) -> None:
         with self._io_lock:
             for seg in self.segments:
+                self._files.forget(seg)
                 seg.close()
             self._mark.close(self.next_offset)
 
-    def destroy(self) -> None:
-        """Delete the partition's files and directory. Every file in it is open, so the
-        removal itself is cheap; the closes that free the blocks go to an executor."""
+    def discard(self) -> None:
+        """Undo the creation of a new partition (one never committed to the metadata): close
+        its files and remove them and its directory. Only names it made are unlinked, with
+        no directory listing, so it works even when no descriptor is left to open."""
+        self.close()
+        remove_fresh_partition(self.directory)
+
+    def release(self) -> None:
+        """Let go of a deleted partition's files without waiting: the closes, which may have to
+        wait for a sync that is using a file and which free the disk blocks, go to an executor.
+        Removing the directory is the caller's (destroy, or the state's removal of a tree)."""
         with self._lock:
             doomed = self.segments
+            for seg in doomed:
+                self._files.forget(seg)
             self._destroyed = True
             self._sealing.clear()
             self._unsynced_dirs.clear()
             self._mark.close(None)
-            shutil.rmtree(self.directory, ignore_errors=True)
         off_loop(close_segments, doomed, self._io_lock)
+
+    def destroy(self) -> None:
+        """Delete the partition's files and directory. Every file in it is open, so the
+        removal itself is cheap; the closes that free the blocks go to an executor."""
+        self.release()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def remove_fresh_partition(directory: str) -> None:
+    """Remove what creating a partition at `directory` makes (its first segment and offset
+    mark, then the directory), by name: no descriptor needed. Anything else in it is left;
+    the start-up sweep removes directories of partitions that were never committed."""
+    for name in (segment_name(0) + ".log", segment_name(0) + ".index", OffsetMark.NAME):
+        try:
+            os.unlink(os.path.join(directory, name))
+        except FileNotFoundError:
+            pass
+    try:
+        os.rmdir(directory)
+    except FileNotFoundError:
+        pass

@@ -7,8 +7,10 @@ queued ahead of them in the transport, and are pread otherwise (TLS, or a socket
 keeping up), in chunks, into a buffer the connection reuses. A transport may keep a reference
 to what it was given (the SSL transport's backlog, a socket's pending writes), so the buffer is
 reused only when the transport reports nothing pending after the write; otherwise the transport
-keeps it and a new one is made. A region holds its segment file open (OpenFile), so a reply
-still queued here outlives a purge or retention of the segment it came from.
+keeps it and a new one is made. A connection idle for a while gives it back (`shrink()`, from
+the driver's sweep), so only a connection that is polling keeps one. A region holds its
+segment file open (OpenFile), so a reply still queued here outlives a purge or retention of
+the segment it came from.
 
 Write buffer limits are set explicitly (HIGH_WATER, LOW_WATER) for the driver's backpressure:
 above HIGH_WATER the event loop calls pause_writing() and the driver stops dispatching and
@@ -107,10 +109,14 @@ class TcpConnection(asyncio.BufferedProtocol):
 
     def connection_lost(self, exc) -> None:
         log.debug("connection %s closed: stored batches sent %d bytes by sendfile, %d bytes "
-                  "by copy", self.driver.client.address, self.sent_by_sendfile,
-                  self.sent_by_copy)
+                  "by copy", self.driver.address, self.sent_by_sendfile, self.sent_by_copy)
         self.pending.clear()         # lets go of the files the regions held open
         self.driver.connection_lost()
+        # Break the cycles through this protocol (with the driver, and with uvloop's TLS
+        # transport, whose protocol keeps our bound methods), so the connection's memory goes
+        # back at once rather than at the collector's next full pass.
+        self.driver = None
+        self.transport = None
 
     # -- the driver's Transport ----------------------------------------------------------
 
@@ -125,6 +131,14 @@ class TcpConnection(asyncio.BufferedProtocol):
 
     def close(self) -> None:
         self.transport.close()
+
+    def abort(self) -> None:
+        self.transport.abort()
+
+    def shrink(self) -> int:
+        freed = len(self.read_buffer) if self.read_buffer is not None else 0
+        self.read_buffer = None      # the next copy allocates one again
+        return freed
 
     def write(self, pieces) -> None:
         if not self.pending:
@@ -197,7 +211,7 @@ class TcpConnection(asyncio.BufferedProtocol):
                 break
             except OSError as e:
                 # The peer is gone (EPIPE, ECONNRESET): this connection ends here.
-                log.info("connection %s: %s", self.driver.client.address, e)
+                log.info("connection %s: %s", self.driver.address, e)
                 self.transport.close()
                 return region.length
             if n == 0:
@@ -206,8 +220,8 @@ class TcpConnection(asyncio.BufferedProtocol):
         return sent
 
 
-async def start_tcp(server, host: str, port: int, ssl_context=None):
+async def start_tcp(server, sock):
+    """Serve plain TCP on a bound socket (server/app.py binds it first; TLS: transports/tls.py)."""
     loop = asyncio.get_running_loop()
-    name = "TCP"
-    return await loop.create_server(lambda: TcpConnection(server, name), host, port,
-                                    ssl=ssl_context, reuse_address=True, backlog=1024)
+    return await loop.create_server(lambda: TcpConnection(server, "TCP"), sock=sock,
+                                    backlog=1024)
