@@ -495,7 +495,9 @@ def run(frames: int, seed: int, check_every: int = 1000, reset_every: int = 1000
         timeout: float = 30.0, rss_limit_mb: int = 1024, progress_every: int = 0,
         out=sys.stdout) -> dict:
     """Start a server, fuzz it, stop it; the summary, or FuzzFailure."""
-    server = ServerProcess().start()
+    # Mutated logins are failed logins: the throttle would make the run wait on them rather
+    # than fuzz (tests/test_login_defences.py covers the throttle).
+    server = ServerProcess(env={"IGGY_LOGIN_MAX_DELAY": "0 s"}).start()
     try:
         fuzzer = Fuzzer(server, seed, check_every, reset_every, timeout, rss_limit_mb, out)
         summary = fuzzer.run(frames, progress_every)

@@ -132,6 +132,7 @@ OWN_KEYS: dict[str, Any] = {
                              "max_open_files": INT}},
     "cluster": {"node_name": TEXT},
     "root": {"username": TEXT, "password": TEXT},
+    "login": {"max_delay": DURATION},
     # Bounds on what one client connection may hold, over every transport (so a section of
     # their own rather than under [tcp]; Iggy has no such keys).
     "connections": {"max_total": INT, "max_per_address": INT, "login_timeout": DURATION,
@@ -177,6 +178,7 @@ DEFAULTS: dict[str, Any] = {
         "state": {"enforce_fsync": False},
     },
     "root": {"username": "iggy", "password": ""},
+    "login": {"max_delay": "8 s"},      # the longest a failed-login throttle delays one
     "cluster": {"name": "iggy-cluster", "node_name": "iggy-node-1"},
     "connections": {
         "max_total": 10_000,
@@ -252,6 +254,10 @@ DESCRIPTIONS: dict[str, str] = {
     "root.username": "The root user's name, used when the data directory is new.",
     "root.password": "The root user's password on first start (also IGGY_ROOT_PASSWORD); "
                      "empty: random, printed once, unless --with-default-root-credentials.",
+    "login.max_delay": "After 5 failed logins within 5 minutes from one address or for one "
+                       "username, each further attempt waits for the previous one plus a "
+                       "delay doubling from 0.25 s up to this; one that would wait longer is "
+                       "refused unchecked. `0 s` turns the throttle off (iggy-fast's own key).",
     "cluster.name": "The cluster name GetClusterMetadata reports.",
     "cluster.node_name": "This node's name in GetClusterMetadata (iggy-fast's own key).",
     "connections.max_total": "Client connections open at once, over all transports; one "

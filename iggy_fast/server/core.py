@@ -13,6 +13,7 @@ import logging
 import os
 import time
 
+from iggy_fast.config import parse_duration_us
 from iggy_fast.server.connection import Connections
 from iggy_fast.server.dispatch import Dispatcher
 from iggy_fast.server.groups import Groups
@@ -64,7 +65,8 @@ class Server:
                                          fsync=bool(cfg["system"]["state"]["enforce_fsync"]))
         self.metadata_lock = asyncio.Lock()     # one metadata mutation decides at a time
         self.state = State(self.store, self.data_dir, cfg, self.metadata_lock)
-        self.users = Users(self.store, self.metadata_lock)
+        self.users = Users(self.store, self.metadata_lock,
+                           parse_duration_us(cfg["login"]["max_delay"]))
         self.generated_root_password = None
         # (interval in seconds, callable(now_us), possibly async) run by the app in the
         # background: retention, token expiry, heartbeat timeouts, background syncs.

@@ -20,9 +20,11 @@ size (a crash between creating and writing it) is ignored at load. Deleting unli
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 
+from iggy_fast.protocol.errors import CannotOpenConsumerOffsetsFile
 from iggy_fast.server.storage.files import OpenFiles
 from iggy_fast.server.storage.log import fsync_dir
 
@@ -79,17 +81,25 @@ class ConsumerOffsets:
 
     def store(self, ckey: str, offset: int, durable: bool):
         """Store `offset`; returns None, or (`durable`) an awaitable done once it is on disk."""
-        file = self._open.get(ckey)
-        if file is None:
-            if len(self._open) >= MAX_OPEN:
-                self.close()
-            file = self._open[ckey] = OffsetFile(f"{self.directory}/{ckey}")
         try:
-            self._files.use(file, 1)
-        except FileNotFoundError:               # the first store makes the directory
-            os.mkdir(self.directory)
-            self._files.use(file, 1)
-        os.pwrite(file.fd, offset.to_bytes(8, "little"), 0)
+            file = self._open.get(ckey)
+            if file is None:
+                if len(self._open) >= MAX_OPEN:
+                    self.close()
+                file = self._open[ckey] = OffsetFile(f"{self.directory}/{ckey}")
+            try:
+                self._files.use(file, 1)
+            except FileNotFoundError:               # the first store makes the directory
+                os.mkdir(self.directory)
+                self._files.use(file, 1)
+            os.pwrite(file.fd, offset.to_bytes(8, "little"), 0)
+        except OSError as e:
+            if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            # A full disk answers Iggy's code for an offsets file it cannot write, not 1;
+            # the offset stays what it was (a new consumer's empty file is ignored at load).
+            log.warning("cannot store consumer offset %s in %s: %s", ckey, self.directory, e)
+            raise CannotOpenConsumerOffsetsFile(f"{self.directory}/{ckey}: {e.strerror}") from e
         created = ckey not in self.values
         self.values[ckey] = offset
         if not durable:

@@ -5,18 +5,27 @@ A TLV entry is [key_kind u8][key_len u32][key][value_kind u8][value_len u32][val
 module takes the entries it decodes. Known keys are checked and resolved to typed settings;
 a numeric key may come typed (Uint64, ...) or as a String ("7 days", "1 GiB"), as the
 official SDK's `options={...}` dict sends them. Unknown keys are kept and echoed, so newer clients work.
+
+A refusal's message names the key and the value (the reply carries only the code; the service
+logs the message). A topic's segment_size obeys the same rule as the server-wide
+[system.segment] size (`check_segment_size`): what the operator may set for every topic, a
+topic may ask for itself.
 """
 
 from __future__ import annotations
 
 import struct
 
-from iggy_fast.config import NEVER, parse_bool, parse_duration_us, parse_size
+from iggy_fast.config import NEVER, ConfigError, parse_bool, parse_duration_us, parse_size
 from iggy_fast.protocol.errors import InvalidOptionValue, InvalidTopicSize, UnsupportedOptionKey
 
 RAW, STRING, BOOL, UINT32, UINT64 = 1, 2, 3, 11, 12
 _INT_KINDS = {4: (1, True), 5: (2, True), 6: (4, True), 7: (8, True), 8: (16, True),
               9: (1, False), 10: (2, False), 11: (4, False), 12: (8, False), 13: (16, False)}
+
+# Segment sizes, for a topic and server-wide alike: up to Iggy's 1 GiB ceiling, and not so
+# small that every batch would open a file of its own.
+SEGMENT_SIZE_RANGE = (4096, 1 << 30)
 
 COMPRESSION = {"none": 1, "gzip": 2}
 COMPRESSION_NAMES = {v: k for k, v in COMPRESSION.items()}
@@ -31,6 +40,30 @@ def _int_value(kind: int, value: bytes) -> int:
 
 def _as_text(kind: int, value: bytes) -> str | None:
     return value.decode("utf-8") if kind == STRING else None
+
+
+def _shown(kind: int, value: bytes) -> str:
+    """A value as a log line may show it: text quoted, an integer as such, else hex."""
+    try:
+        if kind == STRING:
+            text = value.decode("utf-8")
+            return repr(text if len(text) <= 64 else text[:64] + "...")
+        if kind in _INT_KINDS:
+            return str(_int_value(kind, value))
+        if kind == BOOL and len(value) == 1:
+            return str(value != b"\x00").lower()
+    except (ValueError, UnicodeDecodeError):
+        pass
+    shown = value[:32].hex()
+    return f"0x{shown}{'...' if len(value) > 32 else ''} (kind {kind})"
+
+
+def check_segment_size(size: int) -> str | None:
+    """Why `size` cannot be a segment size, or None when it can."""
+    low, high = SEGMENT_SIZE_RANGE
+    if not low <= size <= high:
+        return f"must be {low} bytes (4 KiB) .. {high} bytes (1 GiB)"
+    return None
 
 
 class TopicSettings:
@@ -91,7 +124,7 @@ CATALOG = {
                        _u64_parser(parse_duration_us), lambda v: struct.pack("<Q", v)),
     "max_topic_size": (UINT64, "max_topic_size", "Largest size of the topic in bytes before the oldest segments are deleted (u64::MAX = unlimited).",
                        _u64_parser(parse_size), lambda v: struct.pack("<Q", v)),
-    "segment_size": (UINT64, "segment_size", "Size of a segment file in bytes (512-multiple, 1 MiB..1 GiB).",
+    "segment_size": (UINT64, "segment_size", "Size of a segment file in bytes (4 KiB..1 GiB).",
                      _u64_parser(parse_size), lambda v: struct.pack("<Q", v)),
     "enforce_fsync": (BOOL, "enforce_fsync", "Acknowledge a send only once its bytes are on disk.",
                       _bool_parser, lambda v: b"\x01" if v else b"\x00"),
@@ -112,13 +145,19 @@ UPDATABLE = {"compression_algorithm", "message_expiry", "max_topic_size"}
 
 
 def default_settings(cfg: dict) -> dict:
+    """The server-wide settings every topic starts from; ConfigError for a value a topic
+    could not set either."""
     system = cfg["system"]
     part = system["partition"]
+    segment_size = parse_size(system["segment"]["size"])
+    refused = check_segment_size(segment_size)
+    if refused:
+        raise ConfigError(f"system.segment.size: {system['segment']['size']!r} {refused}")
     return {
         "compression": 1,
         "message_expiry": parse_duration_us(system["topic"]["message_expiry"]),
         "max_topic_size": parse_size(system["topic"]["max_size"]),
-        "segment_size": parse_size(system["segment"]["size"]),
+        "segment_size": segment_size,
         "enforce_fsync": bool(part["enforce_fsync"]),
         "messages_required_to_save": int(part["messages_required_to_save"]),
         "size_of_messages_required_to_save": parse_size(part["size_of_messages_required_to_save"]),
@@ -140,34 +179,41 @@ def resolve(entries, defaults: dict, current: dict | None = None,
     kept = []
     for key_kind, key, value_kind, value in entries:
         if key_kind != STRING:
-            raise UnsupportedOptionKey("option keys must be strings")
+            raise UnsupportedOptionKey(f"option key {_shown(key_kind, key)}: keys must be "
+                                       f"strings")
         name = key.decode("utf-8", "replace")
         if name in seen:
-            raise InvalidOptionValue(f"duplicate option {name}")
+            raise InvalidOptionValue(f"option {name!r} given twice")
         seen.add(name)
         spec = CATALOG.get(name)
         if spec is None:
             if updatable_only:
-                raise UnsupportedOptionKey(name)
+                raise UnsupportedOptionKey(f"option {name!r} is not known, so cannot be "
+                                           f"updated")
             kept.append((key_kind, key, value_kind, value))
             continue
         if updatable_only and name not in UPDATABLE:
-            raise UnsupportedOptionKey(name)
+            raise UnsupportedOptionKey(f"option {name!r} cannot be updated (only "
+                                       f"{', '.join(sorted(UPDATABLE))})")
+        shown = _shown(value_kind, value)
         try:
             parsed = spec[3](value_kind, value)
         except (ValueError, KeyError, UnicodeDecodeError):
-            raise InvalidOptionValue(name) from None
+            raise InvalidOptionValue(f"option {name!r}: {shown} is not a valid value") from None
         field = spec[1]
         if field in ("message_expiry", "max_topic_size") and parsed == 0:
             parsed = defaults[field]
-        if field == "segment_size" and not (1 << 20 <= parsed <= 1 << 30 and parsed % 512 == 0):
-            raise InvalidOptionValue(name)
+        if field == "segment_size":
+            refused = check_segment_size(parsed)
+            if refused:
+                raise InvalidOptionValue(f"option {name!r}: {shown} {refused}")
         if field == "messages_required_to_save" and parsed < 1:
-            raise InvalidOptionValue(name)
+            raise InvalidOptionValue(f"option {name!r}: {shown} must be at least 1")
         settings[field] = parsed
         kept.append((key_kind, key, value_kind, value))
     if settings["max_topic_size"] != NEVER and settings["max_topic_size"] < settings["segment_size"]:
-        raise InvalidTopicSize("max_topic_size is smaller than one segment")
+        raise InvalidTopicSize(f"option 'max_topic_size': {settings['max_topic_size']} is "
+                               f"smaller than one segment ({settings['segment_size']} bytes)")
     return settings, kept
 
 

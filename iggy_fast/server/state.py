@@ -37,14 +37,17 @@ it made is removed: nothing reaches the metadata, nothing stays on disk.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import shutil
+from contextlib import contextmanager
 
 from iggy_fast import _wire
 from iggy_fast.config import parse_size
-from iggy_fast.protocol.errors import (CannotCreatePartition, CannotCreateTopic,
-                                       ConsumerOffsetNotFound, IggyError, InvalidOffset,
+from iggy_fast.protocol.errors import (CannotCreatePartition, CannotCreateStream,
+                                       CannotCreateTopic, ConsumerOffsetNotFound, IggyError,
+                                       InvalidOffset,
                                        InvalidPartitionsCount, InvalidStreamName, InvalidTopicName,
                                        PartitionNotFound, StreamIdNotFound, StreamNameAlreadyExists,
                                        TooManyPartitions, TopicIdNotFound, TopicNameAlreadyExists)
@@ -66,6 +69,18 @@ def _check_name(name: str, error: type[IggyError]) -> str:
     if not 1 <= len(name.encode()) <= 255 or name.strip() != name or not name:
         raise error()
     return name
+
+
+@contextmanager
+def _no_space_as(error: type[IggyError], what: str):
+    """A full disk (or quota) answers `error`, Iggy's code for the operation, not 1."""
+    try:
+        yield
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        log.warning("%s: %s", what, e)
+        raise error(f"{what}: {e}") from e
 
 
 def _lowest_free(ids) -> int:
@@ -433,7 +448,8 @@ class State:
                 raise StreamNameAlreadyExists()
             identity = self.identity()
             record = {"id": _lowest_free(self.streams), "name": name, "created_at": now}
-            await self._commit([(f"streams/{identity}", record)], identities=1)
+            with _no_space_as(CannotCreateStream, f"cannot create stream {name!r}"):
+                await self._commit([(f"streams/{identity}", record)], identities=1)
             return self.by_identity[identity]
 
     async def update_stream(self, ident, name: str) -> None:
@@ -479,8 +495,9 @@ class State:
                                      settings["segment_size"], CannotCreateTopic)
             # An fsync'd topic's messages must never outlive its metadata after a power loss:
             # its record is committed durably (syncing the WAL also covers its stream's).
-            await self._commit_prepared(prepared, puts, durable=settings["enforce_fsync"],
-                                        identities=1 + partitions)
+            with _no_space_as(CannotCreateTopic, f"cannot create topic {name!r}"):
+                await self._commit_prepared(prepared, puts, durable=settings["enforce_fsync"],
+                                            identities=1 + partitions)
             return self.by_identity[identity]
 
     async def _commit_prepared(self, prepared, puts, durable: bool, identities: int) -> None:
@@ -535,10 +552,12 @@ class State:
             identity = self.identity()
             prepared = self._prepare(topic.path, [(identity + i, start + i) for i in range(count)],
                                      topic.settings["segment_size"], CannotCreatePartition)
-            await self._commit_prepared(
-                prepared, [(f"{topic.path}/partitions/{identity + i}",
-                            {"id": start + i, "created_at": now}) for i in range(count)],
-                durable=topic.settings["enforce_fsync"], identities=count)
+            with _no_space_as(CannotCreatePartition, f"cannot create partitions of topic "
+                                                     f"{topic.stream.id}/{topic.id}"):
+                await self._commit_prepared(
+                    prepared, [(f"{topic.path}/partitions/{identity + i}",
+                                {"id": start + i, "created_at": now}) for i in range(count)],
+                    durable=topic.settings["enforce_fsync"], identities=count)
 
     async def delete_partitions(self, stream_ident, topic_ident, count: int) -> None:
         async with self.lock:

@@ -1,10 +1,16 @@
 """Users and their credentials (PROTOCOL.md §5.3, §10).
 
 Passwords are stored only as argon2id hashes (argon2-cffi). The root user has id 0, is created
-on first start with the configured credentials and can be neither deleted nor restricted; other
-users get the lowest free id. Permissions are kept as the wire block of §3.1 (None = none).
+on first start with the configured credentials and can be neither deleted, deactivated, renamed
+(48, CannotDeleteUser) nor given permissions (49); only its password may change. Other users
+get the lowest free id. Permissions are kept as the wire block of §3.1 (None = none).
 Users persist under "users/<id>" in the MetadataStore; memory follows it by applying committed
 changes (see state.py). Hashing and verifying (~20 ms of CPU each) run on worker threads.
+
+Guessing is made slow and unrewarding: an unknown username is checked against a dummy hash
+made at start with the same parameters, so it costs what a wrong password costs and names
+cannot be told apart by timing; `LoginGuard` delays attempts from an address, or for a
+username, that failed too often.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+from collections import OrderedDict
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -90,11 +97,15 @@ class User:
 class Users:
     """The users, following the metadata store: changed only by applying committed changes."""
 
-    def __init__(self, store: MetadataStore, lock: asyncio.Lock):
+    def __init__(self, store: MetadataStore, lock: asyncio.Lock,
+                 login_max_delay: int = 8_000_000):
         self.store = store
         self.lock = lock                # the metadata lock (see state.py)
         self.by_id: dict[int, User] = {}
         self.changed = []               # callables(user_id): caches to drop, sessions to end
+        self.guard = LoginGuard(login_max_delay)
+        # What an unknown username is checked against: the same work as a real user's hash.
+        self._dummy_hash = hash_password(secrets.token_urlsafe(18))
 
     def apply(self, change: Change) -> None:
         changed = []
@@ -150,7 +161,8 @@ class Users:
         """The user these credentials name; raises 42 (wrong) or 47 (inactive).
         Slow (argon2): the login handler runs it on a worker thread."""
         user = self.find(username)
-        if user is None or not verify_password(user.password_hash, password):
+        stored = user.password_hash if user is not None else self._dummy_hash
+        if not verify_password(stored, password) or user is None:
             raise InvalidCredentials()
         if user.status != ACTIVE:
             raise UserInactive()
@@ -186,8 +198,12 @@ class Users:
                     raise UserAlreadyExists()
             if status is not None and status not in (ACTIVE, INACTIVE):
                 raise InvalidCommand(f"user status {status}")
+            # Iggy does not guard these; its nearest code is 48 (CannotDeleteUser): root
+            # renamed or deactivated would be as lost to its operators as root deleted.
             if user.id == ROOT_ID and status == INACTIVE:
                 raise CannotDeleteUser("root cannot be deactivated")
+            if user.id == ROOT_ID and username is not None and username != user.username:
+                raise CannotDeleteUser("root cannot be renamed")
             changed = _copy(user)
             if username is not None:
                 changed.username = username
@@ -229,6 +245,72 @@ class Users:
             changed = _copy(user)
             changed.password_hash = new_hash
             await self._save(changed)
+
+
+class LoginGuard:
+    """Failed password logins by client address and by username, and how long the next
+    attempt waits.
+
+    Every attempt counts as a failure when it is admitted (a success takes it back), so that
+    attempts racing in parallel over many connections are counted, and queued, too. Up to
+    FREE attempts within WINDOW pass at once; after that each waits for the previous one's
+    slot plus a delay that doubles from FIRST up to `cap` ([login] max_delay): 5 failures,
+    then 0.25 s, 0.5 s, ... 8 s between attempts; a cap of 0 turns the throttle off. A
+    success resets its username's count and takes its own attempt back from the address's.
+    An attempt that would wait longer than the cap (a queue of parallel guesses) waits the
+    cap and is refused unchecked. The table holds at most MAX_KEYS entries, the least
+    recently failed dropped first, so a spray of random usernames cannot grow it without
+    bound. Times are µs, passed in: no clock is read here. (Tokens are 256-bit secrets: no
+    guessing to slow down, so token logins are only logged.)
+    """
+
+    FREE = 5
+    FIRST = 250_000
+    WINDOW = 300_000_000
+    MAX_KEYS = 10_000
+
+    def __init__(self, cap: int):
+        self.cap = cap
+        # key -> [attempts counted, last attempt's admission, earliest next admission]
+        self._entries: OrderedDict[tuple, list] = OrderedDict()
+
+    def _delay(self, attempts: int) -> int:
+        if attempts < self.FREE:
+            return 0
+        return min(self.FIRST << min(attempts - self.FREE, 32), self.cap)
+
+    def _entry(self, key: tuple, now: int) -> list:
+        entry = self._entries.get(key)
+        if entry is None or now - entry[1] > self.WINDOW:
+            entry = self._entries[key] = [0, now, 0]
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.MAX_KEYS:
+            self._entries.popitem(last=False)
+        return entry
+
+    def admit(self, keys: list[tuple], now: int) -> tuple[int, bool]:
+        """(µs this attempt must wait, whether it may then be checked at all)."""
+        entries = [self._entry(key, now) for key in keys]
+        start = max([now] + [e[2] for e in entries])
+        if start - now > self.cap:
+            return self.cap, False
+        for e in entries:
+            e[0] += 1
+            e[1] = start
+            e[2] = start + self._delay(e[0])
+        return start - now, True
+
+    def succeeded(self, address_key: tuple, user_key: tuple | None) -> None:
+        if user_key is not None:
+            self._entries.pop(user_key, None)
+        entry = self._entries.get(address_key)
+        if entry is not None:
+            entry[0] = max(0, entry[0] - 1)
+            if entry[0] < self.FREE:
+                entry[2] = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
 
 
 def _copy(user: User) -> User:

@@ -19,6 +19,7 @@ is created 0600 before SQLite opens it; files an older version left readable are
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import sqlite3
@@ -64,9 +65,15 @@ class SqliteMetadataStore:
     async def commit(self, puts=(), deletes=(), delete_prefixes=(), expect=None,
                      durable=False) -> Change:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(
-            self._executor, self._commit, loop, tuple(puts), tuple(deletes),
-            tuple(delete_prefixes), expect or {}, durable)
+        try:
+            return await loop.run_in_executor(
+                self._executor, self._commit, loop, tuple(puts), tuple(deletes),
+                tuple(delete_prefixes), expect or {}, durable)
+        except sqlite3.OperationalError as e:
+            if e.sqlite_errorcode != sqlite3.SQLITE_FULL:
+                raise
+            # A full disk is reported as the OS reports it, whatever the store.
+            raise OSError(errno.ENOSPC, f"metadata store: {e}") from e
 
     def watch(self, callback) -> None:
         self._watchers.append(callback)

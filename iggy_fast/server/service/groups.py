@@ -1,20 +1,22 @@
 """Consumer groups (PROTOCOL.md §5.8).
 
 Permissions follow Iggy: everything here needs read access to the topic (its get_topic rule),
-except Sync, which only answers the caller about itself.
+checked before the topic is looked up (lookup.py), except Sync, which only answers the caller
+about itself: to a caller who may not read the topic it answers None (not a member) whether
+the stream, topic and group exist or not.
 """
 
 from __future__ import annotations
 
 from iggy_fast.protocol import requests as rq
+from iggy_fast.protocol.errors import (ConsumerGroupIdNotFound, StreamIdNotFound,
+                                       TopicIdNotFound)
 from iggy_fast.protocol.results import GroupAssignment
-from iggy_fast.server.service import Context
+from iggy_fast.server.service import Context, lookup
 
 
 def _topic(ctx: Context, req):
-    topic = ctx.server.state.topic(req.stream, req.topic)
-    ctx.server.authz.require(ctx.client, "read_topic", topic.stream.id, topic.id)
-    return topic
+    return lookup.existing_topic(ctx, req.stream, req.topic, "read_topic")
 
 
 def get_consumer_group(ctx: Context, req: rq.GetConsumerGroup):
@@ -43,8 +45,19 @@ def leave_consumer_group(ctx: Context, req: rq.LeaveConsumerGroup) -> None:
 
 def sync_consumer_group(ctx: Context, req: rq.SyncConsumerGroup) -> GroupAssignment | None:
     # Self-scoped, so no permission rule (as Iggy): it only tells the caller its own
-    # assignment, and only a member (who needed read access to join) has one.
-    topic = ctx.server.state.topic(req.stream, req.topic)
+    # assignment, and only a member (who needed read access to join) has one. A caller who
+    # may not read the topic learns nothing of what exists: None, as for a non-member.
+    stream, topic, sid, tid = lookup.resolve(ctx, req.stream, req.topic)
+    visible = ctx.server.authz.allowed(ctx.client, "read_topic", sid, tid)
+    if topic is None:
+        if not visible:
+            return None
+        raise StreamIdNotFound() if stream is None else TopicIdNotFound()
+    group = ctx.server.groups.find(topic, req.group)
+    if group is None:
+        if not visible:
+            return None
+        raise ConsumerGroupIdNotFound()
     synced = ctx.server.groups.sync(ctx.client, topic, req.group)
     if synced is None:
         return None

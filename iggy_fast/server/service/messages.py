@@ -17,7 +17,7 @@ from iggy_fast.protocol.codes import (BALANCED, FENCED_PARTITION, FIRST, LAST, M
                                       NEXT, OFFSET, PARTITION_ID, TIMESTAMP)
 from iggy_fast.protocol.errors import IggyError, InvalidCommand, PartitionNotFound
 from iggy_fast.protocol.results import Polled, Sent, StoredOffset
-from iggy_fast.server.service import Context
+from iggy_fast.server.service import Context, lookup
 from iggy_fast.server.state import CONSUMER, GROUP, consumer_key
 
 
@@ -44,8 +44,7 @@ def _route(topic, kind: int, value: bytes) -> int:
 def send_messages(ctx: Context, req: rq.SendMessages):
     """A Sent, or an awaitable of it when the topic acknowledges only durable appends."""
     server = ctx.server
-    topic = server.state.topic(req.stream, req.topic)
-    server.authz.require(ctx.client, "send", topic.stream.id, topic.id)
+    topic = lookup.existing_topic(ctx, req.stream, req.topic, "send")
     partition = server.state.partition(topic, _route(topic, req.partitioning,
                                                      req.partitioning_value))
     rc = _wire.validate_batch(req.batch, req.count, server.state.verify_on_open)
@@ -85,8 +84,7 @@ def _start_offset(state, log, partition, ckey, strategy: int, value: int, count:
 
 def poll_messages(ctx: Context, req: rq.PollMessages) -> Polled:
     state = ctx.server.state
-    topic = state.topic(req.stream, req.topic)
-    ctx.server.authz.require(ctx.client, "poll", topic.stream.id, topic.id)
+    topic = lookup.existing_topic(ctx, req.stream, req.topic, "poll")
     partition, ckey = _consumer_partition(ctx, topic, req)
     if partition is None:
         return Polled(FENCED_PARTITION, 0, 0, [])
@@ -121,8 +119,7 @@ def _poll_reply(state, partition, ckey, start, req: rq.PollMessages) -> Polled:
 def flush_unsaved_buffer(ctx: Context, req: rq.FlushUnsavedBuffer):
     """None, or an awaitable of None once everything appended is on disk."""
     server = ctx.server
-    topic = server.state.topic(req.stream, req.topic)
-    server.authz.require(ctx.client, "send", topic.stream.id, topic.id)
+    topic = lookup.existing_topic(ctx, req.stream, req.topic, "send")
     partition = server.state.partition(topic, req.partition_id)
     # Appends are already in the kernel; "flush" can only mean making them durable.
     if req.fsync:
@@ -136,8 +133,7 @@ def _offset_target(ctx: Context, req, write: bool):
     may read a group's offsets; storing or deleting one is fenced to the member that owns the
     partition (Groups.offset_owner). An absent partition means partition 0 (PROTOCOL.md §5.9)."""
     server = ctx.server
-    topic = server.state.topic(req.stream, req.topic)
-    server.authz.require(ctx.client, "poll", topic.stream.id, topic.id)
+    topic = lookup.existing_topic(ctx, req.stream, req.topic, "poll")
     pid = 0 if req.partition_id is None else req.partition_id
     if req.consumer_kind == CONSUMER:
         return server.state.partition(topic, pid), consumer_key(CONSUMER, req.consumer)

@@ -1,17 +1,24 @@
 """Streams, topics, partitions and segments (PROTOCOL.md §5.5-§5.7).
 
-Reads answer None (an empty reply) for a stream or topic that does not exist, before any
-permission check, as Iggy does; writes look the target up first (1009/2010) and then check
-manage rights on it. A topic is answered as a TopicInfo: the topic with the option entries
-the server derived for it.
+Permission comes before existence (lookup.py): a caller who could not see the stream or
+topic had it existed gets 41 whether it exists or not, so names cannot be probed. Permitted
+callers get what Iggy answers: None (an empty reply) for a missing stream or topic on a
+read, 1009 / 2010 on a write. A topic is answered as a TopicInfo: the topic with the option
+entries the server derived for it. A refused topic option is logged with the key and value.
 """
 
 from __future__ import annotations
 
+import logging
+from contextlib import contextmanager
+
 from iggy_fast.protocol import requests as rq
+from iggy_fast.protocol.errors import InvalidOptionValue, InvalidTopicSize, UnsupportedOptionKey
 from iggy_fast.protocol.results import StreamInfo, TopicInfo
 from iggy_fast.server import options as topic_options
-from iggy_fast.server.service import Context
+from iggy_fast.server.service import Context, lookup
+
+log = logging.getLogger("iggy_fast.streams")
 
 
 def topic_info(topic) -> TopicInfo:
@@ -27,11 +34,8 @@ def stream_info(stream) -> StreamInfo:
 # -- streams ---------------------------------------------------------------------------------
 
 def get_stream(ctx: Context, req: rq.GetStream) -> StreamInfo | None:
-    s = ctx.server.state.find_stream(req.stream)
-    if s is None:
-        return None
-    ctx.server.authz.require(ctx.client, "read_stream", s.id)
-    return stream_info(s)
+    s = lookup.stream(ctx, req.stream, "read_stream")
+    return stream_info(s) if s is not None else None
 
 
 def get_streams(ctx: Context, req: rq.GetStreams) -> list:
@@ -45,9 +49,7 @@ async def create_stream(ctx: Context, req: rq.CreateStream) -> StreamInfo:
 
 
 def _managed_stream(ctx: Context, ident):
-    stream = ctx.server.state.stream(ident)
-    ctx.server.authz.require(ctx.client, "manage_stream", stream.id)
-    return stream
+    return lookup.existing_stream(ctx, ident, "manage_stream")
 
 
 async def update_stream(ctx: Context, req: rq.UpdateStream) -> None:
@@ -67,40 +69,46 @@ async def purge_stream(ctx: Context, req: rq.PurgeStream) -> None:
 
 # -- topics ----------------------------------------------------------------------------------
 
+@contextmanager
+def _options_logged(ctx: Context):
+    """Log a refused topic option (its message names the key and the value): the reply can
+    carry only the code."""
+    try:
+        yield
+    except (InvalidOptionValue, UnsupportedOptionKey, InvalidTopicSize) as e:
+        log.warning("client %s (%s): topic options refused: %s", ctx.client.id,
+                    ctx.client.address, e)
+        raise
+
+
 def get_topic(ctx: Context, req: rq.GetTopic) -> TopicInfo | None:
-    state = ctx.server.state
-    s = state.find_stream(req.stream)
-    t = state.find_topic(s, req.topic) if s is not None else None
-    if t is None:
-        return None
-    ctx.server.authz.require(ctx.client, "read_topic", s.id, t.id)
-    return topic_info(t)
+    t = lookup.topic(ctx, req.stream, req.topic, "read_topic")
+    return topic_info(t) if t is not None else None
 
 
 def get_topics(ctx: Context, req: rq.GetTopics) -> list[TopicInfo]:
-    s = ctx.server.state.find_stream(req.stream)
+    s = lookup.stream(ctx, req.stream, "read_topics")
     if s is None:
         return []
-    ctx.server.authz.require(ctx.client, "read_topics", s.id)
     return [topic_info(t) for t in sorted(s.topics.values(), key=lambda t: t.id)]
 
 
 async def create_topic(ctx: Context, req: rq.CreateTopic) -> TopicInfo:
-    state = ctx.server.state
-    ctx.server.authz.require(ctx.client, "manage_topics", state.stream(req.stream).id)
-    return topic_info(await state.create_topic(req.stream, req.name, req.partitions_count,
-                                               req.options, ctx.now))
+    stream = lookup.existing_stream(ctx, req.stream, "manage_topics")
+    with _options_logged(ctx):
+        topic = await ctx.server.state.create_topic(stream.id, req.name, req.partitions_count,
+                                                    req.options, ctx.now)
+    return topic_info(topic)
 
 
 def _managed_topic(ctx: Context, stream_ident, topic_ident):
-    topic = ctx.server.state.topic(stream_ident, topic_ident)
-    ctx.server.authz.require(ctx.client, "manage_topic", topic.stream.id, topic.id)
-    return topic
+    return lookup.existing_topic(ctx, stream_ident, topic_ident, "manage_topic")
 
 
 async def update_topic(ctx: Context, req: rq.UpdateTopic) -> None:
     topic = _managed_topic(ctx, req.stream, req.topic)
-    await ctx.server.state.update_topic(topic.stream.id, topic.id, req.name, req.options)
+    with _options_logged(ctx):
+        await ctx.server.state.update_topic(topic.stream.id, topic.id, req.name, req.options)
 
 
 async def delete_topic(ctx: Context, req: rq.DeleteTopic) -> None:

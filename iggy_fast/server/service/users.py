@@ -4,6 +4,11 @@ Anyone may read its own record and change its own password; everything else need
 (get, list) or manage_users (the rest), as Iggy's permissioner says. Unknown users answer 20
 to those allowed to ask and 41 to everyone else, so that names cannot be probed. Tokens are
 always the caller's own.
+
+A changed password ends the user's other sessions (whoever held the old password is out);
+the connection that changed its own password stays logged in. Deleting a user ends all of
+its sessions. Root can be neither deleted, deactivated, renamed nor given other permissions
+(users.py says which code answers which).
 """
 
 from __future__ import annotations
@@ -45,13 +50,19 @@ async def delete_user(ctx: Context, req: rq.DeleteUser) -> None:
     user = await server.users.delete(req.user)
     # Deleting a user ends every live session of that user, the caller's too (Iggy drops all
     # the user's clients): user ids are reused, so a session left behind would act as whoever
-    # gets the id next. Logging out also leaves the sessions' consumer groups. Other
-    # connections are closed; the caller's stays open so that it still gets this reply, and
-    # its next request is refused as unauthenticated.
+    # gets the id next. The caller's connection stays open so that it still gets this reply,
+    # and its next request is refused as unauthenticated.
+    _end_sessions(ctx, user.id, keep_connection=client)
+
+
+def _end_sessions(ctx: Context, user_id: int, keep_connection=None, keep_session=None) -> None:
+    """Log out every session of `user_id` but `keep_session`'s, closing their connections
+    but `keep_connection`'s (logging out also leaves the sessions' consumer groups)."""
+    server = ctx.server
     for other in list(server.clients.values()):
-        if other.user_id == user.id:
+        if other.user_id == user_id and other is not keep_session:
             server.logout(other)
-            if other is not client and other.close is not None:
+            if other is not keep_connection and other.close is not None:
                 other.close()
 
 
@@ -76,6 +87,9 @@ async def change_password(ctx: Context, req: rq.ChangePassword) -> None:
     if user is None:
         raise ResourceNotFound()
     await users.change_password(user.id, req.current, req.new)
+    # Whoever logged in with the old password is logged out; only the connection that
+    # changed its own password keeps its session.
+    _end_sessions(ctx, user.id, keep_session=ctx.client)
 
 
 # -- personal access tokens ------------------------------------------------------------------
