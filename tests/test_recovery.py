@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 import subprocess
+import time
 
 import pytest
 from apache_iggy import Consumer, IggyClient, PollingStrategy
@@ -271,9 +272,12 @@ def test_rollover_out_of_inodes_fails_cleanly_and_appends_resume(few_inodes, spa
     for i in range(n):
         (fillers / str(i)).unlink()
     send(c, 1, start=2)                                      # offsets 11..20, new segment
-    assert segment_files(srv) == [
-        f"{0:020d}-{10:020d}.index", f"{0:020d}-{10:020d}.log",
-        f"{11:020d}.index", f"{11:020d}.log"]
+    sealed = [f"{0:020d}-{10:020d}.index", f"{0:020d}-{10:020d}.log",
+              f"{11:020d}.index", f"{11:020d}.log"]
+    deadline = time.monotonic() + 10                         # the sync worker names it
+    while segment_files(srv) != sealed and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert segment_files(srv) == sealed
     expected = [b"%06d-%03d|" % (0, i) for i in range(10)] + [b"000001-000|"] + [
         b"%06d-%03d|" % (2, i) for i in range(10)]
     for _ in range(2):
