@@ -23,8 +23,6 @@ import argparse
 import asyncio
 import json
 import os
-import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -34,36 +32,18 @@ import time
 from apache_iggy import Consumer, IggyClient, PollingStrategy
 from apache_iggy import SendMessage as Message
 
+from iggy_fast.testing import ServerProcess
+
 PAYLOAD = os.urandom(1000)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+class Server(ServerProcess):
+    """One build's server: `python` is the interpreter of the virtualenv it is installed in.
+    Started from a temporary directory, so that each Python imports its own installed build."""
 
-
-class Server:
-    def __init__(self, python: str, name: str):
-        self.name = name
-        self.dir = tempfile.mkdtemp(prefix=f"ab-{name}-")
-        self.address = f"127.0.0.1:{free_port()}"
-        # cwd outside any checkout, so each Python imports its own installed build.
-        self.proc = subprocess.Popen(
-            [python, "-m", "iggy_fast.cli", "server", "--data-dir", f"{self.dir}/data",
-             "--tcp-address", self.address, "--with-default-root-credentials"],
-            cwd=self.dir, stdout=subprocess.DEVNULL, stderr=open(f"{self.dir}/log", "wb"))
-        host, port = self.address.split(":")
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                socket.create_connection((host, int(port)), 0.2).close()
-                return
-            except OSError:
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"server {name} did not start: "
-                                       f"{open(f'{self.dir}/log').read()}")
-                time.sleep(0.05)
+    def __init__(self, python: str):
+        super().__init__(python=python, cwd="/")
+        self.start()
 
     def cpu_seconds(self) -> float:
         """User + system CPU time the server process has used so far."""
@@ -72,9 +52,8 @@ class Server:
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(20)
-        shutil.rmtree(self.dir, ignore_errors=True)
+        super().stop()
+        self.cleanup()
 
 
 async def sdk_send_and_poll(address: str, stream: str, batches: int) -> tuple[float, float]:
@@ -119,7 +98,7 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=300,
                         help="1000-message batches per workload and round")
     args = parser.parse_args()
-    servers = {"A": Server(args.a, "A"), "B": Server(args.b, "B")}
+    servers = {"A": Server(args.a), "B": Server(args.b)}
     workloads = ("sdk-send+poll", "bench-send", "bench-poll")
     results: dict = {w: {"A": [], "B": []} for w in ("sdk-send", "sdk-poll") + workloads[1:]}
     cpu: dict = {w: {"A": [], "B": []} for w in workloads}

@@ -25,14 +25,11 @@ import os
 import sys
 from datetime import timedelta
 
+from iggy_fast._wire import Writer
+from iggy_fast.protocol.codes import COMMANDS, OPERATION_COMMANDS
+from iggy_fast.testing import ServerProcess, free_port
+
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
-
-from server_process import ServerProcess, free_port  # noqa: E402
-
-from iggy_fast._wire import Writer  # noqa: E402
-from iggy_fast.protocol.codes import COMMANDS, OPERATION_COMMANDS  # noqa: E402
-
 CORPUS = os.path.join(HERE, "corpus")
 STREAM, TOPIC, GROUP, USER, PASSWORD, TOKEN = (
     "fuzz-s", "fuzz-t", "fuzz-g", "fuzz-user", "fuzz-pass", "fuzz-token")
@@ -194,7 +191,7 @@ async def capture(address_port: int) -> Recorder:
 def main() -> int:
     srv = ServerProcess().start()
     try:
-        recorder = asyncio.run(capture(srv.port))
+        recorder = asyncio.run(capture(srv.tcp_port))
     finally:
         srv.stop()
         srv.cleanup()

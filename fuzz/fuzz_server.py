@@ -38,15 +38,12 @@ import time
 
 import xxhash
 
+from iggy_fast._wire import Reader, Writer
+from iggy_fast.client import BlockingClient
+from iggy_fast.protocol.codes import COMMANDS, RESULT_FRAMED
+from iggy_fast.testing import ServerProcess
+
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
-
-from server_process import ServerProcess  # noqa: E402
-
-from iggy_fast._wire import Reader, Writer  # noqa: E402
-from iggy_fast.client import BlockingClient  # noqa: E402
-from iggy_fast.protocol.codes import COMMANDS, RESULT_FRAMED  # noqa: E402
-
 CORPUS = os.path.join(HERE, "corpus")
 # Create frames replayed at every reset, in corpus order: user, token, stream, topic, messages,
 # a stored offset, a consumer group and this connection's membership of it.

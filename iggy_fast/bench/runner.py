@@ -42,17 +42,15 @@ import multiprocessing as mp
 import os
 import platform
 import queue
-import shutil
 import socket
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 
 from iggy_fast import _wire
 from iggy_fast.client import BlockingClient
 from iggy_fast.config import parse_size
+from iggy_fast.testing import ServerProcess
 
 KINDS = ("pinned-producer", "pinned-consumer", "pinned-producer-and-consumer",
          "balanced-producer", "consumer-group", "end-to-end")
@@ -123,7 +121,7 @@ def totals(raw_results) -> dict:
     return out
 
 
-class LocalServer:
+class LocalServer(ServerProcess):
     """A server started for the benchmark on a free port with a temporary data directory.
 
     With `tls`, its TCP listener speaks TLS with a self-signed certificate it makes at start;
@@ -132,41 +130,21 @@ class LocalServer:
     """
 
     def __init__(self, fsync: bool, tls: bool = False, env: dict | None = None):
-        self.dir = tempfile.mkdtemp(prefix="iggy-bench-")
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.address = f"127.0.0.1:{self.port}"
-        data = os.path.join(self.dir, "data")
-        self.ca_file = os.path.join(data, "certs", "iggy_cert.pem") if tls else None
-        env = {**os.environ, "IGGY_SYSTEM_PARTITION_ENFORCE_FSYNC": "true" if fsync else "false",
-               "IGGY_TCP_TLS_ENABLED": "true" if tls else "false", **(env or {})}
-        self.log = open(os.path.join(self.dir, "server.log"), "wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "iggy_fast.cli", "server", "--data-dir", data,
-             "--tcp-address", self.address, "--with-default-root-credentials"],
-            env=env, stdout=self.log, stderr=self.log)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return
-            except OSError:
-                if self.proc.poll() is not None:
-                    break
-                time.sleep(0.05)
-        self.log.flush()
-        with open(os.path.join(self.dir, "server.log"), "rb") as f:
-            output = f.read().decode(errors="replace")[-2000:]
-        self.stop()
-        raise RuntimeError(f"the benchmark's server did not start:\n{output}")
+        super().__init__(env={"IGGY_SYSTEM_PARTITION_ENFORCE_FSYNC": "true" if fsync else "false",
+                              "IGGY_TCP_TLS_ENABLED": "true" if tls else "false",
+                              **(env or {})})
+        self.ca_file = (os.path.join(self.data_dir, "certs", "iggy_cert.pem") if tls
+                        else None)
+        try:
+            self.start()
+        except RuntimeError as e:
+            self.stop()
+            raise RuntimeError(f"the benchmark's server did not start:\n{str(e)[-2000:]}") \
+                from None
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-        self.proc.wait(30)
-        self.log.close()
-        shutil.rmtree(self.dir, ignore_errors=True)
+        super().stop()
+        self.cleanup()
 
 
 def _connection(args) -> dict:

@@ -1,0 +1,134 @@
+"""A real `iggy-fast server` as a subprocess: for the tests, the fuzzers and the benchmarks.
+
+One process on a free port with its own data directory (a temporary one unless given) and its
+log in a file beside it; started by the same command line a user types, restartable on the
+same port and data directory, stopped by a signal (SIGTERM, or SIGKILL for a crash). It also
+answers what tests ask of a running server: its resident memory, its log, and where a
+partition's files are (directories are named by identities, not by the ids clients see).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ServerProcess:
+    """One `iggy-fast server` process; restartable on the same ports and data dir."""
+
+    def __init__(self, data_dir=None, env=None, args=(), by_env: bool = False,
+                 nofile: int | None = None, python: str = sys.executable,
+                 cwd: str | None = None):
+        # No data_dir: a temporary directory, removed by cleanup().
+        self._tmp = None if data_dir else tempfile.TemporaryDirectory(prefix="iggy-fast-")
+        self.data_dir = str(data_dir) if data_dir else os.path.join(self._tmp.name, "data")
+        self.nofile = nofile        # RLIMIT_NOFILE (soft and hard) for the server, if set
+        self.python = python        # another build's interpreter, to compare two builds
+        self.cwd = cwd
+        self.tcp_port = free_port()
+        self.env = {**os.environ, **(env or {})}
+        self.args = list(args)
+        # by_env: the address and data dir go in as IGGY_TCP_ADDRESS / IGGY_SYSTEM_PATH, not flags.
+        self.by_env = by_env
+        if by_env:
+            self.env.update(IGGY_TCP_ADDRESS=self.address, IGGY_SYSTEM_PATH=self.data_dir)
+        self.proc = None
+        self.log_path = os.path.join(self.data_dir + ".log")
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.tcp_port}"
+
+    def start(self, timeout: float = 20.0) -> "ServerProcess":
+        where = [] if self.by_env else ["--data-dir", self.data_dir, "--tcp-address", self.address]
+        cmd = [self.python, "-m", "iggy_fast.cli", "server", *where,
+               "--with-default-root-credentials", *self.args]
+        self._log = open(self.log_path, "ab")
+        limit = None
+        if self.nofile is not None:
+            def limit():
+                resource.setrlimit(resource.RLIMIT_NOFILE, (self.nofile, self.nofile))
+        self.proc = subprocess.Popen(cmd, env=self.env, stdout=self._log, stderr=self._log,
+                                     preexec_fn=limit, cwd=self.cwd)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log()}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.tcp_port), timeout=0.2):
+                    return self
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"server did not listen in {timeout}s:\n{self.log()}")
+
+    def data_path(self, stream: int = 0, topic: int | None = None,
+                  partition: int | None = None) -> str:
+        """The directory of a stream, topic or partition named by the ids clients see. On
+        disk they are named by identities that are never reused (server/state.py): the
+        metadata store says which."""
+        db = sqlite3.connect(f"file:{os.path.join(self.data_dir, 'metadata.db')}?mode=ro",
+                             uri=True)
+        try:
+            records = {key: json.loads(value) for key, value in
+                       db.execute("SELECT key, value FROM kv WHERE key LIKE 'streams/%'")}
+        finally:
+            db.close()
+        path = ""
+        for kind, wanted in (("streams", stream), ("topics", topic), ("partitions", partition)):
+            if wanted is None:
+                break
+            parent = f"{path}/{kind}" if path else kind
+            path = next(key for key, v in records.items()
+                        if key.rpartition("/")[0] == parent and v["id"] == wanted)
+        return os.path.join(self.data_dir, path)
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def rss_kib(self) -> int:
+        """The server's resident set size now (VmRSS, KiB)."""
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        raise RuntimeError("no VmRSS line")
+
+    def log(self) -> str:
+        with open(self.log_path, "rb") as f:
+            return f.read().decode(errors="replace")
+
+    def stop(self, sig=signal.SIGTERM, timeout: float = 20.0) -> int:
+        if self.proc is None:
+            return 0
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            rc = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            rc = self.proc.wait()
+        self.proc = None
+        self._log.close()
+        return rc
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+    def cleanup(self) -> None:
+        """Remove the temporary data directory, if this process made one."""
+        if self._tmp is not None:
+            self._tmp.cleanup()
