@@ -16,6 +16,7 @@ username, that failed too often.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 from collections import OrderedDict
@@ -251,63 +252,101 @@ class LoginGuard:
     """Failed password logins by client address and by username, and how long the next
     attempt waits.
 
-    Every attempt counts as a failure when it is admitted (a success takes it back), so that
-    attempts racing in parallel over many connections are counted, and queued, too. Up to
-    FREE attempts within WINDOW pass at once; after that each waits for the previous one's
-    slot plus a delay that doubles from FIRST up to `cap` ([login] max_delay): 5 failures,
-    then 0.25 s, 0.5 s, ... 8 s between attempts; a cap of 0 turns the throttle off. A
-    success resets its username's count and takes its own attempt back from the address's.
-    An attempt that would wait longer than the cap (a queue of parallel guesses) waits the
-    cap and is refused unchecked. The table holds at most MAX_KEYS entries, the least
-    recently failed dropped first, so a spray of random usernames cannot grow it without
-    bound. Times are µs, passed in: no clock is read here. (Tokens are 256-bit secrets: no
-    guessing to slow down, so token logins are only logged.)
+    Only checked failures count. Up to FREE failures within WINDOW cost nothing; after that
+    the attempts of that address or username are spaced out: each waits for the previous
+    one's slot plus a delay that doubles from FIRST up to `cap` ([login] max_delay): 5
+    failures, then 0.25 s, 0.5 s, ... 8 s between attempts; a cap of 0 turns the throttle
+    off. An attempt that would wait longer than the cap (a queue of parallel guesses) waits
+    the cap and is refused unchecked. A success forgets its username's failures (not its
+    address's: one success does not clear an attack from a shared address).
+
+    Parallel guesses over many connections: at most CONCURRENT password checks per address run
+    at once (`checking`); the others wait their turn, so every guess sees the failures of all
+    but one or two before it, and an attempt admitted while its address or name is throttled
+    is spaced as if the attempts still being checked had failed too. Legitimate parallel
+    logins (a pool of connections from one application) just queue behind 20 ms checks: they
+    are never refused.
+
+    The table holds at most MAX_KEYS entries, the least recently failed dropped first, so a
+    spray of random usernames cannot grow it without bound. Times are µs, passed in: no clock
+    is read here. (Tokens are 256-bit secrets: no guessing to slow down, so token logins are
+    only logged.)
     """
 
     FREE = 5
+    CONCURRENT = 2
     FIRST = 250_000
     WINDOW = 300_000_000
     MAX_KEYS = 10_000
 
     def __init__(self, cap: int):
         self.cap = cap
-        # key -> [attempts counted, last attempt's admission, earliest next admission]
+        # key -> [failures, last failure, earliest next attempt, attempts being checked]
         self._entries: OrderedDict[tuple, list] = OrderedDict()
+        # address -> [semaphore of FREE checks, tasks holding or waiting for it]
+        self._gates: dict[str, list] = {}
 
-    def _delay(self, attempts: int) -> int:
-        if attempts < self.FREE:
+    def _delay(self, failures: int) -> int:
+        if failures < self.FREE:
             return 0
-        return min(self.FIRST << min(attempts - self.FREE, 32), self.cap)
+        return min(self.FIRST << min(failures - self.FREE, 32), self.cap)
 
     def _entry(self, key: tuple, now: int) -> list:
         entry = self._entries.get(key)
-        if entry is None or now - entry[1] > self.WINDOW:
-            entry = self._entries[key] = [0, now, 0]
+        if entry is None or (now - entry[1] > self.WINDOW and not entry[3]):
+            entry = self._entries[key] = [0, now, 0, 0]
         self._entries.move_to_end(key)
         while len(self._entries) > self.MAX_KEYS:
             self._entries.popitem(last=False)
         return entry
 
+    @contextlib.asynccontextmanager
+    async def checking(self, address: str):
+        """Hold one of the address's FREE concurrent password checks."""
+        gate = self._gates.get(address)
+        if gate is None:
+            gate = self._gates[address] = [asyncio.Semaphore(self.CONCURRENT), 0]
+        gate[1] += 1
+        try:
+            async with gate[0]:
+                yield
+        finally:
+            gate[1] -= 1
+            if not gate[1]:
+                del self._gates[address]
+
     def admit(self, keys: list[tuple], now: int) -> tuple[int, bool]:
-        """(µs this attempt must wait, whether it may then be checked at all)."""
+        """(µs this attempt must wait, whether it may then be checked at all). An attempt
+        that may be checked must be `resolved` afterwards."""
+        if not self.cap:
+            return 0, True
         entries = [self._entry(key, now) for key in keys]
-        start = max([now] + [e[2] for e in entries])
+        throttled = [e for e in entries if e[0] >= self.FREE]
+        start = max([now] + [e[2] for e in throttled])
         if start - now > self.cap:
             return self.cap, False
         for e in entries:
-            e[0] += 1
-            e[1] = start
-            e[2] = start + self._delay(e[0])
+            e[3] += 1
+        for e in throttled:
+            e[2] = start + self._delay(e[0] + e[3])
         return start - now, True
 
-    def succeeded(self, address_key: tuple, user_key: tuple | None) -> None:
-        if user_key is not None:
-            self._entries.pop(user_key, None)
-        entry = self._entries.get(address_key)
-        if entry is not None:
-            entry[0] = max(0, entry[0] - 1)
-            if entry[0] < self.FREE:
-                entry[2] = 0
+    def resolved(self, keys: list[tuple], failed: bool, now: int) -> None:
+        """The attempt was checked: a failure counts for its address and its name; a success
+        forgets its name's failures (not its address's)."""
+        if not self.cap:
+            return
+        for key in keys:
+            entry = self._entries.get(key)
+            if entry is None:
+                continue
+            entry[3] = max(0, entry[3] - 1)
+            if failed:
+                entry[0] += 1
+                entry[1] = now
+                entry[2] = max(entry[2], now + self._delay(entry[0]))
+        if not failed:
+            self._entries.pop(keys[1], None)
 
     def __len__(self) -> int:
         return len(self._entries)

@@ -7,8 +7,9 @@ number. A body that fits both login shapes tries the password first, then the to
 Defences against guessing: an unknown username costs the same argon2 check as a wrong
 password (users.py), every failed attempt is logged (WARNING: the client's address and the
 username, never a password or token), and attempts from an address or for a username that
-failed too often are delayed (users.LoginGuard; password logins only). The delay is an asyncio sleep of this one
-login: the loop and every other client carry on.
+failed too often are delayed, and at most a few password checks per address run at once
+(users.LoginGuard; password logins only). The delay is an asyncio sleep of this one login:
+the loop and every other client carry on.
 """
 
 from __future__ import annotations
@@ -39,19 +40,23 @@ async def login(ctx: Context, req: rq.Login) -> Session:
     server, client = ctx.server, ctx.client
     if req.credentials is None and req.token is None:
         raise Eviction(EvictionReason.MALFORMED_LOGIN)
-    guard = server.users.guard
-    keys = wait_us = None
-    if req.credentials is not None:     # passwords can be guessed; 256-bit tokens cannot
+    if req.credentials is None:         # 256-bit tokens cannot be guessed: no throttle
+        user, failure = await _authenticate(server, req, ctx.now)
+        wait_us = 0
+    else:
+        guard = server.users.guard
         username = req.credentials[0]
-        keys = (("address", _host(client.address)), ("user", username))
-        wait_us, checked = guard.admit(list(keys), ctx.now)
-        if wait_us:
-            await asyncio.sleep(wait_us / 1e6)
-        if not checked:
-            log.warning("login from %s as %r refused unchecked: too many failed attempts",
-                        client.address, username)
-            raise Eviction(EvictionReason.INVALID_CREDENTIALS)
-    user, failure = await _authenticate(server, req, ctx.now)
+        keys = [("address", _host(client.address)), ("user", username)]
+        async with guard.checking(keys[0][1]):
+            wait_us, checked = guard.admit(keys, ctx.now)
+            if wait_us:
+                await asyncio.sleep(wait_us / 1e6)
+            if not checked:
+                log.warning("login from %s as %r refused unchecked: too many failed attempts",
+                            client.address, username)
+                raise Eviction(EvictionReason.INVALID_CREDENTIALS)
+            user, failure = await _authenticate(server, req, ctx.now + wait_us)
+            guard.resolved(keys, user is None, ctx.now + wait_us)
     if user is None:
         who = f"as {req.credentials[0]!r}" if req.credentials is not None else "with a token"
         log.warning("failed login from %s %s: %s%s", client.address, who, _FAILURES[failure],
@@ -60,8 +65,6 @@ async def login(ctx: Context, req: rq.Login) -> Session:
     if server.users.find(user.id) is not user:
         # Deleted while its password was being checked: its sessions have already ended.
         raise Eviction(EvictionReason.INVALID_CREDENTIALS)
-    if keys is not None:
-        guard.succeeded(*keys)
     if client.user_id is not None:
         server.logout(client)
     client.user_id = user.id
