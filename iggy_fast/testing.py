@@ -58,12 +58,9 @@ class ServerProcess:
         cmd = [self.python, "-m", "iggy_fast.cli", "server", *where,
                "--with-default-root-credentials", *self.args]
         self._log = open(self.log_path, "ab")
-        limit = None
-        if self.nofile is not None:
-            def limit():
-                resource.setrlimit(resource.RLIMIT_NOFILE, (self.nofile, self.nofile))
         self.proc = subprocess.Popen(cmd, env=self.env, stdout=self._log, stderr=self._log,
-                                     preexec_fn=limit, cwd=self.cwd)
+                                     preexec_fn=self._limit if self.nofile else None,
+                                     cwd=self.cwd)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -74,6 +71,10 @@ class ServerProcess:
             except OSError:
                 time.sleep(0.05)
         raise RuntimeError(f"server did not listen in {timeout}s:\n{self.log()}")
+
+    def _limit(self) -> None:
+        """In the child, before exec: the open-files limit the test asked for."""
+        resource.setrlimit(resource.RLIMIT_NOFILE, (self.nofile, self.nofile))
 
     def data_path(self, stream: int = 0, topic: int | None = None,
                   partition: int | None = None) -> str:

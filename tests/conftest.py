@@ -8,6 +8,7 @@ official `apache-iggy` SDK and our own blocking raw-frame client (`iggy_fast.cli
 
 from __future__ import annotations
 
+import time
 import uuid
 
 import pytest
@@ -15,6 +16,16 @@ import pytest
 from iggy_fast.testing import ServerProcess, free_port  # noqa: F401  (tests import them from here)
 
 ROOT = ("iggy", "iggy")
+
+
+def wait_for(predicate, timeout: float = 20.0) -> bool:
+    """Poll `predicate` until it holds or `timeout` passes; its last answer."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return predicate()
 
 
 @pytest.fixture(scope="module")

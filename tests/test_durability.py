@@ -17,6 +17,7 @@ import subprocess
 import time
 
 import pytest
+from conftest import wait_for
 
 from iggy_fast import _wire
 from iggy_fast.client import BlockingClient
@@ -116,14 +117,6 @@ def open_fds(pid: int, suffix: str) -> set[int]:
             pass
     return fds
 
-
-def wait_for(predicate, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
 
 
 # -- directory entries ---------------------------------------------------------------------

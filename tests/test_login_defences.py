@@ -99,7 +99,7 @@ def test_failed_logins_are_delayed_growing_and_logged_and_a_success_resets_the_n
     assert took[5] >= 0.2 and took[6] >= 0.4 and took[7] >= 0.85, took
     assert took[5] < took[6] < took[7], took
     log = server.log()
-    assert f"failed login from 127.0.0.3:" in log and repr(victim) in log
+    assert "failed login from 127.0.0.3:" in log and repr(victim) in log
     assert WRONG not in log and PASSWORD not in log
     # The right password from elsewhere still gets in (after the username's delay); the
     # success resets the name's count, so the next login for it is not delayed.

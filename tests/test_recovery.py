@@ -7,13 +7,12 @@ from __future__ import annotations
 import asyncio
 import os
 import subprocess
-import time
 
 import pytest
 from apache_iggy import Consumer, IggyClient, PollingStrategy
 from apache_iggy import SendMessage as Message
 
-from conftest import ServerProcess
+from conftest import ServerProcess, wait_for
 from iggy_fast import _wire
 from iggy_fast.client import BlockingClient
 from iggy_fast.protocol.errors import IggyError
@@ -274,10 +273,8 @@ def test_rollover_out_of_inodes_fails_cleanly_and_appends_resume(few_inodes, spa
     send(c, 1, start=2)                                      # offsets 11..20, new segment
     sealed = [f"{0:020d}-{10:020d}.index", f"{0:020d}-{10:020d}.log",
               f"{11:020d}.index", f"{11:020d}.log"]
-    deadline = time.monotonic() + 10                         # the sync worker names it
-    while segment_files(srv) != sealed and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert segment_files(srv) == sealed
+    assert wait_for(lambda: segment_files(srv) == sealed), segment_files(srv)  # named by the
+    # sync worker, a moment after the send
     expected = [b"%06d-%03d|" % (0, i) for i in range(10)] + [b"000001-000|"] + [
         b"%06d-%03d|" % (2, i) for i in range(10)]
     for _ in range(2):

@@ -11,9 +11,9 @@ polls every offset, one by one too, and compares payloads."""
 from __future__ import annotations
 
 import os
-import time
 
 import pytest
+from conftest import wait_for
 
 from iggy_fast import _wire
 from iggy_fast.client import BlockingClient
@@ -236,10 +236,8 @@ def test_a_flipped_length_in_a_sealed_segment_with_its_index_lost(tmp_path, spaw
     fill(srv)                                  # segments 0-399 and 400-799 sealed, 800..
     stem = f"{400:020d}-{799:020d}"
     log_path = os.path.join(pdir(srv), stem + ".log")
-    deadline = time.monotonic() + 10           # sealed segments are named by the sync worker
-    while not os.path.exists(log_path):
-        assert time.monotonic() < deadline, os.listdir(pdir(srv))
-        time.sleep(0.05)
+    # Sealed segments are named by the sync worker, a moment after the send.
+    assert wait_for(lambda: os.path.exists(log_path)), os.listdir(pdir(srv))
     srv.kill()
     batch_len = os.path.getsize(log_path) // 4
     os.unlink(os.path.join(pdir(srv), stem + ".index"))

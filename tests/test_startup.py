@@ -14,13 +14,12 @@ import sqlite3
 import stat
 import subprocess
 import sys
-import time
 
 import pytest
 from apache_iggy import IggyClient, TcpConfig
 from apache_iggy import SendMessage as Message
 
-from conftest import ROOT, ServerProcess, free_port
+from conftest import ROOT, ServerProcess, free_port, wait_for
 from iggy_fast.server.metadata.sqlite import SqliteMetadataStore
 from iggy_fast.server.transports.tls import self_signed
 
@@ -48,14 +47,6 @@ def one_line(done: subprocess.CompletedProcess) -> str:
     assert len(lines) == 1, lines
     return lines[0]
 
-
-def wait_for(predicate, timeout: float = 20.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
 
 
 async def tls_client(address: str, ca: str) -> IggyClient:
