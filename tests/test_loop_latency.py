@@ -87,26 +87,35 @@ def data_dir(tmp_path):
     shutil.rmtree(path, ignore_errors=True)      # ~260 MiB: not left for pytest to keep
 
 
+PER_BATCH = 256
+
+
+def topic_and_batch(srv) -> tuple[BlockingClient, bytes]:
+    """A logged-in client, stream "s" with topic "t" (one partition), and a ~1 MiB batch of
+    PER_BATCH distinct 4 KiB messages."""
+    c = BlockingClient(srv.address)
+    c.login()
+    c.call(202, _wire.Writer().name("s").getvalue())
+    c.call(302, _wire.Writer().identifier("s").u32(1).name("t").getvalue())
+    batch = _wire.build_batch([(i + 1, os.urandom(16) + b"x" * 4080, b"", 0)
+                               for i in range(PER_BATCH)], 1)
+    return c, batch
+
+
 def test_rollover_verification_and_deletion_do_not_stall_the_loop(data_dir):
     srv = ServerProcess(data_dir, env=ENV).start()
     try:
-        c = BlockingClient(srv.address)
-        c.login()
-        c.call(202, _wire.Writer().name("s").getvalue())
-        c.call(302, _wire.Writer().identifier("s").u32(1).name("t").getvalue())
+        c, batch = topic_and_batch(srv)
         pdir = srv.data_path(0, 0, 0)
-        per_batch = 256
-        batch = _wire.build_batch([(i + 1, os.urandom(16) + b"x" * 4080, b"", 0)
-                                   for i in range(per_batch)], 1)
         fits = SEGMENT // len(batch)
 
         # (a) Fill the first segment, then roll over it: its 256 MiB are still dirty.
         for _ in range(fits - 8):
-            c.send_batch("s", "t", 0, batch, per_batch)
+            c.send_batch("s", "t", 0, batch, PER_BATCH)
         pinger = Pinger(srv.address)
         start = time.monotonic()
         for _ in range(16):                          # the rollover is among these sends
-            c.send_batch("s", "t", 0, batch, per_batch)
+            c.send_batch("s", "t", 0, batch, PER_BATCH)
         deadline = time.monotonic() + 20
         while not sealed_segments(pdir) and time.monotonic() < deadline:
             time.sleep(0.005)                        # sealed: synced and renamed
@@ -168,14 +177,9 @@ def test_deleting_a_topic_during_its_sync_does_not_stall_the_loop(data_dir):
     # 80-85 ms before, 47 ms with the executor alone, 1.3-8 ms with both.
     srv = ServerProcess(data_dir, env=ENV).start()
     try:
-        c = BlockingClient(srv.address)
-        c.login()
-        c.call(202, _wire.Writer().name("s").getvalue())
-        c.call(302, _wire.Writer().identifier("s").u32(1).name("t").getvalue())
-        batch = _wire.build_batch([(i + 1, os.urandom(16) + b"x" * 4080, b"", 0)
-                                   for i in range(256)], 1)
+        c, batch = topic_and_batch(srv)
         for _ in range((192 << 20) // len(batch)):              # ~192 MiB, all dirty
-            c.send_batch("s", "t", 0, batch, 256)
+            c.send_batch("s", "t", 0, batch, PER_BATCH)
         flusher = BlockingClient(srv.address)
         flusher.login()
         flush = _wire.Writer().identifier("s").identifier("t").u32(0).u8(1).getvalue()
