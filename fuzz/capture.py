@@ -84,7 +84,7 @@ class Recorder:
                     record(bytes(buf[:size]))
                     del buf[:size]
         except ConnectionError:
-            pass
+            pass        # a side closed mid-stream: what was recorded so far stands
         finally:
             writer.close()
 
