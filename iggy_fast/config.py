@@ -139,8 +139,7 @@ OWN_KEYS: dict[str, Any] = {
                     "idle_timeout": DURATION, "max_request_size_before_login": SIZE},
 }
 
-# The keys iggy-fast implements, with their defaults. Only HTTP, QUIC and WebSocket's `enabled`
-# and `address` are here of those transports: they are not built yet, and the server says so.
+# The keys iggy-fast implements, with their defaults.
 DEFAULTS: dict[str, Any] = {
     "tcp": {
         "enabled": True,
@@ -149,9 +148,36 @@ DEFAULTS: dict[str, Any] = {
         "quickack": True,             # ACK a partly received request at once (Linux)
         "tls": {"enabled": False, "self_signed": True, "cert_file": "", "key_file": ""},
     },
-    "quic": {"enabled": False, "address": "127.0.0.1:8080"},
-    "http": {"enabled": False, "address": "127.0.0.1:3000"},
-    "websocket": {"enabled": False, "address": "127.0.0.1:8092"},
+    # QUIC, HTTP and WebSocket are on by default, as in Iggy; each is off with its `enabled`.
+    "quic": {
+        "enabled": True,
+        "address": "127.0.0.1:8080",
+        "max_idle_timeout": "30 s",
+        "keep_alive_interval": "10 s",
+        "certificate": {"self_signed": True, "cert_file": "", "key_file": ""},
+    },
+    "http": {
+        "enabled": True,
+        "address": "127.0.0.1:3000",
+        "max_request_size": "2 MB",
+        "web_ui": True,
+        "cors": {"enabled": True, "allowed_methods": ["GET", "POST", "PUT", "DELETE"],
+                 "allowed_origins": ["*"], "allowed_headers": ["content-type", "authorization"],
+                 "exposed_headers": [], "allow_credentials": False},
+        "jwt": {"algorithm": "HS256", "issuer": "iggy.apache.org",
+                "audience": "iggy.apache.org", "valid_issuers": ["iggy.apache.org"],
+                "valid_audiences": ["iggy.apache.org"], "access_token_expiry": "1 h",
+                "clock_skew": "5 s", "not_before": "0 s", "encoding_secret": "",
+                "decoding_secret": "", "use_base64_secret": False},
+        "metrics": {"enabled": True, "endpoint": "/metrics"},
+        "tls": {"enabled": False, "cert_file": "", "key_file": ""},
+    },
+    "websocket": {
+        "enabled": True,
+        "address": "127.0.0.1:8092",
+        "max_message_size": "64 MiB",
+        "tls": {"enabled": False, "self_signed": True, "cert_file": "", "key_file": ""},
+    },
     "heartbeat": {"interval": "30 s"},
     "personal_access_token": {"max_tokens_per_user": 100},
     "data_maintenance": {"messages": {"cleaner_enabled": True, "interval": "1 m"}},
@@ -194,8 +220,7 @@ DEFAULTS: dict[str, Any] = {
 # One line per key of DEFAULTS, for the configuration reference (`reference()`, which
 # docs/configuration.md is generated from; tests/test_docs.py keeps the two in step).
 DESCRIPTIONS: dict[str, str] = {
-    "tcp.enabled": "Listen for clients over TCP. The only transport built: without it the "
-                   "server refuses to start.",
+    "tcp.enabled": "Listen for clients over TCP.",
     "tcp.address": "Host and port the TCP listener binds (`[::1]:8090` for IPv6).",
     "tcp.sendfile": "Send the stored batches of poll replies with sendfile(2), from the page "
                     "cache to the socket (plain TCP; TLS always copies).",
@@ -208,13 +233,51 @@ DESCRIPTIONS: dict[str, str] = {
     "tcp.tls.cert_file": "PEM certificate chain for TLS; a configured file that cannot be read "
                          "stops the server (never replaced by a generated one).",
     "tcp.tls.key_file": "PEM private key for TLS (empty: the key is in cert_file).",
-    "quic.enabled": "QUIC is not built: enabling it logs a warning that nothing listens there.",
-    "quic.address": "Where QUIC would listen (named in that warning).",
-    "http.enabled": "HTTP is not built: enabling it logs a warning that nothing listens there.",
-    "http.address": "Where HTTP would listen (named in that warning).",
-    "websocket.enabled": "WebSocket is not built: enabling it logs a warning that nothing "
-                         "listens there.",
-    "websocket.address": "Where WebSocket would listen (named in that warning).",
+    "quic.enabled": "Listen for clients over QUIC (UDP; always TLS).",
+    "quic.address": "Host and port (UDP) the QUIC endpoint binds.",
+    "quic.max_idle_timeout": "A QUIC connection silent this long is closed.",
+    "quic.keep_alive_interval": "How often the server pings an idle QUIC connection.",
+    "quic.certificate.self_signed": "With neither file configured, generate a self-signed "
+                                    "certificate for localhost once, kept in `<path>/certs/`.",
+    "quic.certificate.cert_file": "PEM certificate chain for QUIC.",
+    "quic.certificate.key_file": "PEM private key for QUIC (empty: the key is in cert_file).",
+    "http.enabled": "Listen for clients over HTTP (the REST API, `/metrics`, the dashboard).",
+    "http.address": "Host and port the HTTP listener binds.",
+    "http.max_request_size": "The largest HTTP request body accepted (413 above it).",
+    "http.web_ui": "Serve the web dashboard at `/ui`.",
+    "http.cors.enabled": "Answer CORS preflights and add CORS headers to replies.",
+    "http.cors.allowed_methods": "Methods a cross-origin request may use.",
+    "http.cors.allowed_origins": "Origins allowed to call the API (`*`: any).",
+    "http.cors.allowed_headers": "Request headers a cross-origin request may send.",
+    "http.cors.exposed_headers": "Reply headers a cross-origin page may read.",
+    "http.cors.allow_credentials": "Allow cross-origin requests with credentials.",
+    "http.jwt.algorithm": "Signing algorithm of the access tokens (HS256, HS384, HS512).",
+    "http.jwt.issuer": "The `iss` claim of issued tokens.",
+    "http.jwt.audience": "The `aud` claim of issued tokens.",
+    "http.jwt.valid_issuers": "Issuers accepted when a token is checked.",
+    "http.jwt.valid_audiences": "Audiences accepted when a token is checked.",
+    "http.jwt.access_token_expiry": "How long an access token is valid.",
+    "http.jwt.clock_skew": "Leeway allowed when checking a token's times.",
+    "http.jwt.not_before": "Delay before an issued token becomes valid.",
+    "http.jwt.encoding_secret": "Secret that signs tokens (empty: a random one per start, so "
+                                "tokens do not survive a restart).",
+    "http.jwt.decoding_secret": "Secret that checks tokens (empty: the encoding secret).",
+    "http.jwt.use_base64_secret": "The secrets are base64-encoded.",
+    "http.metrics.enabled": "Serve Prometheus metrics over HTTP (authenticated).",
+    "http.metrics.endpoint": "The path of the metrics endpoint.",
+    "http.tls.enabled": "Serve HTTPS instead of HTTP.",
+    "http.tls.cert_file": "PEM certificate chain for HTTPS (required when TLS is on).",
+    "http.tls.key_file": "PEM private key for HTTPS (empty: the key is in cert_file).",
+    "websocket.enabled": "Listen for clients over WebSocket (binary frames, one request per "
+                         "message).",
+    "websocket.address": "Host and port the WebSocket listener binds.",
+    "websocket.max_message_size": "The largest WebSocket message accepted; a larger one "
+                                  "closes that connection.",
+    "websocket.tls.enabled": "Speak TLS (wss://) on the WebSocket listener.",
+    "websocket.tls.self_signed": "With TLS on and neither file configured, generate a "
+                                 "self-signed certificate for localhost once.",
+    "websocket.tls.cert_file": "PEM certificate chain for WebSocket TLS.",
+    "websocket.tls.key_file": "PEM private key for WebSocket TLS (empty: in cert_file).",
     "heartbeat.interval": "A consumer-group member whose connection sends nothing for this "
                           "long leaves its groups (the SDK pings every 5 s).",
     "personal_access_token.max_tokens_per_user": "Personal access tokens one user may hold; "
@@ -327,8 +390,8 @@ def reference() -> str:
     return "\n".join(lines) + "\n"
 
 
-# Transports Iggy has and iggy-fast does not build yet: (config section, name in messages).
-UNBUILT_TRANSPORTS = (("http", "HTTP"), ("quic", "QUIC"), ("websocket", "WebSocket"))
+# The transports, by config section, with their names in messages.
+TRANSPORTS = {"tcp": "TCP", "quic": "QUIC", "http": "HTTP", "websocket": "WebSocket"}
 
 # Iggy reads the root credentials from these two, outside the config tree.
 _ROOT_ENV = {"IGGY_ROOT_USERNAME": ("root", "username"), "IGGY_ROOT_PASSWORD": ("root", "password")}
@@ -527,9 +590,9 @@ def read_config(path: str | None = None, environ: dict[str, str] | None = None,
     for key, value in (overrides or {}).items():
         build.set([key], value, "command line")
     cfg = build.cfg
-    if not cfg["tcp"]["enabled"]:
-        raise ConfigError("nothing to listen on: TCP is disabled (tcp.enabled / IGGY_TCP_ENABLED)"
-                          " and HTTP, QUIC and WebSocket are not available in this version")
+    if not any(cfg[key]["enabled"] for key in TRANSPORTS):
+        raise ConfigError("nothing to listen on: every transport is disabled (tcp.enabled, "
+                          "quic.enabled, http.enabled, websocket.enabled)")
     return Loaded(cfg, sorted(build.not_applied), unknown)
 
 

@@ -21,10 +21,26 @@ import tempfile
 import time
 
 
-def free_port() -> int:
-    with socket.socket() as s:
+def free_port(kind: int = socket.SOCK_STREAM) -> int:
+    """A port free on 127.0.0.1 now (for TCP, or for UDP with kind=socket.SOCK_DGRAM)."""
+    with socket.socket(socket.AF_INET, kind) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def other_transport_env() -> dict[str, str]:
+    """IGGY_*_ADDRESS variables giving QUIC (UDP), HTTP and WebSocket free ports on loopback, so
+    that a test server never takes (or collides on) Iggy's default ports 8080, 3000, 8092."""
+    return {"IGGY_QUIC_ADDRESS": f"127.0.0.1:{free_port(socket.SOCK_DGRAM)}",
+            "IGGY_HTTP_ADDRESS": f"127.0.0.1:{free_port()}",
+            "IGGY_WEBSOCKET_ADDRESS": f"127.0.0.1:{free_port()}"}
+
+
+def clean_env(**extra) -> dict[str, str]:
+    """This process's environment without its IGGY_* variables, with free ports for QUIC, HTTP
+    and WebSocket (other_transport_env), plus `extra`: for a server started by hand."""
+    return {**{k: v for k, v in os.environ.items() if not k.startswith("IGGY_")},
+            **other_transport_env(), **extra}
 
 
 class ServerProcess:
@@ -40,7 +56,11 @@ class ServerProcess:
         self.python = python        # another build's interpreter, to compare two builds
         self.cwd = cwd
         self.tcp_port = free_port()
-        self.env = {**os.environ, **(env or {})}
+        # Every transport is on by default: each gets a free port of its own.
+        ports = other_transport_env()
+        self.quic_port, self.http_port, self.websocket_port = (
+            int(ports[name].rpartition(":")[2]) for name in ports)
+        self.env = {**os.environ, **ports, **(env or {})}
         self.args = list(args)
         # by_env: the address and data dir go in as IGGY_TCP_ADDRESS / IGGY_SYSTEM_PATH, not flags.
         self.by_env = by_env

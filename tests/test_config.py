@@ -15,6 +15,7 @@ import pytest
 from apache_iggy import IggyClient
 
 from conftest import ROOT, ServerProcess, free_port
+from iggy_fast.testing import clean_env
 from iggy_fast.config import (NEVER, ConfigError, load_config, parse_duration_us, parse_size,
                               read_config)
 
@@ -70,11 +71,6 @@ max_message_size = "64 MiB"
 """
 
 
-def clean_env(**extra) -> dict:
-    """This process's environment without IGGY_* variables, plus `extra`."""
-    return {**{k: v for k, v in os.environ.items() if not k.startswith("IGGY_")}, **extra}
-
-
 def test_sizes_and_durations():
     assert parse_size("1 GiB") == 1 << 30 and parse_size("100MB") == 100_000_000
     assert parse_size(4096) == 4096 and parse_size("unlimited") == NEVER
@@ -118,13 +114,14 @@ def test_an_iggy_server_toml_is_taken_as_it_is(tmp_path):
     assert cfg["system"]["segment"]["size"] == "64 MiB" and cfg["cluster"]["name"] == "mini-cluster"
     assert cfg["http"]["enabled"] is True and cfg["quic"]["enabled"] is False
     # ...and every other Iggy key is accepted and reported, not kept.
+    assert cfg["http"]["cors"]["allowed_methods"] == ["GET", "POST"]
+    assert cfg["http"]["jwt"]["access_token_expiry"] == "1 h"
     assert not_applied == sorted([
-        "http.max_request_size", "http.cors.enabled", "http.cors.allowed_methods",
-        "http.jwt.access_token_expiry", "tcp.ipv6", "tcp.socket.override_defaults",
+        "tcp.ipv6", "tcp.socket.override_defaults",
         "tcp.socket.nodelay", "quic.initial_mtu", "system.segment.archive_expired",
         "system.sharding.cpu_allocation", "cluster.enabled", "cluster.nodes",
         "message_bus.max_message_size"])
-    assert "cors" not in cfg["http"] and "socket" not in cfg["tcp"]
+    assert "socket" not in cfg["tcp"]
 
 
 @pytest.mark.parametrize("text, message", [
@@ -155,7 +152,7 @@ def test_environment_takes_iggy_names_and_applies_ours():
     cfg, not_applied, unknown = read_config(None, environ=env)
     assert cfg["system"]["partition"]["enforce_fsync"] is True
     assert cfg["personal_access_token"]["max_tokens_per_user"] == 7 and cfg["tcp"]["enabled"]
-    assert not_applied == ["cluster.nodes.0.name", "http.max_request_size",
+    assert not_applied == ["cluster.nodes.0.name",
                            "partition.prepare_queue_depth", "tcp.socket.nodelay",
                            "tcp.socket_migration"]
     assert unknown == ["IGGY_USERNAME"]     # reported and ignored; IGGY_FAST_* are ours
@@ -169,22 +166,26 @@ def test_environment_takes_iggy_names_and_applies_ours():
 
 
 def test_nothing_to_listen_on_is_refused():
-    for env in ({"IGGY_TCP_ENABLED": "false"},
-                {"IGGY_TCP_ENABLED": "false", "IGGY_HTTP_ENABLED": "true"}):
-        with pytest.raises(ConfigError, match="nothing to listen on"):
-            read_config(None, environ=env)
+    off = {f"IGGY_{name}_ENABLED": "false" for name in ("TCP", "QUIC", "HTTP", "WEBSOCKET")}
+    with pytest.raises(ConfigError, match="nothing to listen on"):
+        read_config(None, environ=off)
+    # Any one transport is enough.
+    for name in ("TCP", "QUIC", "HTTP", "WEBSOCKET"):
+        assert read_config(None, environ={**off, f"IGGY_{name}_ENABLED": "true"})
 
 
 def run_server_cli(tmp_path, env: dict, *args) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "iggy_fast.cli", "server", "--data-dir", str(tmp_path / "d"),
            "--tcp-address", f"127.0.0.1:{free_port()}", *args]
-    return subprocess.run(cmd, env=clean_env(**env), capture_output=True, text=True, timeout=60,
+    return subprocess.run(cmd, env=clean_env(**env),
+                          capture_output=True, text=True, timeout=60,
                           cwd=tmp_path)
 
 
 @pytest.mark.parametrize("env, args, message", [
     ({"IGGY_TCP_ENABLED": "maybe"}, (), "IGGY_TCP_ENABLED=maybe: tcp.enabled: not a boolean"),
-    ({"IGGY_TCP_ENABLED": "false"}, (), "nothing to listen on"),
+    ({f"IGGY_{name}_ENABLED": "false" for name in ("TCP", "QUIC", "HTTP", "WEBSOCKET")}, (),
+     "nothing to listen on"),
     ({"IGGY_QUIC_ENABLED": "yes please"}, (), "IGGY_QUIC_ENABLED=yes please"),
     ({}, ("--config", "missing.toml"), "cannot read config file missing.toml"),
     ({}, ("--tcp-address", "nowhere"), "command line: tcp.address: not a host:port address"),
@@ -214,10 +215,11 @@ async def test_environment_and_an_iggy_file_on_a_real_server(tmp_path):
     finally:
         assert srv.stop() == 0
     log = srv.log()
-    for name, address in (("HTTP", "127.0.0.1:3000"), ("QUIC", "127.0.0.1:8080"),
-                          ("WebSocket", "127.0.0.1:8092")):
-        assert f"{name} transport is not available in this version; not listening on " \
-               f"{address}" in log
+    for name, port in (("HTTP", srv.http_port), ("QUIC", srv.quic_port),
+                       ("WebSocket", srv.websocket_port)):
+        assert (f"{name} listening on 127.0.0.1:{port}" in log
+                or f"{name} transport is not available in this version; not listening on "
+                   f"127.0.0.1:{port}" in log)
     assert log.count("accepted but not applied by this version") == 1
     assert "tcp.ipv6" in log and "Traceback" not in log
     assert not (tmp_path / "from-the-file").exists()
@@ -236,7 +238,7 @@ async def test_generated_root_password_is_shown_once(tmp_path):
     port = free_port()
     cmd = [sys.executable, "-m", "iggy_fast.cli", "server", "--data-dir", str(tmp_path / "d"),
            "--tcp-address", f"127.0.0.1:{port}"]
-    env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("IGGY_")}
+    env = clean_env()
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=env)
     lines = []
     deadline = time.monotonic() + 20
@@ -248,9 +250,6 @@ async def test_generated_root_password_is_shown_once(tmp_path):
     log = "".join(lines)
     password = re.search(r"generated password: (\S+)", log).group(1)
     assert f"TCP listening on 127.0.0.1:{port}" in log
-    # By default the transports not built yet get one info line, not a warning each.
-    assert "HTTP, QUIC and WebSocket transports are not available in this version" in log
-    assert "not listening on" not in log
     c = IggyClient(f"127.0.0.1:{port}")
     await c.connect()
     with pytest.raises(RuntimeError):

@@ -20,16 +20,13 @@ from apache_iggy import IggyClient, TcpConfig
 from apache_iggy import SendMessage as Message
 
 from conftest import ROOT, ServerProcess, free_port, wait_for
+from iggy_fast.testing import clean_env
 from iggy_fast.server.metadata.sqlite import SqliteMetadataStore
 from iggy_fast.server.transports.tls import self_signed
 
 
 def mode(path) -> int:
     return stat.S_IMODE(os.stat(path).st_mode)
-
-
-def clean_env(**extra) -> dict:
-    return {**{k: v for k, v in os.environ.items() if not k.startswith("IGGY_")}, **extra}
 
 
 def start_failing(data_dir, env=None, address=None) -> subprocess.CompletedProcess:

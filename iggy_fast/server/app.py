@@ -3,15 +3,16 @@
 Start-up, where each step can stop the server with one line (ConfigError or StartupError, which
 the command prints with exit code 2) before the next step writes anything:
 
-1. configured TLS certificate files are loaded (a missing or unreadable one is named);
-2. the TCP address is bound, not yet listening: a port in use is named with its transport;
-3. the data directory is created and checked writable (its path and the reason if not);
-4. a self-signed certificate, when one is asked for, is made there;
-5. the soft open-files limit is raised to the hard limit;
-6. the metadata is loaded and the root user created; a generated password is logged at once,
+1. each enabled transport (ENDPOINTS) loads its configured TLS certificate files (a missing or
+   unreadable one is named) and binds its address, not yet listening: a port in use is named
+   with its transport;
+2. the data directory is created and checked writable (its path and the reason if not);
+3. the soft open-files limit is raised to the hard limit;
+4. the metadata is loaded and the root user created; a generated password is logged at once,
    so no later failure can lose it;
-7. the listener starts listening and accepting, and the server logs one line per listener
-   (and a warning for each enabled transport this version does not have yet).
+5. each transport makes its self-signed certificate if it is asked for one, starts listening
+   and logs one line saying where (and a warning names each enabled transport this version
+   does not have).
 
 `run()` sets the process umask to 077 first: everything the server creates (metadata,
 partitions, segments, certificates) is its owner's only. On SIGINT or SIGTERM the server stops
@@ -26,18 +27,21 @@ import logging
 import os
 import resource
 import signal
-import socket
 import tempfile
 import time
 
-from iggy_fast.config import UNBUILT_TRANSPORTS, split_address
+from iggy_fast.config import TRANSPORTS
 from iggy_fast.server.core import Server, StartupError
-from iggy_fast.server.transports import tls
-from iggy_fast.server.transports.tcp import TcpConnection, start_tcp
+from iggy_fast.server.transports import Endpoint
+from iggy_fast.server.transports.sockets import os_reason
+from iggy_fast.server.transports.tcp import TcpEndpoint
 
 log = logging.getLogger("iggy_fast")
 
-BACKLOG = 1024
+# The transports this server has, by configuration section (see transports/__init__.py).
+ENDPOINTS: dict[str, type[Endpoint]] = {
+    "tcp": TcpEndpoint,
+}
 
 
 async def _every(seconds: float, task) -> None:
@@ -51,33 +55,6 @@ async def _every(seconds: float, task) -> None:
             log.exception("background task %s failed", getattr(task, "__name__", task))
 
 
-def _reason(e: OSError) -> str:
-    text = e.strerror or str(e)
-    return text[:1].lower() + text[1:]          # "address already in use"
-
-
-def bind(name: str, address: str) -> list[socket.socket]:
-    """Sockets bound to every address `address` resolves to (as asyncio's create_server binds
-    them), not listening yet. StartupError names the transport and the address."""
-    host, port = split_address(address)
-    sockets: list[socket.socket] = []
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
-                                   flags=socket.AI_PASSIVE)
-        for family, kind, proto, _, sockaddr in dict.fromkeys(infos):
-            sock = socket.socket(family, kind, proto)
-            sockets.append(sock)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if family == socket.AF_INET6:
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            sock.bind(sockaddr)
-    except OSError as e:
-        for sock in sockets:
-            sock.close()
-        raise StartupError(f"{name} cannot listen on {address}: {_reason(e)}") from None
-    return sockets
-
-
 def prepare_data_dir(path: str) -> None:
     """Create the data directory (0700 under the server's umask) and check that files can be
     made in it. StartupError names the path and the reason."""
@@ -88,13 +65,13 @@ def prepare_data_dir(path: str) -> None:
                            f"directory") from None
     except OSError as e:
         where = "" if e.filename in (None, path) else f" (at {e.filename})"
-        raise StartupError(f"data directory {path} cannot be created: {_reason(e)}{where}"
+        raise StartupError(f"data directory {path} cannot be created: {os_reason(e)}{where}"
                            ) from None
     try:
         with tempfile.TemporaryFile(dir=path):     # an unnamed file: nothing is left behind
             pass
     except OSError as e:
-        raise StartupError(f"data directory {path} is not writable: {_reason(e)}") from None
+        raise StartupError(f"data directory {path} is not writable: {os_reason(e)}") from None
 
 
 def raise_open_files_limit() -> None:
@@ -109,22 +86,16 @@ def raise_open_files_limit() -> None:
     log.info("open files limit: %s", "unlimited" if soft == resource.RLIM_INFINITY else soft)
 
 
-async def _start(cfg: dict) -> tuple[Server, list]:
-    """Steps 1 to 7 above: the started server and its listeners."""
-    tls_cfg = cfg["tcp"]["tls"]
-    ssl_context = tls.configured_context(tls_cfg) if tls_cfg["enabled"] else None
-    address = cfg["tcp"]["address"]
-    sockets = bind("TCP", address)
+async def _start(cfg: dict) -> tuple[Server, list[Endpoint]]:
+    """Steps 1 to 5 above: the started server and its endpoints."""
+    endpoints: list[Endpoint] = []
     server = None
     try:
+        for section, endpoint in ENDPOINTS.items():
+            if cfg[section]["enabled"]:
+                endpoints.append(endpoint(cfg))
         data_dir = cfg["system"]["path"]
         prepare_data_dir(data_dir)
-        if tls_cfg["enabled"] and ssl_context is None:
-            try:
-                ssl_context = tls.self_signed_context(data_dir)
-            except OSError as e:
-                raise StartupError(f"cannot write a self-signed certificate in "
-                                   f"{os.path.join(data_dir, 'certs')}: {_reason(e)}") from None
         raise_open_files_limit()
         try:
             server = Server(cfg)
@@ -132,47 +103,28 @@ async def _start(cfg: dict) -> tuple[Server, list]:
         except OSError as e:
             if not e.filename:
                 raise
-            raise StartupError(f"cannot open {e.filename}: {_reason(e)}") from None
+            raise StartupError(f"cannot open {e.filename}: {os_reason(e)}") from None
         if server.generated_root_password:
             log.warning("created root user %r with generated password: %s (shown once)",
                         cfg["root"]["username"], server.generated_root_password)
-        try:
-            for sock in sockets:
-                sock.listen(BACKLOG)
-        except OSError as e:
-            raise StartupError(f"TCP cannot listen on {address}: {_reason(e)}") from None
+        for endpoint in endpoints:
+            await endpoint.start(server)
     except BaseException:
-        for sock in sockets:
-            sock.close()
+        for endpoint in endpoints:
+            endpoint.close()
         if server is not None:
             server.close()
         raise
-    # From here the listeners own the sockets.
-    if ssl_context is None:
-        listeners = [await start_tcp(server, sock) for sock in sockets]
-    else:
-        # The login deadline starts once the handshake is done: bound the handshake alike.
-        handshake = server.connections.login_timeout / 1e6
-        listeners = [tls.TlsListener(sock, ssl_context, lambda: TcpConnection(server, "TCP"),
-                                     handshake) for sock in sockets]
-    host, _ = split_address(address)
-    port = sockets[0].getsockname()[1]
-    server.listen_ports["tcp"] = port
-    log.info("TCP%s listening on %s:%d", " (TLS)" if ssl_context else "", host, port)
-    return server, listeners
+    return server, endpoints
 
 
 async def serve(cfg: dict, ready=None) -> None:
-    server, listeners = await _start(cfg)
+    server, endpoints = await _start(cfg)
     try:
-        # Their defaults are off here (Iggy's are on), so `enabled` means the user asked.
-        asked = [(name, cfg[key]["address"]) for key, name in UNBUILT_TRANSPORTS
-                 if cfg[key]["enabled"]]
-        for name, address in asked:
-            log.warning("%s transport is not available in this version; not listening on %s",
-                        name, address)
-        if not asked:
-            log.info("HTTP, QUIC and WebSocket transports are not available in this version")
+        for section, name in TRANSPORTS.items():
+            if cfg[section]["enabled"] and section not in ENDPOINTS:
+                log.info("%s transport is not available in this version; not listening on %s",
+                         name, cfg[section]["address"])
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -187,14 +139,14 @@ async def serve(cfg: dict, ready=None) -> None:
         for task in background:
             task.cancel()
     finally:
-        for listener in listeners:
-            listener.close()
+        for endpoint in endpoints:
+            endpoint.close()
         for client in list(server.clients.values()):
             if client.close is not None:
                 client.close()
-        for listener in listeners:
+        for endpoint in endpoints:
             try:
-                await asyncio.wait_for(listener.wait_closed(), 2)
+                await asyncio.wait_for(endpoint.wait_closed(), 2)
             except (asyncio.TimeoutError, Exception):
                 pass
         server.close()

@@ -55,6 +55,7 @@ import logging
 import time
 from typing import Protocol
 
+from iggy_fast._log import FileRegion
 from iggy_fast._wire import FrameReader
 from iggy_fast.config import NEVER, parse_duration_us, parse_size
 from iggy_fast.protocol.codes import MAX_FRAME_SIZE
@@ -99,6 +100,12 @@ class Transport(Protocol):
     def shrink(self) -> int:
         """The connection is idle: let go of buffers only worth keeping while it is busy.
         Returns the bytes given back."""
+
+
+def reply_bytes(pieces: list) -> bytes:
+    """One reply as one bytes object, stored batches (FileRegion) read in: for transports that
+    carry each reply as one message (WebSocket, QUIC streams) and cannot sendfile."""
+    return b"".join([p.read() if type(p) is FileRegion else p for p in pieces])
 
 
 class Connections:
@@ -213,6 +220,20 @@ class Connection:
 
     def buffer_updated(self, nbytes: int) -> None:
         self.frames.buffer_updated(nbytes)
+        self._process()
+
+    def feed(self, data) -> None:
+        """Take received bytes that arrived as a chunk (a WebSocket message, a QUIC stream's
+        data) rather than read into get_buffer(): copied into the receive buffer, then cut into
+        frames as a read would be."""
+        view = memoryview(data).cast("B")
+        frames = self.frames
+        while view:
+            buffer = frames.get_buffer(len(view))
+            n = min(len(buffer), len(view))
+            buffer[:n] = view[:n]
+            frames.buffer_updated(n)
+            view = view[n:]
         self._process()
 
     def resume_writing(self) -> None:

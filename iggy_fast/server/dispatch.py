@@ -27,7 +27,7 @@ from iggy_fast.protocol import binary
 from iggy_fast.protocol.codes import COMMANDS as PROTOCOL_COMMANDS
 from iggy_fast.protocol.codes import (LEGACY_LOGIN_CODES, OPERATION_COMMANDS, RESULT_FRAMED,
                                       EvictionReason, Operation)
-from iggy_fast.protocol.errors import Eviction, IggyError
+from iggy_fast.protocol.errors import Eviction, IggyError, Unauthenticated
 from iggy_fast.server.service import Context, groups, messages, session, streams, system, users
 
 log = logging.getLogger("iggy_fast.dispatch")
@@ -174,6 +174,14 @@ class Dispatcher:
         if inspect.isawaitable(result):
             return self._finish_later(h, reply_op, cmd.encode, result)
         return self._reply(h, reply_op, cmd.encode, result)
+
+    def call(self, client, code: int, request, now: int):
+        """Serve one typed request from a transport that decoded it itself (HTTP's JSON):
+        the login gate and the service function, as for a binary frame. Returns the result
+        or an awaitable of it; raises IggyError (Unauthenticated, 40, without a login)."""
+        if code in NEEDS_LOGIN and client.user_id is None:
+            raise Unauthenticated()
+        return COMMANDS[code].serve(Context(self.server, client, now), request)
 
     def _reply(self, h, op: int, encode, result) -> list:
         pieces = _pieces(encode(result)) if result is not None else []

@@ -41,7 +41,11 @@ import socket
 from collections import deque
 
 from iggy_fast._log import FileRegion
+from iggy_fast.config import split_address
 from iggy_fast.server.connection import Connection
+from iggy_fast.server.core import StartupError
+from iggy_fast.server.transports import Endpoint, tls
+from iggy_fast.server.transports.sockets import BACKLOG, bind, os_reason
 
 log = logging.getLogger("iggy_fast.tcp")
 
@@ -220,8 +224,51 @@ class TcpConnection(asyncio.BufferedProtocol):
         return sent
 
 
-async def start_tcp(server, sock):
-    """Serve plain TCP on a bound socket (server/app.py binds it first; TLS: transports/tls.py)."""
-    loop = asyncio.get_running_loop()
-    return await loop.create_server(lambda: TcpConnection(server, "TCP"), sock=sock,
-                                    backlog=1024)
+class TcpEndpoint(Endpoint):
+    """The TCP listener (TLS when `[tcp.tls] enabled`): sockets bound in __init__."""
+
+    section, name = "tcp", "TCP"
+
+    def __init__(self, cfg: dict):
+        super().__init__(cfg)
+        tls_cfg = cfg["tcp"]["tls"]
+        self.tls = tls_cfg["enabled"]
+        self.ssl_context = tls.configured_context(tls_cfg) if self.tls else None
+        self.sockets = bind(self.name, cfg["tcp"]["address"])
+        self.listeners: list = []
+
+    async def start(self, server) -> None:
+        if self.tls and self.ssl_context is None:
+            self.ssl_context = tls.self_signed_context_or_stop(server.data_dir)
+        address = self.cfg["tcp"]["address"]
+        try:
+            for sock in self.sockets:
+                sock.listen(BACKLOG)
+        except OSError as e:
+            raise StartupError(f"TCP cannot listen on {address}: {os_reason(e)}") from None
+        loop = asyncio.get_running_loop()
+        for sock in self.sockets:
+            if self.ssl_context is None:
+                self.listeners.append(await loop.create_server(
+                    lambda: TcpConnection(server, "TCP"), sock=sock, backlog=BACKLOG))
+            else:
+                # The login deadline starts once the handshake is done: bound the handshake
+                # alike.
+                self.listeners.append(tls.TlsListener(
+                    sock, self.ssl_context, lambda: TcpConnection(server, "TCP"),
+                    server.connections.login_timeout / 1e6))
+        port = self.sockets[0].getsockname()[1]
+        server.listen_ports["tcp"] = port
+        log.info("TCP%s listening on %s:%d", " (TLS)" if self.tls else "",
+                 split_address(address)[0], port)
+
+    def close(self) -> None:
+        for listener in self.listeners:
+            listener.close()
+        if not self.listeners:
+            for sock in self.sockets:
+                sock.close()
+
+    async def wait_closed(self) -> None:
+        for listener in self.listeners:
+            await listener.wait_closed()

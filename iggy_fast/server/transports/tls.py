@@ -30,6 +30,8 @@ import socket
 import ssl
 
 from iggy_fast.config import ConfigError
+from iggy_fast.server.core import StartupError
+from iggy_fast.server.transports.sockets import os_reason
 
 log = logging.getLogger("iggy_fast.tls")
 
@@ -40,18 +42,22 @@ HANDSHAKE_TIMEOUT = 60.0      # at most; a shorter login deadline bounds the han
 _OUT_OF_RESOURCES = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 
 
-def configured_context(tls_cfg: dict) -> ssl.SSLContext | None:
-    """The context for the configured certificate files; None when none are configured and a
-    self-signed certificate is asked for. ConfigError (one line) names a file that cannot be
+def configured_context(tls_cfg: dict, section: str = "tcp.tls") -> ssl.SSLContext | None:
+    """The context for the configured certificate files of `section` (its name in messages);
+    None when none are configured and a self-signed certificate is asked for (a section
+    without `self_signed` never gets one). ConfigError (one line) names a file that cannot be
     used, or says that nothing provides a certificate."""
     cert, key = tls_cfg["cert_file"], tls_cfg["key_file"]
     if not cert and not key:
+        if "self_signed" not in tls_cfg:
+            raise ConfigError(f"{section} is enabled and no cert_file is configured")
         if not tls_cfg["self_signed"]:
-            raise ConfigError("tcp.tls is enabled with self_signed = false and no cert_file: "
-                              "configure cert_file and key_file, or set self_signed = true")
+            raise ConfigError(f"{section} is enabled with self_signed = false and no "
+                              "cert_file: configure cert_file and key_file, or set "
+                              "self_signed = true")
         return None
     if not cert:
-        raise ConfigError(f"tcp.tls.key_file {key} is configured without a cert_file")
+        raise ConfigError(f"{section}.key_file {key} is configured without a cert_file")
     for name, path in (("cert_file", cert), ("key_file", key)):
         if not path:
             continue
@@ -59,16 +65,25 @@ def configured_context(tls_cfg: dict) -> ssl.SSLContext | None:
             with open(path, "rb"):
                 pass
         except OSError as e:
-            raise ConfigError(f"tcp.tls.{name} {path}: {e.strerror}") from None
+            raise ConfigError(f"{section}.{name} {path}: {e.strerror}") from None
     try:
         return _context(cert, key or None)
     except ssl.SSLError as e:
-        raise ConfigError(f"tcp.tls: {cert}{' / ' + key if key else ''} is not a usable PEM "
+        raise ConfigError(f"{section}: {cert}{' / ' + key if key else ''} is not a usable PEM "
                           f"certificate and key: {e.reason or e}") from None
 
 
 def self_signed_context(data_dir: str) -> ssl.SSLContext:
     return _context(*self_signed(data_dir))
+
+
+def self_signed_context_or_stop(data_dir: str) -> ssl.SSLContext:
+    """The self-signed certificate's context; StartupError when it cannot be written."""
+    try:
+        return self_signed_context(data_dir)
+    except OSError as e:
+        raise StartupError(f"cannot write a self-signed certificate in "
+                           f"{os.path.join(data_dir, 'certs')}: {os_reason(e)}") from None
 
 
 def _context(cert: str, key: str | None) -> ssl.SSLContext:

@@ -1,8 +1,7 @@
-"""The `iggy-fast` command: `iggy-fast server` runs the server, `iggy-fast bench` benchmarks it."""
+"""`iggy-fast server`: read the configuration (defaults, file, IGGY_* variables, flags) and serve."""
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import sys
@@ -46,11 +45,7 @@ def _server(args) -> int:
     return 0
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="iggy-fast", description=__doc__)
-    parser.add_argument("--log-level", default="INFO")
-    sub = parser.add_subparsers(dest="command", required=True)
-
+def add_parser(sub) -> None:
     srv = sub.add_parser("server", help="run the server")
     srv.add_argument("--config", help="TOML configuration file (Iggy's server.toml keys)")
     srv.add_argument("--data-dir", help="where streams and metadata live (system.path)")
@@ -58,19 +53,3 @@ def main(argv=None) -> int:
     srv.add_argument("--with-default-root-credentials", action="store_true",
                      help="root user iggy/iggy unless IGGY_ROOT_PASSWORD says otherwise")
     srv.set_defaults(func=_server)
-
-    from iggy_fast.bench import runner
-    bench = sub.add_parser("bench", help="benchmark a server (or one it starts itself)",
-                           description=runner.__doc__,
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
-    runner.add_arguments(bench)
-    bench.set_defaults(func=runner.main)
-
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return args.func(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
