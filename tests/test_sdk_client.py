@@ -323,3 +323,21 @@ def test_raw_blocking_client_still_works(server):
         assert b.login() == 0
         b.ping()
         assert b.call(201).body is not None
+
+
+def test_readme_example_runs(server, unique):
+    """The README's client example, run as written against a live server (its address and
+    stream name swapped for this test's)."""
+    import pathlib
+    import re
+    import subprocess
+    import sys
+    readme = (pathlib.Path(__file__).parent.parent / "README.md").read_text()
+    section = readme.split("## Our Python client", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    stream = unique("orders")
+    code = code.replace("127.0.0.1:8090", server.address).replace('"orders"', repr(stream))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split("\n")[:2] == ["0 b'hello'", "1 b'hi'"]
