@@ -173,12 +173,14 @@ async def test_reconnect_after_server_restart(fresh_server):
 
 
 async def test_heartbeat_keeps_an_idle_connection(tmp_path):
-    srv = ServerProcess(tmp_path / "idle", env={"IGGY_CONNECTIONS_IDLE_TIMEOUT": "1s"}).start()
+    # The server drops a connection silent for 2 s; the heartbeat pings every 0.2 s idle
+    # (ten times over, for a loaded machine), and the silent client is dropped.
+    srv = ServerProcess(tmp_path / "idle", env={"IGGY_CONNECTIONS_IDLE_TIMEOUT": "2s"}).start()
     try:
         url = f"iggy://iggy:iggy@{srv.address}"
         async with IggyClient(url, heartbeat_interval=0.2) as beating, \
                 IggyClient(url, heartbeat_interval=None, reconnection_interval=0.1) as silent:
-            await asyncio.sleep(3.5)
+            await asyncio.sleep(5)
             await beating.ping()
             await silent.ping()             # the server dropped it: this one reconnected
             assert beating.reconnects == 0
