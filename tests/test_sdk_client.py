@@ -341,3 +341,20 @@ def test_readme_example_runs(server, unique):
                          timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split("\n")[:2] == ["0 b'hello'", "1 b'hi'"]
+
+
+async def test_send_batch_as_pieces(client, unique):
+    """A batch given as several buffers goes out as they are and lands as one batch."""
+    from iggy_fast.client.types import build_batch
+    stream = unique("s")
+    await client.create_stream(stream)
+    await client.create_topic(stream, "t")
+    payloads = [bytes([i]) * 30_000 for i in range(3)]          # pieces above the join size
+    batch, count = build_batch(payloads)
+    view = memoryview(batch)
+    pieces = [view[:256], view[256:300], view[300:40_000], view[40_000:]]
+    sent = await client.send_batch(stream, "t", 0, pieces, count)
+    assert sent.offsets == range(0, 3)
+    polled = await client.poll_messages(stream, "t", partition_id=0,
+                                        polling_strategy=PollingStrategy.First())
+    assert [m.payload for m in polled] == payloads

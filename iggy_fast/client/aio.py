@@ -184,7 +184,7 @@ class IggyClient:
             except (OSError, ssl.SSLError, asyncio.TimeoutError, ConnectionError,
                     TimeoutError) as e:
                 await link.close()
-                failures.append(f"{c.addresses[i]}: {e or type(e).__name__}")
+                failures.append(f"{c.addresses[i]}: {str(e) or type(e).__name__}")
                 continue
             except BaseException:
                 await link.close()
@@ -210,8 +210,9 @@ class IggyClient:
             who = f"user {secret[0]!r}" if kind == "password" else "the access token"
             check = ("the username and password, and that the user is active"
                      if kind == "password" else "that the token exists and has not expired")
-            raise type(e)(f"{link.address} refused the login of {who} ({e}): check {check}"
-                          ) from None
+            raise IggyError.from_code(
+                e.code, f"{link.address} refused the login of {who} ({e}): check {check}"
+            ) from None
         self.identity = codec.read_identity(body)
         return self.identity
 
@@ -532,10 +533,13 @@ class IggyClient:
                          partitioning: Partitioning | int | None, batch, count: int
                          ) -> Sent | None:
         """Send an encoded batch (§7.3) of `count` messages as it is: the batch goes to the
-        socket as the caller's buffer, never copied (for producers that build batches)."""
+        socket as the caller's buffer, never copied (for producers that build batches). It
+        may be one buffer or a list of buffers that together are the batch (a header, then
+        frames), written in order."""
         p = Partitioning.of(partitioning)
         body = codec.send_messages(stream, topic, p.kind, p.value, count)
-        return codec.read_sent(await self._call(101, body, (batch,)), count)
+        pieces = tuple(batch) if isinstance(batch, (list, tuple)) else (batch,)
+        return codec.read_sent(await self._call(101, body, pieces), count)
 
     async def poll_messages(self, stream: Ident, topic: Ident, *,
                             partition_id: int | None = None,
