@@ -68,6 +68,16 @@ TRANSPORTS = {
     "http": "iggy_fast.client.transports.http:HttpLink",
 }
 
+# The constructor keywords a transport's Link takes from a ClientConfig, for a Link class that
+# has no `from_config` of its own (the TLS settings: QUIC is always TLS, ws becomes wss).
+# Without a CA file the server's certificate is not verified, as over TCP.
+LINK_OPTIONS = {
+    "quic": lambda c: {"server_name": c.tls_domain or "localhost",
+                       "tls_ca_file": c.tls_ca_file},
+    "ws": lambda c: {"tls": c.tls, "ca_file": c.tls_ca_file,
+                     "verify": c.tls_ca_file is not None, "domain": c.tls_domain},
+}
+
 _SCOPES = {"topic": TOPIC_SCOPE, "stream": STREAM_SCOPE, "user": USER_SCOPE}
 Ident = int | str
 
@@ -86,6 +96,14 @@ def link_class(transport: str) -> type[Link]:
             raise
         raise FeatureUnavailable(f"transport {transport!r} not available: this build has no "
                                  f"{module}") from None
+
+
+def make_link(transport: str, address: str, config: ClientConfig) -> Link:
+    """A Link to `address` for `transport`, configured from `config`."""
+    cls = link_class(transport)
+    if cls.from_config.__func__ is Link.from_config.__func__ and transport in LINK_OPTIONS:
+        return cls(address, config.timeout, **LINK_OPTIONS[transport](config))
+    return cls.from_config(address, config)
 
 
 def _config(conn, options) -> ClientConfig:
@@ -172,11 +190,10 @@ class IggyClient:
     async def _establish(self) -> None:
         """One pass over the addresses, starting with the last that worked."""
         c = self.config
-        cls = link_class(c.transport)
         failures = []
         for k in range(len(c.addresses)):
             i = (self._address_index + k) % len(c.addresses)
-            link = cls.from_config(c.addresses[i], c)
+            link = make_link(c.transport, c.addresses[i], c)
             try:
                 await asyncio.wait_for(link.connect(), c.connect_timeout)
                 if self._credentials is not None:
