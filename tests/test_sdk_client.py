@@ -117,7 +117,7 @@ async def test_poll_strategies_and_view(client, unique):
     await asyncio.sleep(0.01)
     middle = time.time_ns() // 1000
     await client.send_messages(stream, "t", 0, [
-        SendMessage(b"with-headers", id=42, headers={"k": "v", "n": 7, "b": True}),
+        SendMessage(b"with-headers", {"k": "v", "n": 7, "b": True}, id=42),
         memoryview(b"view"), bytearray(b"array")])
 
     async def poll(strategy, count=100, **kw):
@@ -187,8 +187,9 @@ async def test_consumer_groups(client, server, unique):
     me = await client.get_me()
     stream_id = (await client.get_stream(stream)).id
     assert ConsumerGroupRef(stream_id, topic.id, group.id) in me.consumer_groups
-    polled = await client.poll_messages(stream, "t", partition_id=1, consumer=Consumer.group("g"),
-                                        polling_strategy=PollingStrategy.Next(), count=10,
+    polled = await client.poll_messages(stream, "t", partition_id=1,
+                                        consumer=Consumer.Group("g"), count=10,
+                                        polling_strategy=PollingStrategy.Next(),
                                         auto_commit=True)
     assert [m.payload for m in polled] == [b"g0", b"g1"]
     await client.leave_consumer_group(stream, "t", "g")

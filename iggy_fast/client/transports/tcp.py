@@ -3,9 +3,9 @@
 An asyncio BufferedProtocol reads straight into the memory ClientCore hands out: the 256-byte
 header into the core's header buffer, then the body into a buffer of exactly its size, which
 becomes the answer (a poll reply is never copied). Writes go out as the core's pieces: small
-ones joined, a large one (a batch) written as it is, never copied. TLS is asyncio's (it hands BufferedProtocols decrypted bytes the
-same way); `tls_ca_file` is the CA to verify the server against, and without it the
-certificate is not verified (fine on loopback, not beyond).
+ones joined, a large one (a batch) written as it is, never copied. TLS is asyncio's (it hands
+BufferedProtocols decrypted bytes the same way); `tls_ca_file` is the CA to verify the server
+against, and without it the certificate is not verified (fine on loopback, not beyond).
 """
 
 from __future__ import annotations
