@@ -381,7 +381,7 @@ _STATUS = {"active": 1, "inactive": 2}
 
 @remote()
 async def user_create(client, args) -> int:
-    user = await client.create_user(args.username, args.password, _STATUS[args.status],
+    user = await client.create_user(args.new_username, args.new_password, _STATUS[args.status],
                                     permissions(args.global_permissions,
                                                 args.stream_permissions))
     done(args, f"User {user.username} created with id {user.id}", user)
@@ -449,7 +449,8 @@ async def pat_create(client, args) -> int:
 
 @remote()
 async def pat_list(client, args) -> int:
-    emit(args, await client.get_personal_access_tokens(), title="Personal access tokens")
+    emit(args, await client.get_personal_access_tokens(), title="Personal access tokens",
+         columns=("name", "expiry_at"))
     return 0
 
 
@@ -505,10 +506,29 @@ async def offset_get(client, args) -> int:
     return 0
 
 
+async def _as_member(client, args, change) -> None:
+    """Run `change()` (a store or delete of an offset). A group's offset may only be changed
+    by the member owning the partition, so for a group this connection joins it for the
+    change and leaves after; with other members online the partition may be theirs."""
+    from iggy_fast.protocol.errors import ResourceNotFound
+    if args.kind != "group":
+        await change()
+        return
+    await client.join_consumer_group(args.stream, args.topic, args.consumer)
+    try:
+        await change()
+    except ResourceNotFound:
+        raise CommandError(f"partition {args.partition} belongs to another member of group "
+                           f"{args.consumer}: change its offset when the group is idle, or "
+                           f"from that member") from None
+    finally:
+        await client.leave_consumer_group(args.stream, args.topic, args.consumer)
+
+
 @remote()
 async def offset_set(client, args) -> int:
-    await client.store_consumer_offset(args.stream, args.topic, args.offset, args.partition,
-                                       _consumer(args))
+    await _as_member(client, args, lambda: client.store_consumer_offset(
+        args.stream, args.topic, args.offset, args.partition, _consumer(args)))
     done(args, f"Offset of {args.kind} {args.consumer} on partition {args.partition} set to "
          f"{args.offset}", {"consumer": args.consumer, "partition": args.partition,
                             "offset": args.offset})
@@ -517,8 +537,8 @@ async def offset_set(client, args) -> int:
 
 @remote()
 async def offset_delete(client, args) -> int:
-    await client.delete_consumer_offset(args.stream, args.topic, args.partition,
-                                        _consumer(args))
+    await _as_member(client, args, lambda: client.delete_consumer_offset(
+        args.stream, args.topic, args.partition, _consumer(args)))
     done(args, f"Offset of {args.kind} {args.consumer} on partition {args.partition} deleted",
          {"consumer": args.consumer, "partition": args.partition, "deleted": True})
     return 0
@@ -689,8 +709,10 @@ def add_parser(sub) -> None:
                             help="one stream's permissions (and its topics'), repeatable")
 
     a = group("user", ["u"], "users")
-    p = action(a, "create", "c", user_create, "create a user", ("username", str),
-               ("password", str))
+    p = action(a, "create", "c", user_create, "create a user")
+    # Not `username`/`password`: those are the login's (connect.py).
+    p.add_argument("new_username", metavar="username")
+    p.add_argument("new_password", metavar="password")
     p.add_argument("--status", choices=tuple(_STATUS), default="active")
     permission_options(p)
     action(a, "list", "l", user_list, "list the users")

@@ -91,7 +91,10 @@ def emit(args, data, columns=None, title: str | None = None) -> None:
     from rich.console import Console
     console = Console()
     if isinstance(data, list):
-        console.print(listing(data, columns, title))
+        if data or columns:
+            console.print(listing(data, columns, title))
+        else:
+            console.print(f"{title or 'List'}: none")
         return
     console.print(record(data, title))
     for key, value in data.items():
@@ -109,7 +112,8 @@ def done(args, message: str, data) -> None:
 
 # Column headings shorter than the field names, so listings fit a terminal.
 _LABELS = {"partitions_count": "partitions", "messages_count": "messages", "size_bytes": "size",
-           "topics_count": "topics", "created_at": "created", "members_count": "members",
+           "topics_count": "topics", "streams_count": "streams", "clients_count": "clients",
+           "created_at": "created", "members_count": "members",
            "consumer_groups_count": "groups", "segments_count": "segments",
            "current_offset": "current offset", "message_expiry": "expiry",
            "max_topic_size": "max size", "compression_algorithm": "compression"}
@@ -163,12 +167,26 @@ def duration(us: int) -> str:
     return (f"{days}d " if days else "") + f"{h}h {m}m {s}s"
 
 
+def permissions_text(p: dict) -> str:
+    """A user's permissions (plain() of the SDK's Permissions) as one line per scope."""
+    def granted(flags: dict) -> str:
+        return ", ".join(k for k, v in flags.items() if v is True) or "none"
+    lines = [f"global: {granted(p.get('global', {}))}"]
+    for sid, sp in p.get("streams", {}).items():
+        lines.append(f"stream {sid}: {granted(sp)}")
+        for tid, tp in sp.get("topics", {}).items():
+            lines.append(f"stream {sid} topic {tid}: {granted(tp)}")
+    return "\n".join(lines)
+
+
 def cell(key: str, value) -> str:
     """A field's value for a person: by its name, µs timestamps as dates, bytes as sizes."""
     if value is None:
-        return ""
+        return "never" if key == "expiry_at" else ""
     if isinstance(value, bool):
         return "yes" if value else "no"
+    if key == "permissions" and isinstance(value, dict):
+        return permissions_text(value)
     if isinstance(value, dict):
         return ", ".join(f"{k}={v}" for k, v in value.items() if v not in (False, None, {}, []))
     if isinstance(value, list):

@@ -41,7 +41,8 @@ async def _gather_present(calls):
 
 
 async def _group_lag(client, stream_id: int, topic_id: int, group, partitions) -> dict:
-    """{name, id, members, lag, partitions: {id: lag}} for one group of a topic."""
+    """{name, id, members, lag, partitions: {"id": lag}} for one group of a topic (string
+    keys: the snapshot is JSON)."""
     from iggy_fast.client.types import Consumer
     offsets = await _gather_present(
         [client.get_consumer_offset(stream_id, topic_id, p.id, Consumer.group(group.id))
@@ -49,11 +50,11 @@ async def _group_lag(client, stream_id: int, topic_id: int, group, partitions) -
     lags = {}
     for p, stored in zip(partitions, offsets):
         if p.messages_count == 0:
-            lags[p.id] = 0
+            lags[str(p.id)] = 0
         elif stored is None:
-            lags[p.id] = p.current_offset + 1          # nothing consumed yet
+            lags[str(p.id)] = p.current_offset + 1          # nothing consumed yet
         else:
-            lags[p.id] = max(p.current_offset - stored.stored_offset, 0)
+            lags[str(p.id)] = max(p.current_offset - stored.stored_offset, 0)
     return {"id": group.id, "name": group.name, "members": group.members_count,
             "lag": sum(lags.values()), "partitions": lags}
 
@@ -127,7 +128,7 @@ def render(snap: dict, address: str):
     table = Table(expand=True)
     for name, justify in (("stream", "left"), ("topic", "left"), ("partitions", "right"),
                           ("messages", "right"), ("size", "right"), ("msg/s", "right"),
-                          ("bytes/s", "right"), ("consumer groups: lag", "left")):
+                          ("bytes/s", "right"), ("lag by group", "left")):
         table.add_column(name, justify=justify)
     for r in snap["topics"]:
         rate = r["messages_per_second"]
