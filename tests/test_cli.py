@@ -569,3 +569,30 @@ def test_top_once_as_a_table(server, home, topic):
                        env={"COLUMNS": "200"})
     assert rc == 0, err
     assert "iggy-fast top" in out and name in out and "msg/s" in out
+
+
+@pytest.mark.timeout(180)      # each readline below waits on top: a hang must fail, not stall
+def test_top_says_when_the_server_goes_away_and_comes_back(tmp_path, home):
+    srv = ServerProcess(tmp_path / "data").start()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "iggy_fast.cli", "top", "--interval", "0.3", "--output", "json",
+         "--address", srv.address, *ROOT],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**{k: v for k, v in os.environ.items() if not k.startswith("IGGY_")},
+             "IGGY_FAST_HOME": home})
+    try:
+        assert "topics" in json.loads(proc.stdout.readline())
+        srv.stop()
+        while "error" not in (line := json.loads(proc.stdout.readline())):
+            pass                    # snapshots taken before the server was gone
+        assert line["error"]
+        srv.start()
+        deadline = time.monotonic() + 60
+        while "error" in (line := json.loads(proc.stdout.readline())):
+            assert time.monotonic() < deadline, "top did not come back with the server"
+        assert "topics" in line and line["stats"]["server_version"]
+    finally:
+        proc.kill()
+        proc.wait()
+        srv.stop()
+    assert "Traceback" not in proc.stderr.read()

@@ -117,8 +117,9 @@ def _ask_password(username: str) -> str:
     return line.rstrip("\r\n")
 
 
-def client_config(settings: dict, args):
-    """A ClientConfig for one short command: no heartbeat, no reconnecting."""
+def client_config(settings: dict, args, reconnect: bool = False):
+    """A ClientConfig for one short command (no heartbeat, no reconnecting), or with
+    `reconnect` for one that watches (top): the SDK's heartbeat and reconnection."""
     from iggy_fast.client.connection_string import DEFAULT_PORTS, ClientConfig
     transport = settings.get("transport", "tcp")
     address = settings.get("address") or f"127.0.0.1:{DEFAULT_PORTS[transport]}"
@@ -128,11 +129,13 @@ def client_config(settings: dict, args):
                         token=settings.get("token"), tls=bool(settings.get("tls")),
                         tls_ca_file=settings.get("tls_ca_file"),
                         tls_domain=settings.get("tls_domain"), timeout=timeout,
-                        connect_timeout=timeout, heartbeat_interval=None,
-                        reconnection_retries=0)
+                        connect_timeout=timeout,
+                        heartbeat_interval=5.0 if reconnect else None,
+                        reconnection_retries=None if reconnect else 0,
+                        reconnection_interval=0.5, reconnection_max=5.0)
 
 
-async def open_client(args, login: bool = True):
+async def open_client(args, login: bool = True, reconnect: bool = False):
     """A connected (and, with credentials, logged-in) IggyClient for `args`."""
     from iggy_fast.client.aio import IggyClient
     settings = resolve(args)
@@ -140,19 +143,19 @@ async def open_client(args, login: bool = True):
         raise CommandError("no credentials: give -u USER -p PASSWORD or -t TOKEN, set "
                            "IGGY_USERNAME and IGGY_PASSWORD (or IGGY_TOKEN), or save them "
                            "in a context (iggy-fast context create)")
-    client = IggyClient(client_config(settings, args))
+    client = IggyClient(client_config(settings, args, reconnect))
     await client.connect()
     return client
 
 
-def remote(login: bool = True):
+def remote(login: bool = True, reconnect: bool = False):
     """Decorate `async def command(client, args)` into a `func(args) -> exit code` that
     connects, runs it, closes and turns failures into one line on stderr."""
     def wrap(command):
         @functools.wraps(command)
         def run(args) -> int:
             async def main():
-                client = await open_client(args, login)
+                client = await open_client(args, login, reconnect)
                 try:
                     return await command(client, args)
                 finally:

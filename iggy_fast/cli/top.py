@@ -12,11 +12,16 @@ A stream or topic deleted while it is watched leaves the table at the next snaps
 found" answer for one topic drops that topic, not the view). `--once` prints one table and
 exits, `--iterations N` stops after N snapshots (both for scripts and tests); `--output json`
 prints each snapshot as one line of JSON. On a terminal it redraws in place (rich's Live).
+
+When the server goes away, top says so in place of the table (`{"error": ...}` in JSON) and
+keeps trying every interval; the SDK client reconnects and logs in again, and the table comes
+back when the server does. The exit code is 1 when the last snapshot failed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import sys
 import time
 
@@ -142,11 +147,12 @@ def render(snap: dict, address: str):
     return Group(head, table)
 
 
-@remote()
+@remote(reconnect=True)
 async def top(client, args) -> int:
     import orjson
     from rich.console import Console
     from rich.live import Live
+    from rich.text import Text
 
     iterations = 1 if args.once else args.iterations
     as_json = getattr(args, "output", "table") == "json"
@@ -155,28 +161,43 @@ async def top(client, args) -> int:
     if not as_json and iterations is None and console.is_terminal:
         live = Live(console=console, auto_refresh=False, screen=False)
         live.start()
-    previous, n = None, 0
+    # The client's reconnection warnings would tear the live table: its own line says it.
+    logging.getLogger("iggy_fast.client").setLevel(logging.ERROR)
+    previous, n, failed = None, 0, False
     try:
         while iterations is None or n < iterations:
             started = time.monotonic()
-            snap = with_rates(await snapshot(client), previous)
             n += 1
+            try:
+                snap = with_rates(await snapshot(client), previous)
+                failed = False
+            except (IggyError, OSError) as e:
+                # The server went away or refused: say so and try again at the next tick
+                # (the client reconnects meanwhile); rates restart from the next snapshot.
+                snap, previous, failed = None, None, True
+                problem = f"{client.config.addresses[0]}: {e}"
             if as_json:
-                out = {k: v for k, v in snap.items() if k != "monotonic"}
+                out = ({k: v for k, v in snap.items() if k != "monotonic"} if snap else
+                       {"time": time.time(), "error": problem})
                 sys.stdout.buffer.write(orjson.dumps(out) + b"\n")
                 sys.stdout.flush()
-            elif live is not None:
-                live.update(render(snap, client.address), refresh=True)
             else:
-                console.print(render(snap, client.address))
-            previous = snap
+                shown = render(snap, client.address) if snap else Text(
+                    f"iggy-fast top: {problem}; retrying every {args.interval:g} s",
+                    style="bold red")
+                if live is not None:
+                    live.update(shown, refresh=True)
+                else:
+                    console.print(shown)
+            if snap:
+                previous = snap
             if iterations is not None and n >= iterations:
                 break
             await asyncio.sleep(max(args.interval - (time.monotonic() - started), 0))
     finally:
         if live is not None:
             live.stop()
-    return 0
+    return 1 if failed else 0
 
 
 def add_parser(sub) -> None:
@@ -185,4 +206,12 @@ def add_parser(sub) -> None:
     p.add_argument("--interval", type=float, default=1.0, help="seconds between snapshots")
     p.add_argument("--once", action="store_true", help="one snapshot, then exit")
     p.add_argument("--iterations", type=int, help="stop after this many snapshots")
-    p.set_defaults(func=top)
+    p.set_defaults(func=_top)
+
+
+def _top(args) -> int:
+    # A request waits for a reconnection at most this long: a little over a tick, so a
+    # server that is down shows as down within seconds rather than the CLI's 10.
+    if getattr(args, "timeout", None) is None:
+        args.timeout = max(2 * args.interval, 2.0)
+    return top(args)
