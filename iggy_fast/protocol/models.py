@@ -13,9 +13,11 @@ caller asks for (or, iterating, one at a time).
 
 from __future__ import annotations
 
+import struct
 import sys
 from array import array
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from iggy_fast import _wire
 from iggy_fast.protocol.binary import parse_tlv
@@ -282,9 +284,9 @@ class Sent:
         return self.base_offset + self.count - 1
 
 
-@dataclass(frozen=True, slots=True)
-class Message:
-    """One polled message, built when asked for."""
+class Message(NamedTuple):
+    """One polled message, built when asked for (a named tuple: the compiled decoder's tuple
+    becomes one without a copy of its fields)."""
     offset: int
     timestamp: int                  # server append time of its batch, µs
     origin_timestamp: int           # the producer's time, µs
@@ -297,6 +299,12 @@ class Message:
     def headers(self) -> dict:
         """The user headers as {key: value}, raw bytes both (kinds dropped)."""
         return {k: v for _, k, _, v in parse_tlv(self.user_headers)} if self.user_headers else {}
+
+
+# A batch header's first fields (§7.3) and a message frame header (§7.4), read in one call.
+_BATCH = struct.Struct("<QQQQ")         # partition_id, base_offset, base_timestamp, origin
+_FRAME = struct.Struct("<QQQIIII")      # checksum, id lo, id hi, offset_delta,
+#                                         timestamp_delta, user_headers_length, payload_length
 
 
 class PolledMessages:
@@ -360,11 +368,26 @@ class PolledMessages:
     def offsets(self) -> array:
         """Each message's offset, in order, as one array('Q')."""
         self._index()
-        view = self.body
+        view, starts, batches = self.body, self._starts, self._batches
         out = array("Q")
-        for start, batch in zip(self._starts, self._batches):
-            out.append(int.from_bytes(view[batch + 8:batch + 16], "little")
-                       + int.from_bytes(view[start + 24:start + 28], "little"))
+        i, n = 0, len(starts)
+        while i < n:
+            batch = batches[i]
+            base = int.from_bytes(view[batch + 8:batch + 16], "little")
+            j = i
+            while j < n and batches[j] == batch:
+                j += 1
+            first = int.from_bytes(view[starts[i] + 24:starts[i] + 28], "little")
+            last = int.from_bytes(view[starts[j - 1] + 24:starts[j - 1] + 28], "little")
+            if last - first == j - 1 - i:
+                # A frame's delta is its index in the batch as sent (servers check it on
+                # ingest, slices keep it), so first..last spanning every frame is a range.
+                out.extend(range(base + first, base + last + 1))
+            else:
+                for k in range(i, j):
+                    out.append(base + int.from_bytes(view[starts[k] + 24:starts[k] + 28],
+                                                     "little"))
+            i = j
         return out
 
     @property
@@ -388,25 +411,16 @@ class PolledMessages:
             i += self.count
         if not 0 <= i < self.count:
             raise IndexError(f"message {i} of {self.count}")
-        start, batch = self._starts[i], self._batches[i]
-        v = self.body
-        hlen = int.from_bytes(v[start + 32:start + 36], "little")
-        plen = int.from_bytes(v[start + 36:start + 40], "little")
+        start, v = self._starts[i], self.body
+        _, base_offset, timestamp, origin = _BATCH.unpack_from(v, self._batches[i])
+        checksum, lo, hi, delta, ts_delta, hlen, plen = _FRAME.unpack_from(v, start)
         p = start + MESSAGE_HEADER
-        return Message(
-            int.from_bytes(v[batch + 8:batch + 16], "little")
-            + int.from_bytes(v[start + 24:start + 28], "little"),
-            int.from_bytes(v[batch + 16:batch + 24], "little"),
-            int.from_bytes(v[batch + 24:batch + 32], "little")
-            + int.from_bytes(v[start + 28:start + 32], "little"),
-            int.from_bytes(v[start + 8:start + 24], "little"),
-            bytes(v[p:p + plen]), bytes(v[p + plen:p + plen + hlen]),
-            int.from_bytes(v[start:start + 8], "little"))
+        return Message(base_offset + delta, timestamp, origin + ts_delta, lo | hi << 64,
+                       bytes(v[p:p + plen]), bytes(v[p + plen:p + plen + hlen]), checksum)
 
     def __iter__(self):
-        # The compiled walk decodes the batches at C speed; one Message per step.
-        for t in _wire.iter_messages(self.body[16:]):
-            yield Message(*t)
+        # The compiled walk decodes the batches at C speed; each tuple becomes a Message.
+        return map(Message._make, _wire.iter_messages(self.body[16:]))
 
     def tuples(self) -> list:
         """All messages as (offset, timestamp, origin_timestamp, id, payload, user_headers,
