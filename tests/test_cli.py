@@ -515,11 +515,26 @@ def test_context_chosen_per_command(server, home):
     assert rc == 1 and "no context named 'nope'" in err
 
 
+def test_context_with_a_token(server, home, unique):
+    rc, token, err = run("pat", "create", unique("p")[:20], "--address", server.address, *ROOT,
+                         home=home)
+    assert rc == 0, err
+    rc, _, err = run("context", "create", "bot", "--address", server.address, "-t",
+                     token.strip(), home=home)
+    assert rc == 0, err
+    rc, out, err = run("me", "--context", "bot", "--output", "json", home=home)
+    assert rc == 0, err
+    assert json.loads(out)["user_id"] == 0
+
+
 def test_context_errors(home):
     rc, _, err = run("context", "use", "ghost", home=home)
     assert rc == 1 and "no context named" in err
     rc, _, err = run("context", "delete", "default", home=home)
     assert rc == 1 and "cannot be deleted" in err
+    rc, _, err = run("context", "create", "bad", "--url", "iggy://nobody-at-all", home=home)
+    assert rc == 1 and "credentials" in err and err.count("\n") == 1
+    assert not os.path.exists(os.path.join(home, "contexts.json"))
 
 
 # -- top --------------------------------------------------------------------------------------

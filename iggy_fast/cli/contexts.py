@@ -115,8 +115,11 @@ def _create(args) -> int:
     data = load()
     if args.name in data["contexts"]:
         raise ContextError(f"context {args.name!r} already exists (delete it first)")
-    data["contexts"][args.name] = {key: getattr(args, key) for key in KEYS
-                                   if getattr(args, key, None) is not None}
+    settings = {key: getattr(args, key) for key in KEYS if getattr(args, key, None) is not None}
+    if "url" in settings:
+        from iggy_fast.client.connection_string import parse
+        parse(settings["url"])          # a bad one is refused now, not at every later use
+    data["contexts"][args.name] = settings
     save(data)
     done(args, f"Context {args.name} created", {"name": args.name, "created": True})
     return 0

@@ -233,11 +233,12 @@ def report(e: BaseException) -> int:
 def run_local(func):
     """A command that needs no server: its errors become `report()` lines."""
     from iggy_fast.cli.contexts import ContextError
+    from iggy_fast.protocol.errors import IggyError
 
     @functools.wraps(func)
     def run(args) -> int:
         try:
             return func(args)
-        except (ContextError, CommandError, OSError) as e:
+        except (ContextError, CommandError, OSError, IggyError) as e:
             return report(e)
     return run
