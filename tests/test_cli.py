@@ -611,3 +611,19 @@ def test_top_says_when_the_server_goes_away_and_comes_back(tmp_path, home):
         proc.wait()
         srv.stop()
     assert "Traceback" not in proc.stderr.read()
+
+
+def test_over_tls_with_the_servers_certificate(tmp_path, home):
+    """`--tls --tls-ca-file`: the CLI verifies the server's self-signed certificate."""
+    srv = ServerProcess(tmp_path / "tls", env={"IGGY_TCP_TLS_ENABLED": "true"}).start()
+    try:
+        ca = os.path.join(srv.data_dir, "certs", "iggy_cert.pem")
+        rc, out, err = run("me", "--address", srv.address, "--tls", "--tls-ca-file", ca,
+                           "--tls-domain", "localhost", *ROOT, "--output", "json", home=home)
+        assert rc == 0, err
+        assert json.loads(out)["transport"] == "TCP"
+        # Without TLS the server does not answer the frames: one line, no traceback.
+        rc, _, err = run("me", "--address", srv.address, "--timeout", "3", *ROOT, home=home)
+        assert rc == 1 and err.count("\n") == 1, err
+    finally:
+        srv.stop()
