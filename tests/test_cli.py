@@ -627,3 +627,41 @@ def test_over_tls_with_the_servers_certificate(tmp_path, home):
         assert rc == 1 and err.count("\n") == 1, err
     finally:
         srv.stop()
+
+
+@pytest.mark.timeout(120)
+def test_top_live_on_a_terminal(server, home, topic):
+    """On a terminal (a pty here) top redraws in place until interrupted."""
+    import pty
+    import select
+    import signal
+    stream, name = topic
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "iggy_fast.cli", "top", "--interval", "0.2", "--address",
+         server.address, *ROOT], stdin=slave, stdout=slave, stderr=slave, close_fds=True,
+        env={**{k: v for k, v in os.environ.items() if not k.startswith("IGGY_")},
+             "IGGY_FAST_HOME": home, "TERM": "xterm", "COLUMNS": "200", "LINES": "50"})
+    os.close(slave)
+    seen = b""
+    try:
+        deadline = time.monotonic() + 60
+        # Two frames: the header line twice, the second with a rate column filled.
+        while seen.count(b"iggy-fast top") < 2 and time.monotonic() < deadline:
+            if select.select([master], [], [], 1)[0]:
+                seen += os.read(master, 65536)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(30) == 130
+        try:                                    # what it wrote on its way out
+            while select.select([master], [], [], 0.5)[0]:
+                seen += os.read(master, 65536)
+        except OSError:                         # EIO: the pty's other end is closed
+            pass
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(master)
+    text = seen.decode(errors="replace")
+    assert text.count("iggy-fast top") >= 2 and name in text
+    assert "\x1b[" in text                   # drawn with terminal control sequences
+    assert "Traceback" not in text
