@@ -119,6 +119,12 @@ def test_me(cli):
     assert me["user_id"] == 0 and me["transport"] == "TCP"
 
 
+def test_options(cli):
+    catalog = {o["key"]: o["default"] for o in cli("options", "topic")}
+    assert "message_expiry" in catalog and "compression_algorithm" in catalog
+    assert cli("options", "user") == []
+
+
 def test_client_list_and_get(cli, server):
     # A command's own connection ends with it: a client that stays is the SDK's.
     from iggy_fast.client.blocking import SyncIggyClient

@@ -9,7 +9,7 @@
     iggy-fast offset    get|set|delete
     iggy-fast message   send|poll|flush
     iggy-fast client    list|get
-    iggy-fast stats | me | ping
+    iggy-fast stats | me | ping | options [topic|stream|user]
 
 Names and positional arguments follow Iggy's CLI (`iggy topic create STREAM NAME PARTITIONS`,
 `iggy consumer-offset get CONSUMER STREAM TOPIC PARTITION`), with Iggy's short aliases. A
@@ -199,6 +199,16 @@ async def stats(client, args) -> int:
 @remote()
 async def me(client, args) -> int:
     emit(args, await client.get_me(), title="This client")
+    return 0
+
+
+@remote()
+async def options(client, args) -> int:
+    from iggy_fast.cli.output import tlv_value
+    rows = [{"key": o.key, "default": tlv_value(o.kind, o.default),
+             "description": o.description} for o in await client.describe_options(args.scope)]
+    emit(args, rows, title=f"Options of a {args.scope}", columns=("key", "default",
+                                                                  "description"))
     return 0
 
 
@@ -659,6 +669,9 @@ def add_parser(sub) -> None:
         "-c", "--count", type=int, default=1, help="pings to send")
     system("stats", stats, "the server's statistics")
     system("me", me, "this connection as the server sees it")
+    system("options", options, "the settings a topic (or stream, user) accepts, with their "
+           "defaults").add_argument("scope", choices=("topic", "stream", "user"), nargs="?",
+                                    default="topic")
 
     a = group("stream", ["s"], "streams")
     action(a, "create", "c", stream_create, "create a stream", ("name", str))
