@@ -619,6 +619,26 @@ def test_top_says_when_the_server_goes_away_and_comes_back(tmp_path, home):
     assert "Traceback" not in proc.stderr.read()
 
 
+@pytest.mark.parametrize("transport, port", [("quic", "quic_port"), ("ws", "websocket_port"),
+                                             ("http", "http_port")])
+def test_other_transports(server, home, unique, transport, port):
+    """`--transport`: the same commands over every transport the SDK client has a link for
+    (a transport whose link is not in this build is skipped: the CLI has nothing of its own
+    per transport)."""
+    from iggy_fast.client.aio import TRANSPORTS
+    pytest.importorskip(TRANSPORTS[transport].partition(":")[0])
+    where = ("--transport", transport, "--address", f"127.0.0.1:{getattr(server, port)}")
+    name = unique("s")
+    rc, _, err = run("stream", "create", name, *where, *ROOT, home=home)
+    assert rc == 0, err
+    rc, out, err = run("stream", "list", *where, *ROOT, "--output", "json", home=home)
+    assert rc == 0, err
+    assert name in [s["name"] for s in json.loads(out)]
+    rc, out, err = run("stream", "get", name, "--address", server.address, *ROOT, "--output",
+                       "json", home=home)
+    assert rc == 0, err
+
+
 def test_over_tls_with_the_servers_certificate(tmp_path, home):
     """`--tls --tls-ca-file`: the CLI verifies the server's self-signed certificate."""
     srv = ServerProcess(tmp_path / "tls", env={"IGGY_TCP_TLS_ENABLED": "true"}).start()
