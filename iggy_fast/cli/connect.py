@@ -29,7 +29,7 @@ import sys
 
 from iggy_fast.cli import contexts
 from iggy_fast.cli.output import CommandError, output_options, report
-from iggy_fast.protocol.errors import Eviction, IggyError
+from iggy_fast.protocol.errors import IggyError
 
 TRANSPORTS = ("tcp", "quic", "http", "ws")
 
@@ -99,12 +99,12 @@ def resolve(args, env=os.environ) -> dict:
         if found:
             source, credentials = name, found
             break
-    if "username" in credentials and "password" not in credentials:
-        credentials["password"] = _ask_password(credentials["username"])
     if "token" in credentials and "username" in credentials:
         raise CommandError(f"the {source} give both a token and a username: use one")
     if "password" in credentials and "username" not in credentials:
         raise CommandError(f"the {source} give a password but no username")
+    if "username" in credentials and "password" not in credentials:
+        credentials["password"] = _ask_password(credentials["username"])
     return {**settings, **credentials, "source": source}
 
 
@@ -164,8 +164,6 @@ def remote(login: bool = True, reconnect: bool = False):
                 return asyncio.run(main()) or 0
             except KeyboardInterrupt:
                 return 130
-            except Eviction as e:
-                return report(CommandError(f"the server refused the login (reason {e.reason})"))
             except (IggyError, CommandError, contexts.ContextError, OSError) as e:
                 # What the server or the network answered: one line, no traceback.
                 return report(e)
