@@ -40,20 +40,26 @@ def connection_options() -> argparse.ArgumentParser:
     parent = argparse.ArgumentParser(add_help=False, parents=[output_options()])
     group = parent.add_argument_group("connection")
     s = argparse.SUPPRESS
-    group.add_argument("--url", default=s, help="connection string, "
-                       "iggy+TRANSPORT://USER:PASSWORD@HOST:PORT or iggy+TRANSPORT://TOKEN@HOST:PORT")
+    group.add_argument("--url", default=s, metavar="URL", help="a connection string, "
+                       "iggy+TRANSPORT://USER:PASSWORD@HOST:PORT or ...://TOKEN@HOST:PORT")
     group.add_argument("--transport", choices=TRANSPORTS, default=s, help="default tcp")
-    group.add_argument("--address", default=s,
-                       help="HOST:PORT of the server (default 127.0.0.1 and the transport's "
-                       "port); several, comma-separated, to fail over")
-    group.add_argument("-u", "--username", default=s, help="or IGGY_USERNAME")
-    group.add_argument("-p", "--password", default=s, help="or IGGY_PASSWORD")
-    group.add_argument("-t", "--token", default=s, help="personal access token, or IGGY_TOKEN")
+    group.add_argument("--address", default=s, metavar="HOST:PORT",
+                       help="the server (default 127.0.0.1 and the transport's port); "
+                       "several, comma-separated, to fail over")
+    group.add_argument("-u", "--username", default=s, metavar="USER", help="or IGGY_USERNAME")
+    group.add_argument("-p", "--password", default=s, metavar="PASSWORD",
+                       help="or IGGY_PASSWORD")
+    group.add_argument("-t", "--token", default=s, metavar="TOKEN",
+                       help="a personal access token, or IGGY_TOKEN")
     group.add_argument("--tls", action="store_true", default=s, help="TLS over TCP/WebSocket")
-    group.add_argument("--tls-ca-file", default=s, help="CA to verify the server against")
-    group.add_argument("--tls-domain", default=s, help="the name the certificate must carry")
-    group.add_argument("--context", default=s, help="a saved context instead of the active one")
-    group.add_argument("--timeout", type=float, default=s, help="seconds per request (10)")
+    group.add_argument("--tls-ca-file", default=s, metavar="FILE",
+                       help="the CA to verify the server's certificate against")
+    group.add_argument("--tls-domain", default=s, metavar="NAME",
+                       help="the name the certificate must carry")
+    group.add_argument("--context", default=s, metavar="NAME",
+                       help="a saved context instead of the active one")
+    group.add_argument("--timeout", type=float, default=s, metavar="SECONDS",
+                       help="per request (default 10)")
     return parent
 
 
