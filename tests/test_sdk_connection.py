@@ -375,3 +375,32 @@ def test_sync_client_errors_and_timeouts(server):
         assert wait_for(lambda: s.connected, 5)
         with pytest.raises(errors.StreamIdNotFound):
             s.purge_stream("no-such-stream")
+
+
+GEVENT_USERS = """
+from gevent import monkey; monkey.patch_all()
+import sys, gevent
+from iggy_fast import SyncIggyClient
+
+def user(i):
+    with SyncIggyClient(f"iggy://iggy:iggy@{sys.argv[1]}") as c:
+        for _ in range(50):
+            c.ping()
+        return i
+
+jobs = [gevent.spawn(user, i) for i in range(10)]
+gevent.joinall(jobs, timeout=60)
+print(sorted(j.value for j in jobs if j.value is not None))
+"""
+
+
+def test_sync_clients_under_gevent(server):
+    """Locust runs users as gevent greenlets of one OS thread: ten SyncIggyClients there
+    share one loop and all finish."""
+    import subprocess
+    import sys
+    pytest.importorskip("gevent")
+    out = subprocess.run([sys.executable, "-c", GEVENT_USERS, server.address],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == str(list(range(10))), out.stderr
