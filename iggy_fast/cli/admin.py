@@ -504,7 +504,7 @@ async def group_delete(client, args) -> int:
 
 def _consumer(args):
     from iggy_fast.client.types import Consumer
-    return Consumer.group(args.consumer) if args.kind == "group" else Consumer.single(args.consumer)
+    return (Consumer.group if args.kind == "group" else Consumer.single)(args.consumer)
 
 
 @remote()
@@ -580,7 +580,7 @@ async def message_send(client, args) -> int:
     else:
         partitioning = Partitioning.balanced()
     sent = await client.send_messages(args.stream, args.topic, partitioning,
-                                      [SendMessage(p, headers=headers) for p in payloads])
+                                      [SendMessage(p, headers) for p in payloads])
     result = {"stream": args.stream, "topic": args.topic, "count": len(payloads)}
     if sent is not None:
         result.update(partition_id=sent.partition_id, base_offset=sent.base_offset)
