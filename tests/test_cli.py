@@ -592,6 +592,17 @@ def test_top_once_as_a_table(server, home, topic):
     assert "iggy-fast top" in out and name in out and "msg/s" in out
 
 
+def test_top_watches_only_the_streams_asked_for(cli, server, home, topic, unique):
+    stream, name = topic
+    other = unique("s")
+    cli("stream", "create", other)
+    cli("topic", "create", other, "t", "1")
+    rc, out, err = run("top", "--once", "--stream", stream, "--output", "json", "--address",
+                       server.address, *ROOT, home=home)
+    assert rc == 0, err
+    assert [(r["stream"], r["topic"]) for r in json.loads(out)["topics"]] == [(stream, name)]
+
+
 @pytest.mark.timeout(180)      # each readline below waits on top: a hang must fail, not stall
 def test_top_says_when_the_server_goes_away_and_comes_back(tmp_path, home):
     srv = ServerProcess(tmp_path / "data").start()
@@ -691,3 +702,29 @@ def test_top_live_on_a_terminal(server, home, topic):
     assert text.count("iggy-fast top") >= 2 and name in text
     assert "\x1b[" in text                   # drawn with terminal control sequences
     assert "Traceback" not in text
+
+
+@pytest.mark.timeout(120)
+def test_top_drops_a_deleted_stream_without_an_error(cli, server, home, topic):
+    stream, name = topic
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "iggy_fast.cli", "top", "--interval", "0.2", "--output", "json",
+         "--address", server.address, *ROOT],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**{k: v for k, v in os.environ.items() if not k.startswith("IGGY_")},
+             "IGGY_FAST_HOME": home})
+    try:
+        first = json.loads(proc.stdout.readline())
+        assert stream in [r["stream"] for r in first["topics"]]
+        cli("stream", "delete", stream)
+        deadline = time.monotonic() + 60
+        while True:
+            line = json.loads(proc.stdout.readline())
+            assert "error" not in line, line
+            if stream not in [r["stream"] for r in line["topics"]]:
+                break
+            assert time.monotonic() < deadline, "the deleted stream stayed in the view"
+    finally:
+        proc.kill()
+        proc.wait()
+    assert "Traceback" not in proc.stderr.read()

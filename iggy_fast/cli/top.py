@@ -10,8 +10,9 @@ none); a topic's line shows each group's total.
 
 A stream or topic deleted while it is watched leaves the table at the next snapshot (a "not
 found" answer for one topic drops that topic, not the view). `--once` prints one table and
-exits, `--iterations N` stops after N snapshots (both for scripts and tests); `--output json`
-prints each snapshot as one line of JSON. On a terminal it redraws in place (rich's Live).
+exits, `--iterations N` stops after N snapshots (both for scripts and tests), `--stream S`
+watches only that stream; `--output json` prints each snapshot as one line of JSON. On a
+terminal it redraws in place (rich's Live).
 
 When the server goes away, top says so in place of the table (`{"error": ...}` in JSON) and
 keeps trying every interval; the SDK client reconnects and logs in again, and the table comes
@@ -25,6 +26,7 @@ import logging
 import sys
 import time
 
+from iggy_fast.cli.admin import ident
 from iggy_fast.cli.connect import connection_options, remote
 from iggy_fast.cli.output import duration, size
 from iggy_fast.protocol.errors import IggyError
@@ -64,10 +66,13 @@ async def _group_lag(client, stream_id: int, topic_id: int, group, partitions) -
             "lag": sum(lags.values()), "partitions": lags}
 
 
-async def snapshot(client) -> dict:
-    """One look at the server: {time, stats, topics: [...]} (see the module docstring)."""
+async def snapshot(client, only=()) -> dict:
+    """One look at the server: {time, stats, topics: [...]} (see the module docstring);
+    `only`: the streams to watch, by id or name (default all)."""
     stats = await client.get_stats()
     streams = await client.get_streams()
+    if only:
+        streams = [s for s in streams if s.id in only or s.name in only]
     topic_lists = await _gather_present([client.get_topics(s.id) for s in streams])
     topics = [(s, t) for s, ts in zip(streams, topic_lists) for t in (ts or ())]
     group_lists = await _gather_present(
@@ -169,7 +174,7 @@ async def top(client, args) -> int:
             started = time.monotonic()
             n += 1
             try:
-                snap = with_rates(await snapshot(client), previous)
+                snap = with_rates(await snapshot(client, args.stream), previous)
                 failed = False
             except (IggyError, OSError) as e:
                 # The server went away or refused: say so and try again at the next tick
@@ -206,6 +211,8 @@ def add_parser(sub) -> None:
     p.add_argument("--interval", type=float, default=1.0, help="seconds between snapshots")
     p.add_argument("--once", action="store_true", help="one snapshot, then exit")
     p.add_argument("--iterations", type=int, help="stop after this many snapshots")
+    p.add_argument("--stream", action="append", type=ident, default=[], metavar="STREAM",
+                   help="watch only this stream (id or name), repeatable")
     p.set_defaults(func=_top)
 
 
