@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import binascii
 import json as std_json
+import re
 import struct
 import time
 
@@ -36,6 +37,7 @@ from iggy_fast.protocol.codes import (BALANCED, FIRST, GLOBAL_PERMISSION_FLAGS, 
                                       TOPIC_PERMISSION_FLAGS, TOPIC_SCOPE, USER_SCOPE)
 from iggy_fast.protocol.errors import IggyError, InvalidFormat
 
+_LONG_NUMBER = re.compile(rb"[:,\[]\s*-?\d{20}")
 U32, U64, U128 = 2**32 - 1, 2**64 - 1, 2**128 - 1
 CONSUMER = 1
 
@@ -68,17 +70,16 @@ def bad(field: str, why: str) -> InvalidFormat:
 # -- parsing --------------------------------------------------------------------------------
 
 def parse_body(raw: bytes) -> dict:
-    """The request body as a JSON object; an empty body is an empty object. Integers past 64
-    bits (a u128 message id) are beyond orjson: the standard library parses those."""
+    """The request body as a JSON object; an empty body is an empty object. orjson reads
+    integers past 64 bits as floats, losing a u128 message id: a body with a number of 20
+    digits or more (a token after `:`, `,` or `[`, which base64 never contains) is parsed by
+    the standard library instead."""
     if not raw:
         return {}
     try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        try:
-            body = std_json.loads(raw)
-        except ValueError as e:
-            raise InvalidFormat(f"malformed JSON: {e}") from None
+        body = std_json.loads(raw) if _LONG_NUMBER.search(raw) else orjson.loads(raw)
+    except ValueError as e:         # orjson.JSONDecodeError is a ValueError too
+        raise InvalidFormat(f"malformed JSON: {e}") from None
     if not isinstance(body, dict):
         raise InvalidFormat("the body must be a JSON object")
     return body

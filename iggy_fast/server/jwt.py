@@ -37,6 +37,13 @@ def _seconds(value, key: str) -> int:
     return NEVER_SECONDS if us >= 2**64 - 1 else us // 1_000_000
 
 
+def as_list(value) -> list[str]:
+    """A TOML array, or a comma-separated string from an IGGY_* variable."""
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return list(value)
+
+
 class JwtManager:
     """Issues and checks the access tokens of one server run (see the module docstring)."""
 
@@ -51,8 +58,8 @@ class JwtManager:
             self.encoding_key = self.decoding_key = secrets.token_bytes(32)
         self.issuer = cfg["issuer"]
         self.audience = cfg["audience"]
-        self.valid_issuers = list(cfg["valid_issuers"]) or [self.issuer]
-        self.valid_audiences = list(cfg["valid_audiences"]) or [self.audience]
+        self.valid_issuers = as_list(cfg["valid_issuers"]) or [self.issuer]
+        self.valid_audiences = as_list(cfg["valid_audiences"]) or [self.audience]
         self.expiry = _seconds(cfg["access_token_expiry"], "access_token_expiry")
         self.leeway = _seconds(cfg["clock_skew"], "clock_skew")
         self.not_before = _seconds(cfg["not_before"], "not_before")

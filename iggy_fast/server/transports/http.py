@@ -43,7 +43,7 @@ from iggy_fast.protocol import json as js
 from iggy_fast.protocol.codes import EVICTION_ERROR_CODES, EvictionReason
 from iggy_fast.protocol.errors import (Eviction, FeatureUnavailable, IggyError,
                                        Unauthenticated, UserInactive)
-from iggy_fast.server.jwt import JwtManager
+from iggy_fast.server.jwt import JwtManager, as_list
 from iggy_fast.server.transports import Endpoint, tls
 from iggy_fast.server.transports.sockets import bind
 from iggy_fast.server.users import ACTIVE
@@ -163,6 +163,8 @@ class HttpEndpoint(Endpoint):
         if http["tls"]["enabled"]:
             self.ssl = tls.configured_context(http["tls"], "http.tls")
         self.jwt = JwtManager(http["jwt"])
+        self.cors = {key: as_list(value) if key.startswith(("allowed_", "exposed_")) else value
+                     for key, value in http["cors"].items()}
         self.server = None
         self.runner = None
         self._closing = None
@@ -340,7 +342,7 @@ class HttpEndpoint(Endpoint):
 
     @web.middleware
     async def _cors(self, request: web.Request, handler):
-        cors = self.cfg["http"]["cors"]
+        cors = self.cors
         origin = request.headers.get("Origin")
         if not cors["enabled"] or origin is None:
             return await handler(request)
