@@ -1,7 +1,7 @@
 """The official SDK's HTTP client (apache-iggy 0.9.0, `iggy+http://` connection strings and
-HttpConfig) against the server: login by password and by personal access token, every
-IggyClient method that HTTP carries, data crossing between HTTP and TCP; and HTTPS with a
-certificate made in the test."""
+HttpConfig) against the server: login by password (and with the JWT a personal access token
+login earns), every IggyClient method that HTTP carries, data crossing between HTTP and TCP;
+and HTTPS with a certificate made in the test."""
 
 from __future__ import annotations
 

@@ -23,11 +23,11 @@ from __future__ import annotations
 
 import binascii
 import json as std_json
-import re
 import struct
 import time
 
 import orjson
+import pybase64
 
 from iggy_fast import _wire
 from iggy_fast.protocol import requests as rq
@@ -37,7 +37,6 @@ from iggy_fast.protocol.codes import (BALANCED, FIRST, GLOBAL_PERMISSION_FLAGS, 
                                       TOPIC_PERMISSION_FLAGS, TOPIC_SCOPE, USER_SCOPE)
 from iggy_fast.protocol.errors import IggyError, InvalidFormat
 
-_LONG_NUMBER = re.compile(rb"[:,\[]\s*-?\d{20}")
 U32, U64, U128 = 2**32 - 1, 2**64 - 1, 2**128 - 1
 CONSUMER = 1
 
@@ -60,6 +59,9 @@ PARTITIONING = {"balanced": BALANCED, "partition_id": PARTITION_ID,
 SCOPES = {"topic": TOPIC_SCOPE, "stream": STREAM_SCOPE, "user": USER_SCOPE}
 
 
+b64decode, b64encode = pybase64.b64decode, pybase64.b64encode_as_string
+
+
 def bad(field: str, why: str) -> InvalidFormat:
     """InvalidFormat naming the offending field (shown as `field` in the error JSON)."""
     e = InvalidFormat(f"{field}: {why}")
@@ -69,20 +71,32 @@ def bad(field: str, why: str) -> InvalidFormat:
 
 # -- parsing --------------------------------------------------------------------------------
 
-def parse_body(raw: bytes) -> dict:
+class InexactInteger(Exception):
+    """orjson read an integer past 64 bits as a float: parse the body again exactly."""
+
+
+def parse_body(raw: bytes, exact: bool = False) -> dict:
     """The request body as a JSON object; an empty body is an empty object. orjson reads
-    integers past 64 bits as floats, losing a u128 message id: a body with a number of 20
-    digits or more (a token after `:`, `,` or `[`, which base64 never contains) is parsed by
-    the standard library instead."""
+    integers past 64 bits (a u128 message id) as floats; `exact` parses with the standard
+    library, which keeps them (decode_request retries with it when a decoder meets one)."""
     if not raw:
         return {}
     try:
-        body = std_json.loads(raw) if _LONG_NUMBER.search(raw) else orjson.loads(raw)
+        body = std_json.loads(raw) if exact else orjson.loads(raw)
     except ValueError as e:         # orjson.JSONDecodeError is a ValueError too
         raise InvalidFormat(f"malformed JSON: {e}") from None
     if not isinstance(body, dict):
         raise InvalidFormat("the body must be a JSON object")
     return body
+
+
+def decode_request(decoder, path, query, raw: bytes):
+    """`decoder(path, query, body)` on the parsed body: orjson first, the standard library
+    only for a body whose integers orjson could not hold."""
+    try:
+        return decoder(path, query, parse_body(raw))
+    except InexactInteger:
+        return decoder(path, query, parse_body(raw, exact=True))
 
 
 def path_ident(text: str) -> int | str:
@@ -103,6 +117,8 @@ def _get(obj: dict, name: str, kind, default=..., limit: int = U64):
     if value is default and default is not ...:
         return value
     if kind is int:
+        if type(value) is float and value.is_integer():
+            raise InexactInteger()
         if type(value) is not int or not 0 <= value <= limit:
             raise bad(name, f"expected an integer 0..{limit}")
     elif not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
@@ -148,7 +164,7 @@ def _b64(text, field: str) -> bytes:
     if not isinstance(text, str):
         raise bad(field, "expected a base64 string")
     try:
-        return binascii.a2b_base64(text, strict_mode=True)
+        return b64decode(text, validate=True)
     except (binascii.Error, ValueError):
         raise bad(field, "invalid base64") from None
 
@@ -235,7 +251,7 @@ def value_text(kind: int, value: bytes) -> str:
         return str(struct.unpack(_FIXED[kind], value)[0])
     if kind in (8, 13) and len(value) == 16:
         return str(int.from_bytes(value, "little", signed=kind == 8))
-    return binascii.b2a_base64(value, newline=False).decode()
+    return b64encode(value)
 
 
 def header_entries(block) -> list:
@@ -250,7 +266,7 @@ def header_entries(block) -> list:
             raw = block[pos + 5:pos + 5 + length]
             pos += 5 + length
             entry.append({"kind": KIND_NAMES[kind] if kind < len(KIND_NAMES) else "raw",
-                          "value": binascii.b2a_base64(raw, newline=False).decode()})
+                          "value": b64encode(raw)})
         out.append({"key": entry[0], "value": entry[1]})
     return out
 
@@ -489,15 +505,25 @@ def decode_send(path, query, body, now_us: int | None = None) -> rq.SendMessages
     if not messages:
         raise bad("messages", "at least one message")
     batch = []
-    for m in messages:
-        if not isinstance(m, dict):
+    append = batch.append
+    for m in messages:            # the hot loop of a send: one tuple per message
+        if type(m) is not dict:
             raise bad("messages", "expected message objects")
         header = m.get("header")
-        mid = (header if isinstance(header, dict) else m).get("id", 0)
+        mid = (header if type(header) is dict else m).get("id", 0)
         if type(mid) is not int or not 0 <= mid <= U128:
+            if type(mid) is float and mid.is_integer():
+                raise InexactInteger()
             raise bad("id", "expected an integer 0..u128")
-        batch.append((mid, _b64(m.get("payload"), "payload"),
-                      header_block(m.get("user_headers", m.get("headers"))), 0))
+        payload = m.get("payload")
+        if type(payload) is not str:
+            raise bad("payload", "expected a base64 string")
+        try:
+            payload = b64decode(payload, validate=True)
+        except (binascii.Error, ValueError):
+            raise bad("payload", "invalid base64") from None
+        headers = m.get("user_headers")
+        append((mid, payload, header_block(headers) if headers else b"", 0))
     now = time.time_ns() // 1000 if now_us is None else now_us
     data = _wire.build_batch(batch, now)
     return rq.SendMessages(*_st(path), kind, value, len(batch), memoryview(data))
@@ -671,7 +697,6 @@ def encode_polled(p) -> bytes:
     user_headers}]}; stored batches that are file regions are read here."""
     messages = []
     append = messages.append
-    b64 = binascii.b2a_base64
     for chunk in p.chunks:
         data = chunk if not hasattr(chunk, "read") else chunk.read()
         for offset, ts, origin, mid, payload, headers, checksum in _wire.iter_messages(data):
@@ -679,7 +704,7 @@ def encode_polled(p) -> bytes:
                                "timestamp": ts, "origin_timestamp": origin,
                                "user_headers_length": len(headers),
                                "payload_length": len(payload), "reserved": 0},
-                    "payload": b64(payload, newline=False).decode(),
+                    "payload": b64encode(payload),
                     "user_headers": header_entries(headers) if headers else []})
     return _dump_polled(p, messages)
 

@@ -253,8 +253,8 @@ class HttpEndpoint(Endpoint):
         async def handle(request: web.Request) -> web.Response:
             server = self.server
             user, _ = self._bearer(request)
-            body = js.parse_body(await request.read()) if request.can_read_body else {}
-            req = route.decode(request.match_info, request.query, body)
+            req = js.decode_request(route.decode, request.match_info, request.query,
+                                    await request.read())
             client = server.connect(self.name, self._address(request))
             try:
                 client.user_id = user.id
