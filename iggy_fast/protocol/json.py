@@ -13,10 +13,10 @@ or None for "no content". The shapes are Iggy's (snake_case names; byte sizes as
 human-readable strings, "69.092 KB"; times and durations in µs).
 
 Messages: a send's `messages` array becomes one producer batch (`_wire.build_batch`, the
-binary layout of §7), so the service validates and stores it as if it came over TCP. A poll's
-stored batches are walked once by `_wire.iter_messages` (compiled), and each message becomes
-its header object, its base64 payload and its user headers: the one place where JSON forces a
-Python object per message, kept to a dict per message and a dict for its header.
+binary layout of §7), so the service validates and stores it as if it came over TCP; the
+parsed JSON holds a dict per message (orjson's), and the loop makes one tuple of them each
+with the payload decoded (pybase64). A poll's reply is written by the compiled
+`_json.polled_json` straight from the stored batches: no Python object per message.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ import orjson
 import pybase64
 
 from iggy_fast import _wire
+from iggy_fast._json import polled_json
 from iggy_fast.protocol import requests as rq
 from iggy_fast.protocol.codes import (BALANCED, FIRST, GLOBAL_PERMISSION_FLAGS, LAST,
                                       MESSAGES_KEY, NEXT, OFFSET, PARTITION_ID,
@@ -252,23 +253,6 @@ def value_text(kind: int, value: bytes) -> str:
     if kind in (8, 13) and len(value) == 16:
         return str(int.from_bytes(value, "little", signed=kind == 8))
     return b64encode(value)
-
-
-def header_entries(block) -> list:
-    """A user-header TLV block as [HeaderEntry] ({key: {kind, value}, value: {kind, value}},
-    values base64)."""
-    out, pos, n = [], 0, len(block)
-    while pos + 5 <= n:
-        entry = []
-        for _ in range(2):
-            kind = block[pos]
-            length = int.from_bytes(block[pos + 1:pos + 5], "little")
-            raw = block[pos + 5:pos + 5 + length]
-            pos += 5 + length
-            entry.append({"kind": KIND_NAMES[kind] if kind < len(KIND_NAMES) else "raw",
-                          "value": b64encode(raw)})
-        out.append({"key": entry[0], "value": entry[1]})
-    return out
 
 
 def _typed(obj, field: str) -> tuple[int, bytes]:
@@ -692,31 +676,11 @@ def encode_sent(s) -> bytes:
                                      "base_offset": s.base_offset}]})
 
 
-def encode_polled(p) -> bytes:
-    """PolledMessages: {partition_id, current_offset, count, messages: [{header, payload,
-    user_headers}]}; stored batches that are file regions are read here."""
-    messages = []
-    append = messages.append
-    for chunk in p.chunks:
-        data = chunk if not hasattr(chunk, "read") else chunk.read()
-        for offset, ts, origin, mid, payload, headers, checksum in _wire.iter_messages(data):
-            append({"header": {"checksum": checksum, "id": mid, "offset": offset,
-                               "timestamp": ts, "origin_timestamp": origin,
-                               "user_headers_length": len(headers),
-                               "payload_length": len(payload), "reserved": 0},
-                    "payload": b64encode(payload),
-                    "user_headers": header_entries(headers) if headers else []})
-    return _dump_polled(p, messages)
-
-
-def _dump_polled(p, messages: list) -> bytes:
-    try:
-        return dumps({"partition_id": p.partition_id, "current_offset": p.current_offset,
-                      "count": len(messages), "messages": messages})
-    except TypeError:      # a u128 message id: beyond orjson's integers
-        return std_json.dumps({"partition_id": p.partition_id,
-                               "current_offset": p.current_offset, "count": len(messages),
-                               "messages": messages}, separators=(",", ":")).encode()
+def encode_polled(p) -> bytearray:
+    """PolledMessages, written by the compiled `_json.polled_json` straight from the stored
+    batches (file regions are read here, one read per region)."""
+    return polled_json(p.partition_id, p.current_offset,
+                       [c.read() if hasattr(c, "read") else c for c in p.chunks])
 
 
 def encode_stored_offset(o) -> bytes:
