@@ -486,3 +486,23 @@ async def test_cors_preflight_and_headers(tmp_path):
                 assert "Access-Control-Allow-Origin" not in r.headers
     finally:
         assert srv.stop() == 0
+
+
+async def test_broken_http_and_bodies_cut_short_leave_the_server_serving(server, http):
+    import asyncio
+    for payload in (b"GARBAGE\r\n\r\n", b"\x00\xff" * 100 + b"\r\n\r\n",
+                    b"GET /ping HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n"):
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.http_port)
+        writer.write(payload)
+        status_line = (await asyncio.wait_for(reader.readline(), 10)).split()
+        assert status_line[1] == b"400", status_line
+        writer.close()
+    # A body that never arrives in full: the client gives up and closes.
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.http_port)
+    writer.write(b"POST /users/login HTTP/1.1\r\nHost: x\r\nContent-Length: 50\r\n\r\n{\"a\"")
+    await writer.drain()
+    await asyncio.sleep(0.2)
+    writer.close()
+    await asyncio.sleep(0.2)
+    assert await http.get("/ping") == (200, "pong")
+    # (The module's server fixture checks at the end that none of this logged a traceback.)

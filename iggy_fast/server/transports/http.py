@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import sys
 import time
 from typing import Callable, NamedTuple
 
@@ -90,6 +91,17 @@ def login_error(e: Eviction) -> IggyError:
     if e.reason == EvictionReason.USER_INACTIVE:
         return UserInactive()
     return IggyError.from_code(EVICTION_ERROR_CODES.get(e.reason, 42))
+
+
+class _PeerErrors(logging.LoggerAdapter):
+    """aiohttp's connection-level logger: a request that is not HTTP (a malformed request
+    line or header, which aiohttp answers 400 itself) is the peer's fault, worth one WARNING
+    line, not a traceback."""
+
+    def exception(self, msg, *args, exc_info=None, **kwargs):
+        exc = exc_info if isinstance(exc_info, BaseException) else sys.exc_info()[1]
+        reason = " ".join(str(exc).split())[:200] if exc is not None else ""
+        self.warning(msg + ": %s %s", *args, type(exc).__name__, reason)
 
 
 class Route(NamedTuple):
@@ -186,8 +198,8 @@ class HttpEndpoint(Endpoint):
     async def start(self, server) -> None:
         self.server = server
         server.periodic_tasks.append((60.0, self.jwt.forget_expired))
-        self.runner = web.AppRunner(self.app, access_log=None,
-                                    shutdown_timeout=SHUTDOWN_TIMEOUT)
+        self.runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT,
+                                    logger=_PeerErrors(log, {}))
         await self.runner.setup()
         for sock in self.sockets:
             await web.SockSite(self.runner, sock, ssl_context=self.ssl).start()
@@ -336,6 +348,10 @@ class HttpEndpoint(Endpoint):
             return _http_error(405, "method_not_allowed", "Method not allowed")
         except web.HTTPException:
             raise
+        except ConnectionError:
+            # The client went away mid-request (a body cut short): nobody to answer.
+            log.debug("%s %s: the client closed the connection", request.method, request.path)
+            return web.Response(status=400)
         except Exception:
             log.exception("internal error serving %s %s", request.method, request.path)
             return _http_error(500, "internal_error", "Internal server error")
