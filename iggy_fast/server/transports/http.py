@@ -18,9 +18,11 @@ the HTTP requests in flight. Logins go through the command table's login (code 4
 a client, so an HTTP password login is checked, throttled and logged like a binary one
 (service/session.py, LoginGuard); the JWT is issued only after it succeeds.
 
-Other parts of the server add their own routes with `endpoint.app.router` (before start), and
-check callers with `endpoint.authenticate(request, allow_pat=True)` (a JWT or a personal
-access token as the bearer, as Iggy's /metrics accepts).
+Other parts of the server add their own routes: a function appended to `ROUTE_HOOKS` is called
+with each new endpoint and adds to `endpoint.app.router`; its handlers reach the server as
+`endpoint.server` and check callers with `endpoint.authenticate(request, allow_pat=True)` (a
+JWT or a personal access token as the bearer, as Iggy's /metrics accepts). An IggyError they
+raise is answered as Iggy's error JSON like any other.
 
 Request bodies above `[http] max_request_size` are refused with 413. CORS (`[http.cors]`) is a
 middleware: it answers preflights (OPTIONS with Access-Control-Request-Method) itself and adds
@@ -164,6 +166,10 @@ ROUTES = [
 ]
 
 
+# Callables(endpoint) that add routes to every HTTP endpoint made (see the module docstring).
+ROUTE_HOOKS: list[Callable[["HttpEndpoint"], None]] = []
+
+
 class HttpEndpoint(Endpoint):
     section = "http"
     name = "HTTP"
@@ -191,6 +197,8 @@ class HttpEndpoint(Endpoint):
         add("POST", "/users/refresh-token", self._refresh)
         add("DELETE", "/users/logout", self._logout)
         add("POST", "/snapshot", self._unavailable)
+        for hook in ROUTE_HOOKS:
+            hook(self)
         self.sockets = bind(self.name, http["address"])
 
     # -- lifecycle -------------------------------------------------------------------------
