@@ -97,7 +97,11 @@ def decode_request(decoder, path, query, raw: bytes):
     try:
         return decoder(path, query, parse_body(raw))
     except InexactInteger:
+        pass
+    try:
         return decoder(path, query, parse_body(raw, exact=True))
+    except InexactInteger:          # a number like 5.0 where an integer belongs
+        raise InvalidFormat("expected an integer, not a decimal number") from None
 
 
 def path_ident(text: str) -> int | str:
