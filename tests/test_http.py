@@ -170,9 +170,13 @@ async def test_missing_forged_and_foreign_tokens_are_401(http):
     assert_error(*await Api(http.session, http.base, unsigned).get("/streams"), 401, 40)
 
 
-async def test_wrong_password_and_malformed_login(http):
-    assert_error(*await http.post("/users/login", {"username": "iggy", "password": "nope"}),
+async def test_wrong_password_and_malformed_login(http, server):
+    assert_error(*await http.post("/users/login", {"username": "http-nobody",
+                                                   "password": "nope"}),
                  400, 42, "invalid_credentials")
+    # The binary login's checks ran: the failure is logged like a TCP one (LoginGuard).
+    assert "failed login from 127.0.0.1" in server.log()
+    assert "as 'http-nobody': wrong credentials" in server.log()
     assert_error(*await http.post("/users/login", {"username": "iggy"}), 400, 4)
     assert_error(*await http.post("/users/login", {"username": 1, "password": "x"}), 400, 4)
 
@@ -428,6 +432,8 @@ async def test_malformed_json_wrong_types_and_unknown_routes(root, http):
                  400, 4)
     assert_error(*await root.post("/streams/x/topics", {"name": "t",
                                                         "partitions_count": True}), 400, 4)
+    assert_error(*await root.post("/streams/x/topics", {"name": "t",
+                                                        "partitions_count": 2.0}), 400, 4)
     await make_topic(root, "http-bad", "t")
     for bad in ({"messages": []}, {"messages": [{"payload": "%%%"}]},
                 {"messages": [{"id": -1, "payload": ""}]}, {"messages": "nope"},
