@@ -261,7 +261,10 @@ async def test_users_crud_permissions_and_403(root, http):
                                                       "new_password": "secret2"}) == (204, "")
     assert_error(*await http.post("/users/login", {"username": "http-alice2",
                                                    "password": "secret1"}), 400, 42)
-    await http.login("http-alice2", "secret2")
+    # A changed password ends the tokens issued under the old one, as it ends TCP sessions.
+    assert_error(*await alice.get("/streams"), 401, 40)
+    alice = await http.login("http-alice2", "secret2")
+    assert (await alice.get("/streams"))[0] == 200
     assert await root.put(f"/users/{uid}", {"status": "inactive"}) == (204, "")
     assert_error(*await alice.get("/streams"), 401, 40)       # inactive: tokens stop working
     assert_error(*await http.post("/users/login", {"username": "http-alice2",

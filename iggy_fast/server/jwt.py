@@ -4,8 +4,9 @@ Issued by `POST /users/login` and `POST /personal-access-tokens/login` (after th
 password or token check as a binary login), renewed by `POST /users/refresh-token`, revoked by
 `DELETE /users/logout`. Claims as Iggy issues them: `jti` (random), `sub` (the user id), `iss`,
 `aud`, `iat`, `nbf` (iat + not_before), `exp` (iat + access_token_expiry), plus `uca`, the
-user's creation time: user ids are reused after a delete, and a token must never act as a later
-user who got its owner's id. Signed with HMAC (HS256/384/512) by `[http.jwt] encoding_secret`;
+user's creation time (user ids are reused after a delete, and a token must never act as a later
+user who got its owner's id), and `pwd`, a keyed digest of the user's password hash: a changed
+password ends the user's tokens, as it ends the user's binary sessions. Signed with HMAC (HS256/384/512) by `[http.jwt] encoding_secret`;
 an empty secret is 32 random bytes per start, so tokens do not survive a restart.
 
 A token is checked for signature, issuer, audience and times (with `clock_skew` leeway) once,
@@ -19,6 +20,7 @@ and personal access tokens, never a JWT.
 from __future__ import annotations
 
 import base64
+import hmac
 import secrets
 import time
 
@@ -87,9 +89,13 @@ class JwtManager:
         """(token, expiry in unix seconds) for `user` (a model object: id, created_at)."""
         exp = now_s + self.expiry
         claims = {"jti": secrets.token_hex(16), "sub": str(user.id), "uca": user.created_at,
-                  "iss": self.issuer, "aud": self.audience, "iat": now_s,
+                  "pwd": self.password_tag(user), "iss": self.issuer, "aud": self.audience, "iat": now_s,
                   "nbf": now_s + self.not_before, "exp": exp}
         return pyjwt.encode(claims, self.encoding_key, algorithm=self.algorithm), exp
+
+    def password_tag(self, user) -> str:
+        """Which password the token was issued under (HMAC: the hash itself is not shown)."""
+        return hmac.new(self.encoding_key, user.password_hash.encode(), "sha256").hexdigest()[:16]
 
     def check(self, token: str) -> dict:
         """The claims of a valid, unrevoked token; Unauthenticated otherwise."""

@@ -251,9 +251,12 @@ class HttpEndpoint(Endpoint):
                 raise Unauthenticated("invalid access token") from None
         claims = self.jwt.check(token)
         user = self.server.users.find(int(claims["sub"]))
-        # The user may have been deleted (and its id reused) or deactivated since.
+        # The user may have been deleted (and its id reused), deactivated, or given another
+        # password since.
         if user is None or claims.get("uca") != user.created_at or user.status != ACTIVE:
             raise Unauthenticated("the token's user no longer exists or is inactive")
+        if claims.get("pwd") != self.jwt.password_tag(user):
+            raise Unauthenticated("the password changed since this token was issued")
         return user, claims
 
     def _address(self, request: web.Request) -> str:
