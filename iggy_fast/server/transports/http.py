@@ -27,7 +27,10 @@ raise is answered as Iggy's error JSON like any other.
 Request bodies above `[http] max_request_size` are refused with 413. CORS (`[http.cors]`) is a
 middleware: it answers preflights (OPTIONS with Access-Control-Request-Method) itself and adds
 the allow/expose headers to replies for allowed origins. HTTPS when `[http.tls]` is enabled
-(configured certificate files; HTTP has no self-signed option, as in Iggy).
+(configured certificate files; HTTP has no self-signed option, as in Iggy). Unlike Iggy, the
+flush route the official client calls (`GET …/messages/flush/{partition_id}/fsync={bool}`)
+is served, and `POST /snapshot` answers FeatureUnavailable (5). Bytes that are not HTTP get
+aiohttp's plain 400 and one WARNING line.
 """
 
 from __future__ import annotations
