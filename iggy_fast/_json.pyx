@@ -1,5 +1,13 @@
 # cython: language_level=3
-"""The HTTP poll reply, written in one pass from the stored batches: PolledMessages JSON.
+"""The message paths of the HTTP API in compiled code: a send's messages into one batch, and
+the poll reply (PolledMessages JSON) written in one pass from the stored batches.
+
+Send: `batch_from_messages` takes the `messages` array as orjson parsed it (a list of dicts,
+payloads as base64 str) and writes the producer batch of _wire.pyx's layout directly: the
+payloads are base64-decoded in place, each message's checksum computed (XXH3-64, _xxhash.h),
+and the batch checksum last; only user headers (rare) go through a Python callable.
+
+Poll:
 
     {"partition_id":P,"current_offset":C,"count":N,"messages":[
       {"header":{"checksum":u64,"id":u128,"offset":u64,"timestamp":u64,
@@ -17,19 +25,27 @@ Iggy does. Base64 goes through a 4096-entry table of character pairs (12 bits at
 """
 
 from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_FromStringAndSize, PyByteArray_Resize
-from iggy_fast._bytes cimport ld32, ld64
+from cpython.unicode cimport PyUnicode_AsUTF8AndSize
+from iggy_fast._bytes cimport ld32, ld64, st32, st64
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memcpy
 
+from iggy_fast import _wire
 from iggy_fast.protocol.errors import InvalidCommand
+
+cdef extern from "_xxhash.h" nogil:
+    uint64_t iggy_xxh3_64(const void *data, size_t length)
 
 cdef extern from *:
     """
     static const char B64[] =
         "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     static unsigned short B64_PAIRS[4096];
+    static signed char B64_VALUE[256];
 
     static void iggy_b64_init(void) {
+        for (int i = 0; i < 256; i++) B64_VALUE[i] = -1;
+        for (int i = 0; i < 64; i++) B64_VALUE[(unsigned char)B64[i]] = (signed char)i;
         for (int i = 0; i < 4096; i++) {
             char pair[2] = {B64[i >> 6], B64[i & 63]};
             memcpy(&B64_PAIRS[i], pair, 2);
@@ -56,6 +72,33 @@ cdef extern from *:
             out += 4;
         }
         return out;
+    }
+
+    /* Decode standard padded base64 (length a multiple of 4); 0 on success, -1 if any
+       character is not base64 or padding is misplaced. */
+    static int iggy_b64_decode(unsigned char *out, const unsigned char *in, size_t n) {
+        for (size_t i = 0; i < n; i += 4) {
+            int a = B64_VALUE[in[i]], b = B64_VALUE[in[i + 1]];
+            int c = B64_VALUE[in[i + 2]], d = B64_VALUE[in[i + 3]];
+            int last = i + 4 == n;
+            if ((a | b) < 0) return -1;
+            if ((c | d) < 0) {
+                if (!last || in[i + 3] != '=') return -1;
+                if (in[i + 2] == '=') {
+                    *out++ = (unsigned char)(a << 2 | b >> 4);
+                    return 0;
+                }
+                if (c < 0) return -1;
+                *out++ = (unsigned char)(a << 2 | b >> 4);
+                *out++ = (unsigned char)(b << 4 | c >> 2);
+                return 0;
+            }
+            unsigned v = (unsigned)a << 18 | (unsigned)b << 12 | (unsigned)c << 6 | (unsigned)d;
+            out[0] = (unsigned char)(v >> 16); out[1] = (unsigned char)(v >> 8);
+            out[2] = (unsigned char)v;
+            out += 3;
+        }
+        return 0;
     }
 
     static char *iggy_u64(char *out, unsigned long long v) {
@@ -86,6 +129,7 @@ cdef extern from *:
     """
     void iggy_b64_init()
     char *iggy_b64(char *out, const uint8_t *data, size_t n) nogil
+    int iggy_b64_decode(uint8_t *out, const uint8_t *data, size_t n) nogil
     char *iggy_u64(char *out, uint64_t v) nogil
     char *iggy_u128(char *out, uint64_t lo, uint64_t hi) nogil
     char *iggy_lit(char *out, const char *s, size_t n) nogil
@@ -236,4 +280,91 @@ def polled_json(uint32_t partition_id, uint64_t current_offset, chunks) -> bytea
             pos = end
     w = iggy_lit(w, b"]}", 2)
     PyByteArray_Resize(out, w - start)
+    return out
+
+
+ID_LIMIT = 2**128           # message ids are u128
+
+
+cdef inline Py_ssize_t decoded_size(const char *text, Py_ssize_t n) noexcept nogil:
+    """The bytes a padded base64 text decodes to; -1 when its length is not a multiple of 4."""
+    if n % 4:
+        return -1
+    if n == 0:
+        return 0
+    return n // 4 * 3 - (text[n - 1] == 61) - (text[n - 2] == 61)     # 61: '='
+
+
+def batch_from_messages(list messages, uint64_t origin_timestamp, header_block, bad,
+                        inexact):
+    """The producer batch of a send's `messages` ([{id?, payload, user_headers?}] or Iggy's
+    newer [{header: {id}, payload, user_headers?}]), as _wire.build_batch would encode it.
+
+    `header_block(entries)` turns a message's user headers into their TLV block;
+    `bad(field, why)` makes the exception for a malformed message; `inexact` is raised for an
+    id that the JSON parser could only read as a float (past 64 bits)."""
+    cdef Py_ssize_t count = len(messages), k, total = HDR, tlen, plen
+    cdef const char *text
+    cdef object m, mid, header, payload, headers
+    cdef list texts = [None] * count       # payload strs, kept alive while we read them
+    cdef list blocks = [None] * count      # user-header blocks (bytes) or None
+    cdef list ids = [None] * count
+    cdef const uint8_t[::1] hv
+    for k in range(count):
+        m = messages[k]
+        if type(m) is not dict:
+            raise bad("messages", "expected message objects")
+        header = (<dict>m).get("header")
+        mid = (<dict>(header if type(header) is dict else m)).get("id", 0)
+        if type(mid) is not int or not 0 <= mid < ID_LIMIT:
+            if type(mid) is float and mid.is_integer():
+                raise inexact()
+            raise bad("id", "expected an integer 0..u128")
+        ids[k] = mid
+        payload = (<dict>m).get("payload")
+        if type(payload) is not str:
+            raise bad("payload", "expected a base64 string")
+        text = PyUnicode_AsUTF8AndSize(payload, &tlen)
+        plen = decoded_size(text, tlen)
+        if plen < 0:
+            raise bad("payload", "invalid base64")
+        texts[k] = payload
+        headers = (<dict>m).get("user_headers")
+        if headers:
+            blocks[k] = header_block(headers)
+            total += len(blocks[k])
+        total += MSG_HDR + plen
+    out = PyByteArray_FromStringAndSize(NULL, total)
+    cdef uint8_t *o = <uint8_t *>PyByteArray_AS_STRING(out)
+    cdef Py_ssize_t pos = HDR, hlen
+    cdef uint64_t lo, hi
+    for k in range(HDR):
+        o[k] = 0
+    for k in range(count):
+        text = PyUnicode_AsUTF8AndSize(texts[k], &tlen)
+        plen = decoded_size(text, tlen)
+        if iggy_b64_decode(o + pos + MSG_HDR, <const uint8_t *>text, tlen):
+            raise bad("payload", "invalid base64")
+        hlen = 0
+        if blocks[k] is not None:
+            hv = blocks[k]
+            hlen = hv.shape[0]
+            if hlen:
+                memcpy(o + pos + MSG_HDR + plen, &hv[0], hlen)
+        mid = ids[k]
+        lo = <uint64_t>(mid & 0xFFFFFFFFFFFFFFFF)
+        hi = <uint64_t>(mid >> 64)
+        st64(o + pos + 8, lo)
+        st64(o + pos + 16, hi)
+        st32(o + pos + 24, <uint32_t>k)
+        st32(o + pos + 28, 0)
+        st32(o + pos + 32, <uint32_t>hlen)
+        st32(o + pos + 36, <uint32_t>plen)
+        st64(o + pos + 40, 0)
+        st64(o + pos, iggy_xxh3_64(o + pos + 8, MSG_HDR - 8 + plen + hlen))
+        pos += MSG_HDR + plen + hlen
+    st64(o + 24, origin_timestamp)
+    st64(o + 32, <uint64_t>total)
+    st32(o + 48, <uint32_t>count)
+    st64(o + 40, _wire.batch_checksum(out))
     return out

@@ -107,3 +107,21 @@ def test_permissions_round_trip():
 def test_byte_sizes_read_like_iggys():
     assert [js.byte_size(n) for n in (0, 999, 1000, 69_092, 1_500_000, 10**12)] == [
         "0 B", "999 B", "1 KB", "69.092 KB", "1.5 MB", "1 TB"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(message, min_size=1, max_size=10), st.integers(0, 2**64 - 1))
+def test_a_sends_batch_is_the_one_build_batch_makes(messages, origin):
+    entries = [{"id": mid, "payload": base64.b64encode(payload).decode(),
+                **({"user_headers": base64.b64encode(headers).decode()} if headers else {})}
+               for mid, payload, headers, _delta in messages]
+    made = js.batch_from_messages(entries, origin, js.header_block, js.bad, js.InexactInteger)
+    assert bytes(made) == bytes(_wire.build_batch(
+        [(mid, payload, headers, 0) for mid, payload, headers, _delta in messages], origin))
+
+
+@pytest.mark.parametrize("payload", ["eA=", "e===", "eA=A", "@@@@", "eA==eA==", "YWJj\n", 5])
+def test_a_payload_that_is_not_padded_base64_is_refused(payload):
+    with pytest.raises(InvalidFormat):
+        js.decode_send({"stream_id": "s", "topic_id": "t"}, {},
+                       {"messages": [{"id": 1, "payload": payload}]})

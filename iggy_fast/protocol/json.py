@@ -12,11 +12,11 @@ Results: an encoder takes a service result and returns the JSON document as byte
 or None for "no content". The shapes are Iggy's (snake_case names; byte sizes as
 human-readable strings, "69.092 KB"; times and durations in µs).
 
-Messages: a send's `messages` array becomes one producer batch (`_wire.build_batch`, the
-binary layout of §7), so the service validates and stores it as if it came over TCP; the
-parsed JSON holds a dict per message (orjson's), and the loop makes one tuple of them each
-with the payload decoded (pybase64). A poll's reply is written by the compiled
-`_json.polled_json` straight from the stored batches: no Python object per message.
+Messages: a send's `messages` array (orjson's list of dicts: the JSON's own objects) becomes
+one producer batch of the binary layout of §7 in compiled code (`_json.batch_from_messages`:
+payloads base64-decoded in place, checksums computed), so the service validates and stores it
+as if it came over TCP. A poll's reply is written by the compiled `_json.polled_json` straight
+from the stored batches. Neither makes a Python object per message.
 """
 
 from __future__ import annotations
@@ -29,8 +29,7 @@ import time
 import orjson
 import pybase64
 
-from iggy_fast import _wire
-from iggy_fast._json import polled_json
+from iggy_fast._json import batch_from_messages, polled_json
 from iggy_fast.protocol import requests as rq
 from iggy_fast.protocol.codes import (BALANCED, FIRST, GLOBAL_PERMISSION_FLAGS, LAST,
                                       MESSAGES_KEY, NEXT, OFFSET, PARTITION_ID,
@@ -38,7 +37,7 @@ from iggy_fast.protocol.codes import (BALANCED, FIRST, GLOBAL_PERMISSION_FLAGS, 
                                       TOPIC_PERMISSION_FLAGS, TOPIC_SCOPE, USER_SCOPE)
 from iggy_fast.protocol.errors import IggyError, InvalidFormat
 
-U32, U64, U128 = 2**32 - 1, 2**64 - 1, 2**128 - 1
+U32, U64 = 2**32 - 1, 2**64 - 1
 CONSUMER = 1
 
 # Header and option kinds (§3), by their wire number: the names JSON uses, and for the
@@ -492,29 +491,9 @@ def decode_send(path, query, body, now_us: int | None = None) -> rq.SendMessages
     messages = _get(body, "messages", list)
     if not messages:
         raise bad("messages", "at least one message")
-    batch = []
-    append = batch.append
-    for m in messages:            # the hot loop of a send: one tuple per message
-        if type(m) is not dict:
-            raise bad("messages", "expected message objects")
-        header = m.get("header")
-        mid = (header if type(header) is dict else m).get("id", 0)
-        if type(mid) is not int or not 0 <= mid <= U128:
-            if type(mid) is float and mid.is_integer():
-                raise InexactInteger()
-            raise bad("id", "expected an integer 0..u128")
-        payload = m.get("payload")
-        if type(payload) is not str:
-            raise bad("payload", "expected a base64 string")
-        try:
-            payload = b64decode(payload, validate=True)
-        except (binascii.Error, ValueError):
-            raise bad("payload", "invalid base64") from None
-        headers = m.get("user_headers")
-        append((mid, payload, header_block(headers) if headers else b"", 0))
     now = time.time_ns() // 1000 if now_us is None else now_us
-    data = _wire.build_batch(batch, now)
-    return rq.SendMessages(*_st(path), kind, value, len(batch), memoryview(data))
+    data = batch_from_messages(messages, now, header_block, bad, InexactInteger)
+    return rq.SendMessages(*_st(path), kind, value, len(messages), memoryview(data))
 
 
 def decode_flush(path, query, body) -> rq.FlushUnsavedBuffer:
