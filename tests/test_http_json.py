@@ -83,7 +83,8 @@ def test_send_keeps_u128_ids_exactly_and_refuses_wrong_types():
     req = js.decode_request(js.decode_send, {"stream_id": "s", "topic_id": "1"}, {}, raw)
     assert req.stream == "s" and req.topic == 1 and req.count == 2
     assert [m[3] for m in _wire.iter_messages(req.batch)] == [big, 5]
-    for bad in (b'{"messages":[{"id":1.5,"payload":""}]}', b'{"messages":[{"id":2.0,"payload":""}]}', b'{"messages":[{"id":%d}]}' % big,
+    for bad in (b'{"messages":[{"id":1.5,"payload":""}]}',
+                b'{"messages":[{"id":2.0,"payload":""}]}', b'{"messages":[{"id":%d}]}' % big,
                 b'{"messages":[{"id":%d,"payload":""}]}' % (big + 1), b'[]', b'{"a":'):
         with pytest.raises(InvalidFormat):
             js.decode_request(js.decode_send, {"stream_id": "s", "topic_id": "t"}, {}, bad)

@@ -6,8 +6,9 @@ password or token check as a binary login), renewed by `POST /users/refresh-toke
 `aud`, `iat`, `nbf` (iat + not_before), `exp` (iat + access_token_expiry), plus `uca`, the
 user's creation time (user ids are reused after a delete, and a token must never act as a later
 user who got its owner's id), and `pwd`, a keyed digest of the user's password hash: a changed
-password ends the user's tokens, as it ends the user's binary sessions. Signed with HMAC (HS256/384/512) by `[http.jwt] encoding_secret`;
-an empty secret is 32 random bytes per start, so tokens do not survive a restart.
+password ends the user's tokens, as it ends the user's binary sessions. Signed with HMAC
+(HS256/384/512) by `[http.jwt] encoding_secret`; an empty secret is 32 random bytes per start,
+so tokens do not survive a restart.
 
 A token is checked for signature, issuer, audience and times (with `clock_skew` leeway) once,
 then remembered until it expires (a repeat is a dict lookup), and every time against the
@@ -89,8 +90,8 @@ class JwtManager:
         """(token, expiry in unix seconds) for `user` (a model object: id, created_at)."""
         exp = now_s + self.expiry
         claims = {"jti": secrets.token_hex(16), "sub": str(user.id), "uca": user.created_at,
-                  "pwd": self.password_tag(user), "iss": self.issuer, "aud": self.audience, "iat": now_s,
-                  "nbf": now_s + self.not_before, "exp": exp}
+                  "pwd": self.password_tag(user), "iss": self.issuer, "aud": self.audience,
+                  "iat": now_s, "nbf": now_s + self.not_before, "exp": exp}
         return pyjwt.encode(claims, self.encoding_key, algorithm=self.algorithm), exp
 
     def password_tag(self, user) -> str:
