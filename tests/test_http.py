@@ -5,13 +5,14 @@ HTTP and TCP. The official SDK's HTTP client and HTTPS are in test_http_sdk.py."
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import struct
 
 import aiohttp
 import jwt as pyjwt
 import pytest
-from apache_iggy import IggyClient, PollingStrategy, SendMessage
+from apache_iggy import Consumer, IggyClient, PollingStrategy, SendMessage
 
 from conftest import ServerProcess
 
@@ -188,7 +189,6 @@ async def test_expired_token_is_401(tmp_path):
         async with aiohttp.ClientSession() as session:
             api = await Api(session, f"http://127.0.0.1:{srv.http_port}").login()
             assert (await api.get("/streams"))[0] == 200
-            import asyncio
             await asyncio.sleep(2.5)
             assert_error(*await api.get("/streams"), 401, 40)
     finally:
@@ -407,9 +407,9 @@ async def test_http_and_tcp_see_the_same_messages(root, server):
     status, _ = await send(root, "http-x", "t", [b"from-http-1", b"from-http-2"])
     assert status == 201
     await c.send_messages("http-x", "t", 0, [SendMessage(b"from-tcp")])
-    got = await c.poll_messages("http-x", "t", consumer=None or __import__(
-        "apache_iggy").Consumer.Single(1), polling_strategy=PollingStrategy.First(), count=10,
-        auto_commit=False, partition_id=0)
+    got = await c.poll_messages("http-x", "t", consumer=Consumer.Single(1),
+                                polling_strategy=PollingStrategy.First(), count=10,
+                                auto_commit=False, partition_id=0)
     assert [m.payload() for m in got] == [b"from-http-1", b"from-http-2", b"from-tcp"]
     status, polled = await root.get("/streams/http-x/topics/t/messages",
                                     params={"consumer_id": "1", "partition_id": "0",
@@ -498,7 +498,6 @@ async def test_cors_preflight_and_headers(tmp_path):
 
 
 async def test_broken_http_and_bodies_cut_short_leave_the_server_serving(server, http):
-    import asyncio
     for payload in (b"GARBAGE\r\n\r\n", b"\x00\xff" * 100 + b"\r\n\r\n",
                     b"GET /ping HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n"):
         reader, writer = await asyncio.open_connection("127.0.0.1", server.http_port)
