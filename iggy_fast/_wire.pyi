@@ -124,8 +124,3 @@ def encode_batch(payloads: list[Buffer | str], origin_timestamp: int,
 def poll_summary(body: Buffer) -> tuple[int, int, int, int, int]:
     """(partition_id, current_offset, count, first_offset, last_offset) of a PollMessages
     reply body, every frame bound checked (offsets -1 when empty)."""
-def poll_payloads(body: Buffer) -> list[memoryview]:
-    """Each payload of a checked PollMessages reply body, as a slice of it."""
-def poll_messages(body: Buffer) -> list[tuple[int, int, int, int, memoryview, memoryview | None, int]]:
-    """(offset, timestamp, origin_timestamp, id, payload, user_headers, checksum) per message of
-    a checked PollMessages reply body; payload and headers are slices of it."""

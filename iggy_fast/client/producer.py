@@ -118,7 +118,7 @@ class _Part:
         self.nbytes = nbytes
 
 
-class Producer:
+class IggyProducer:
     def __init__(self, client, stream, topic, *, partitioning=None, background: bool = False,
                  batch_length: int = 1000, batch_bytes: int = 1_000_000,
                  linger: float = 0.005, max_in_flight: int = 4,
@@ -159,7 +159,7 @@ class Producer:
         self._buffered_bytes = 0
         self._room: asyncio.Condition | None = None
 
-    async def init(self) -> "Producer":
+    async def init(self) -> "IggyProducer":
         """Read the topic's partition count (partitioners need it)."""
         topic = await self.client.get_topic(self.stream, self.topic)
         if topic is None:
@@ -169,7 +169,7 @@ class Producer:
         self._room = asyncio.Condition()
         return self
 
-    async def __aenter__(self) -> "Producer":
+    async def __aenter__(self) -> "IggyProducer":
         return await self.init() if self._in_flight is None else self
 
     async def __aexit__(self, *exc) -> None:
