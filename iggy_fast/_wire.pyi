@@ -121,6 +121,6 @@ def encode_batch(payloads: list[Buffer | str], origin_timestamp: int,
     """One producer batch from payloads (bytes, str as UTF-8, buffers), each copied once in C;
     `headers` one encoded block for all or one per message; `ids` one int per message, 16
     random bytes per message (UUIDv4 ids), or None (all 0)."""
-def poll_summary(body: Buffer) -> tuple[int, int, int, int, int]:
-    """(partition_id, current_offset, count, first_offset, last_offset) of a PollMessages
-    reply body, every frame bound checked (offsets -1 when empty)."""
+def poll_summary(body: Buffer) -> tuple[int, int, int, int, int, int]:
+    """(partition_id, current_offset, count, first_offset, last_offset, payload_bytes) of a
+    PollMessages reply body, every frame bound checked (offsets -1 when empty)."""

@@ -864,9 +864,10 @@ def encode_batch(list payloads not None, uint64_t origin_timestamp, headers=None
     return out
 
 
-cdef Py_ssize_t check_poll_reply(const uint8_t[::1] body, uint64_t *first, uint64_t *last) except -1:
+cdef Py_ssize_t check_poll_reply(const uint8_t[::1] body, uint64_t *first, uint64_t *last,
+                                 uint64_t *payload) except -1:
     """Check that every batch and frame of a PollMessages reply body lies inside it; return
-    the number of messages and set the first and last offsets."""
+    the number of messages and set the first and last offsets and the payload bytes."""
     cdef Py_ssize_t pos = 16, n = body.shape[0], end, fpos, count = 0
     cdef uint32_t i, frames
     cdef const uint8_t *b
@@ -886,6 +887,7 @@ cdef Py_ssize_t check_poll_reply(const uint8_t[::1] body, uint64_t *first, uint6
             if fpos + MSG_HDR > end:
                 raise ProtocolViolation(f"poll reply: message frame past its batch at {pos}")
             f = &body[0] + fpos
+            payload[0] += ld32(f + 36)
             fpos += MSG_HDR + <Py_ssize_t>ld32(f + 32) + <Py_ssize_t>ld32(f + 36)
             if fpos > end:
                 raise ProtocolViolation(f"poll reply: message frame past its batch at {pos}")
@@ -898,11 +900,12 @@ cdef Py_ssize_t check_poll_reply(const uint8_t[::1] body, uint64_t *first, uint6
 
 
 def poll_summary(const uint8_t[::1] body not None):
-    """`(partition_id, current_offset, count, first_offset, last_offset)` of a PollMessages
-    reply body, after checking that every frame lies inside it (offsets -1 when empty)."""
-    cdef uint64_t first = 0, last = 0
-    cdef Py_ssize_t count = check_poll_reply(body, &first, &last)
+    """`(partition_id, current_offset, count, first_offset, last_offset, payload_bytes)` of a
+    PollMessages reply body, after checking that every frame lies inside it (offsets -1 when
+    empty)."""
+    cdef uint64_t first = 0, last = 0, payload = 0
+    cdef Py_ssize_t count = check_poll_reply(body, &first, &last, &payload)
     if count == 0:
-        return ld32(&body[0]), ld64(&body[0] + 4), 0, -1, -1
-    return ld32(&body[0]), ld64(&body[0] + 4), count, first, last
+        return ld32(&body[0]), ld64(&body[0] + 4), 0, -1, -1, 0
+    return ld32(&body[0]), ld64(&body[0] + 4), count, first, last, payload
 

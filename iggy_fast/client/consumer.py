@@ -232,10 +232,9 @@ class IggyConsumer:
             if self.stats is not None and not isinstance(e, asyncio.CancelledError):
                 self.stats.error(e)
             raise
-        _, _, count, _, last = _wire.poll_summary(polled.body)
+        _, _, count, _, last, nbytes = _wire.poll_summary(polled.body)
         if self.stats is not None:
-            self.stats.received(count, polled.body.nbytes - 16 - 48 * count,
-                                time.perf_counter() - t0)
+            self.stats.received(count, nbytes, time.perf_counter() - t0)
         return polled, last
 
     def _advance(self, partition_id: int, last: int) -> None:

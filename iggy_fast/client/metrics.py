@@ -2,7 +2,7 @@
 
 A `MetricsCollector` holds one `ActorStats` per named producer or consumer (the producer and
 consumer record into it when given one). Each records per request, not per message: messages
-and bytes sent or received, the request's latency, and errors. Reading is possible at any
+and payload bytes sent or received, the request's latency, and errors. Reading is possible at any
 time from any thread (`snapshot()`, `report()`), and `start(interval)` prints the report every
 `interval` seconds from a daemon thread until `stop()`.
 

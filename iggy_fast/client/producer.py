@@ -216,6 +216,10 @@ class IggyProducer:
         count = len(payloads)
         ids = os.urandom(16 * count) if self.random_ids else None
         batch = _wire.encode_batch(payloads, time.time_ns() // 1000, block, ids)
+        nbytes = len(batch) - 256 - 48 * count          # payload bytes, as consumers count
+        if block is not None:
+            nbytes -= len(block) * count if not isinstance(block, list) else \
+                sum(len(h) for h in block if h)
         async with self._in_flight:
             t0 = time.perf_counter()
             try:
@@ -226,7 +230,7 @@ class IggyProducer:
                     self.stats.error(e)
                 raise
         if self.stats is not None:
-            self.stats.sent(count, len(batch) - 256 - 48 * count, time.perf_counter() - t0)
+            self.stats.sent(count, nbytes, time.perf_counter() - t0)
         return range(sent.base_offset, sent.base_offset + count)
 
     # -- background mode -----------------------------------------------------------------------
