@@ -18,7 +18,8 @@ member committed.
 
 Commits store a consumer offset: the last offset *consumed* on each partition. A message is
 consumed once the caller has it and asks for the next (the next message from the message
-iterator, the next batch from the batch iterator), so a committed message has been handled.
+iterator, the next batch from the batch iterator) or calls `commit()`/`close()`, so a
+committed message has been handled.
 `auto_commit`:
   * AutoCommit.never(): only `commit()` (and `close()`) commit;
   * AutoCommit.after_poll(): the server stores the last returned offset as part of the poll
@@ -161,7 +162,6 @@ class IggyConsumer:
         """Commit what was consumed, leave the group, stop the iterators."""
         if self.closed:
             return
-        self._consume_held()
         try:
             if self._initialised:
                 await self.commit()
@@ -340,7 +340,10 @@ class IggyConsumer:
 
     async def commit(self) -> None:
         """Store the last consumed offset of every partition that moved since its last
-        commit. Raises ResourceNotFound for a partition this member no longer owns."""
+        commit; what the iterators handed out so far counts as consumed (a caller commits
+        what it has handled). Raises ResourceNotFound for a partition this member no longer
+        owns (after committing the others)."""
+        self._consume_held()
         self._since_commit = 0
         self._last_commit = time.monotonic()
         refused = None
