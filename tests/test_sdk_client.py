@@ -117,7 +117,7 @@ async def test_poll_strategies_and_view(client, unique):
     await asyncio.sleep(0.01)
     middle = time.time_ns() // 1000
     await client.send_messages(stream, "t", 0, [
-        SendMessage(b"with-headers", id=42, headers={"k": "v", "n": 7, "b": True}),
+        SendMessage(b"with-headers", {"k": "v", "n": 7, "b": True}, id=42),
         memoryview(b"view"), bytearray(b"array")])
 
     async def poll(strategy, count=100, **kw):
@@ -187,8 +187,9 @@ async def test_consumer_groups(client, server, unique):
     me = await client.get_me()
     stream_id = (await client.get_stream(stream)).id
     assert ConsumerGroupRef(stream_id, topic.id, group.id) in me.consumer_groups
-    polled = await client.poll_messages(stream, "t", partition_id=1, consumer=Consumer.group("g"),
-                                        polling_strategy=PollingStrategy.Next(), count=10,
+    polled = await client.poll_messages(stream, "t", partition_id=1,
+                                        consumer=Consumer.Group("g"), count=10,
+                                        polling_strategy=PollingStrategy.Next(),
                                         auto_commit=True)
     assert [m.payload for m in polled] == [b"g0", b"g1"]
     await client.leave_consumer_group(stream, "t", "g")
@@ -323,3 +324,38 @@ def test_raw_blocking_client_still_works(server):
         assert b.login() == 0
         b.ping()
         assert b.call(201).body is not None
+
+
+def test_readme_example_runs(server, unique):
+    """The README's client example, run as written against a live server (its address and
+    stream name swapped for this test's)."""
+    import pathlib
+    import re
+    import subprocess
+    import sys
+    readme = (pathlib.Path(__file__).parent.parent / "README.md").read_text()
+    section = readme.split("## Our Python client", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    stream = unique("orders")
+    code = code.replace("127.0.0.1:8090", server.address).replace('"orders"', repr(stream))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split("\n")[:2] == ["0 b'hello'", "1 b'hi'"]
+
+
+async def test_send_batch_as_pieces(client, unique):
+    """A batch given as several buffers goes out as they are and lands as one batch."""
+    from iggy_fast.client.types import build_batch
+    stream = unique("s")
+    await client.create_stream(stream)
+    await client.create_topic(stream, "t")
+    payloads = [bytes([i]) * 30_000 for i in range(3)]          # pieces above the join size
+    batch, count = build_batch(payloads)
+    view = memoryview(batch)
+    pieces = [view[:256], view[256:300], view[300:40_000], view[40_000:]]
+    sent = await client.send_batch(stream, "t", 0, pieces, count)
+    assert sent.offsets == range(0, 3)
+    polled = await client.poll_messages(stream, "t", partition_id=0,
+                                        polling_strategy=PollingStrategy.First())
+    assert [m.payload for m in polled] == payloads

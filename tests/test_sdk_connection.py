@@ -173,12 +173,14 @@ async def test_reconnect_after_server_restart(fresh_server):
 
 
 async def test_heartbeat_keeps_an_idle_connection(tmp_path):
-    srv = ServerProcess(tmp_path / "idle", env={"IGGY_CONNECTIONS_IDLE_TIMEOUT": "1s"}).start()
+    # The server drops a connection silent for 2 s; the heartbeat pings every 0.2 s idle
+    # (ten times over, for a loaded machine), and the silent client is dropped.
+    srv = ServerProcess(tmp_path / "idle", env={"IGGY_CONNECTIONS_IDLE_TIMEOUT": "2s"}).start()
     try:
         url = f"iggy://iggy:iggy@{srv.address}"
         async with IggyClient(url, heartbeat_interval=0.2) as beating, \
                 IggyClient(url, heartbeat_interval=None, reconnection_interval=0.1) as silent:
-            await asyncio.sleep(3.5)
+            await asyncio.sleep(5)
             await beating.ping()
             await silent.ping()             # the server dropped it: this one reconnected
             assert beating.reconnects == 0
@@ -373,3 +375,32 @@ def test_sync_client_errors_and_timeouts(server):
         assert wait_for(lambda: s.connected, 5)
         with pytest.raises(errors.StreamIdNotFound):
             s.purge_stream("no-such-stream")
+
+
+GEVENT_USERS = """
+from gevent import monkey; monkey.patch_all()
+import sys, gevent
+from iggy_fast import SyncIggyClient
+
+def user(i):
+    with SyncIggyClient(f"iggy://iggy:iggy@{sys.argv[1]}") as c:
+        for _ in range(50):
+            c.ping()
+        return i
+
+jobs = [gevent.spawn(user, i) for i in range(10)]
+gevent.joinall(jobs, timeout=60)
+print(sorted(j.value for j in jobs if j.value is not None))
+"""
+
+
+def test_sync_clients_under_gevent(server):
+    """Locust runs users as gevent greenlets of one OS thread: ten SyncIggyClients there
+    share one loop and all finish."""
+    import subprocess
+    import sys
+    pytest.importorskip("gevent")
+    out = subprocess.run([sys.executable, "-c", GEVENT_USERS, server.address],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == str(list(range(10))), out.stderr

@@ -68,6 +68,16 @@ TRANSPORTS = {
     "http": "iggy_fast.client.transports.http:HttpLink",
 }
 
+# The constructor keywords a transport's Link takes from a ClientConfig, for a Link class that
+# has no `from_config` of its own (the TLS settings: QUIC is always TLS, ws becomes wss).
+# Without a CA file the server's certificate is not verified, as over TCP.
+LINK_OPTIONS = {
+    "quic": lambda c: {"server_name": c.tls_domain or "localhost",
+                       "tls_ca_file": c.tls_ca_file},
+    "ws": lambda c: {"tls": c.tls, "ca_file": c.tls_ca_file,
+                     "verify": c.tls_ca_file is not None, "domain": c.tls_domain},
+}
+
 _SCOPES = {"topic": TOPIC_SCOPE, "stream": STREAM_SCOPE, "user": USER_SCOPE}
 Ident = int | str
 
@@ -86,6 +96,14 @@ def link_class(transport: str) -> type[Link]:
             raise
         raise FeatureUnavailable(f"transport {transport!r} not available: this build has no "
                                  f"{module}") from None
+
+
+def make_link(transport: str, address: str, config: ClientConfig) -> Link:
+    """A Link to `address` for `transport`, configured from `config`."""
+    cls = link_class(transport)
+    if cls.from_config.__func__ is Link.from_config.__func__ and transport in LINK_OPTIONS:
+        return cls(address, config.timeout, **LINK_OPTIONS[transport](config))
+    return cls.from_config(address, config)
 
 
 def _config(conn, options) -> ClientConfig:
@@ -172,11 +190,10 @@ class IggyClient:
     async def _establish(self) -> None:
         """One pass over the addresses, starting with the last that worked."""
         c = self.config
-        cls = link_class(c.transport)
         failures = []
         for k in range(len(c.addresses)):
             i = (self._address_index + k) % len(c.addresses)
-            link = cls.from_config(c.addresses[i], c)
+            link = make_link(c.transport, c.addresses[i], c)
             try:
                 await asyncio.wait_for(link.connect(), c.connect_timeout)
                 if self._credentials is not None:
@@ -184,7 +201,7 @@ class IggyClient:
             except (OSError, ssl.SSLError, asyncio.TimeoutError, ConnectionError,
                     TimeoutError) as e:
                 await link.close()
-                failures.append(f"{c.addresses[i]}: {e or type(e).__name__}")
+                failures.append(f"{c.addresses[i]}: {str(e) or type(e).__name__}")
                 continue
             except BaseException:
                 await link.close()
@@ -210,8 +227,9 @@ class IggyClient:
             who = f"user {secret[0]!r}" if kind == "password" else "the access token"
             check = ("the username and password, and that the user is active"
                      if kind == "password" else "that the token exists and has not expired")
-            raise type(e)(f"{link.address} refused the login of {who} ({e}): check {check}"
-                          ) from None
+            raise IggyError.from_code(
+                e.code, f"{link.address} refused the login of {who} ({e}): check {check}"
+            ) from None
         self.identity = codec.read_identity(body)
         return self.identity
 
@@ -532,10 +550,13 @@ class IggyClient:
                          partitioning: Partitioning | int | None, batch, count: int
                          ) -> Sent | None:
         """Send an encoded batch (§7.3) of `count` messages as it is: the batch goes to the
-        socket as the caller's buffer, never copied (for producers that build batches)."""
+        socket as the caller's buffer, never copied (for producers that build batches). It
+        may be one buffer or a list of buffers that together are the batch (a header, then
+        frames), written in order."""
         p = Partitioning.of(partitioning)
         body = codec.send_messages(stream, topic, p.kind, p.value, count)
-        return codec.read_sent(await self._call(101, body, (batch,)), count)
+        pieces = tuple(batch) if isinstance(batch, (list, tuple)) else (batch,)
+        return codec.read_sent(await self._call(101, body, pieces), count)
 
     async def poll_messages(self, stream: Ident, topic: Ident, *,
                             partition_id: int | None = None,

@@ -1,12 +1,16 @@
 """Blocking clients: `SyncIggyClient` (every typed method of IggyClient) and `BlockingClient`
 (a raw, lock-step socket driver over ClientCore for tools, tests and the benchmark's actors).
 
-SyncIggyClient runs one IggyClient on a private event loop in a thread of its own and waits
-for each call's answer. That keeps one implementation of everything a real client needs
-(failover, reconnect with backoff, heartbeats, every transport's Link) instead of a second,
-blocking copy of it; the price is a thread hand-off per call (tens of µs), small next to a
-round trip, and the poll answer is still the zero-copy view. Every wait is bounded: each call
-by the client's own timeouts, and the hand-off by `timeout` plus a margin as a backstop.
+SyncIggyClient runs an IggyClient on an event loop in a background thread and waits for each
+call's answer. That keeps one implementation of everything a real client needs (failover,
+reconnect with backoff, heartbeats, every transport's Link) instead of a second, blocking
+copy of it; the price is a thread hand-off per call (tens of µs), small next to a round trip,
+and the poll answer is still the zero-copy view. All SyncIggyClients of a process share that
+one loop thread: a hundred clients (locust users) cost one thread, not a hundred, and under
+gevent (locust monkey-patches threads into greenlets of one OS thread, where only one asyncio
+loop can run) the one loop runs as a greenlet whose select yields to the others. Every wait
+is bounded: each call by the client's own timeouts, and the hand-off by `timeout` plus a
+margin as a backstop.
 
 BlockingClient:
 
@@ -176,6 +180,21 @@ class BlockingClient:
         return _wire.iter_messages(reply.body[16:])
 
 
+_shared_loop: asyncio.AbstractEventLoop | None = None
+_shared_lock = threading.Lock()
+
+
+def _background_loop() -> asyncio.AbstractEventLoop:
+    """The event loop every SyncIggyClient of this process runs on (started on first use)."""
+    global _shared_loop
+    with _shared_lock:
+        if _shared_loop is None:
+            _shared_loop = asyncio.new_event_loop()
+            threading.Thread(target=_shared_loop.run_forever, daemon=True,
+                             name="iggy-fast-client").start()
+        return _shared_loop
+
+
 class SyncIggyClient:
     """IggyClient's methods, blocking (see the module docstring); same arguments, same
     results, same exceptions. `with SyncIggyClient(url) as client:` connects and closes."""
@@ -186,10 +205,7 @@ class SyncIggyClient:
         c = self.config
         # A backstop only: each call is bounded by the client's own timeouts well before it.
         self._bound = 2 * c.timeout + c.connect_timeout * len(c.addresses) + 5.0
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True,
-                                        name="iggy-fast-client")
-        self._thread.start()
+        self._loop = _background_loop()
 
     def _run(self, coro):
         future = asyncio.run_coroutine_threadsafe(coro, self._loop)
@@ -216,15 +232,8 @@ class SyncIggyClient:
         return self._client.reconnects
 
     def close(self) -> None:
-        """Close the connection and stop the client's thread."""
-        if self._loop.is_closed():
-            return
-        try:
-            self._run(self._client.close())
-        finally:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(10)
-            self._loop.close()
+        """Close the connection (the shared loop thread stays for other clients)."""
+        self._run(self._client.close())
 
     disconnect = close
 

@@ -100,6 +100,9 @@ class Consumer:
     def group(cls, id: int | str) -> "Consumer":
         return cls(GROUP_KIND, id)
 
+    Single = single                     # the official SDK's spelling
+    Group = group
+
     @classmethod
     def of(cls, value: "Consumer | int | str") -> "Consumer":
         return value if isinstance(value, Consumer) else cls.single(value)
@@ -107,11 +110,12 @@ class Consumer:
 
 @dataclass(slots=True)
 class SendMessage:
-    """A message to send: its payload, and optionally an id (0: a random UUIDv4 is minted, as
-    the official SDK does) and user headers (a dict, or an encoded TLV block)."""
+    """A message to send: its payload, and optionally user headers (a dict, or an encoded TLV
+    block) and an id (0 or None: a random UUIDv4 is minted, as the official SDK does). The
+    arguments are in the official SDK's order: `SendMessage(data, user_headers, id)`."""
     payload: bytes | bytearray | memoryview | str
-    id: int = 0
-    headers: dict | bytes | None = None
+    user_headers: dict | bytes | None = None
+    id: int | None = 0
 
 
 # Header value kinds (§3): what a Python value is sent as.
@@ -168,7 +172,7 @@ def build_batch(messages) -> tuple[bytearray, int]:
     rows = []
     for m in messages:
         if isinstance(m, SendMessage):
-            payload, mid, headers = _payload(m.payload), m.id, encode_headers(m.headers)
+            payload, mid, headers = _payload(m.payload), m.id, encode_headers(m.user_headers)
         else:
             payload, mid, headers = _payload(m), 0, b""
         if len(payload) > MAX_PAYLOAD:

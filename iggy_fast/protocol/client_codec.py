@@ -23,7 +23,7 @@ from iggy_fast.protocol.binary import encode_tlv, parse_tlv
 from iggy_fast.protocol.codes import (BALANCED, MESSAGES_KEY, PARTITION_ID, TRANSPORTS,
                                       PROTOCOL_VERSION)
 from iggy_fast.protocol.errors import IggyError, UndecodableReply
-from iggy_fast.protocol.models import (U64_MAX, ClientInfo, ClientInfoDetails,
+from iggy_fast.protocol.models import (ClientInfo, ClientInfoDetails,
                                        ConsumerGroup, ConsumerGroupDetails,
                                        ConsumerGroupMember, ConsumerGroupRef, ConsumerOffset,
                                        Identity, OptionSpec, Partition, Permissions,

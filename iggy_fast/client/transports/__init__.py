@@ -2,7 +2,10 @@
 
 A `Link` is one connection to one server. The async client (client/aio.py) asks it for one
 thing: `await link.request(code, body, extra)` (and `login`, `token_login`) answering the
-reply's body, or raising the IggyError the server answered with.
+reply's payload, or raising the IggyError the server answered with. Request bodies and reply
+payloads are the binary layouts of PROTOCOL.md §5 whatever the transport (the client's codec,
+protocol/client_codec.py, reads them), so a Link that speaks something else (HTTP's JSON)
+translates both ways.
 
 Binary transports (TCP, TLS, QUIC, WebSocket) share `FramedLink`: it owns the sans-IO
 ClientCore (numbering, session, the FIFO of pending requests, framing), so an adapter only

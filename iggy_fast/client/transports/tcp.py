@@ -3,10 +3,9 @@
 An asyncio BufferedProtocol reads straight into the memory ClientCore hands out: the 256-byte
 header into the core's header buffer, then the body into a buffer of exactly its size, which
 becomes the answer (a poll reply is never copied). Writes go out as the core's pieces: small
-frames joined into one write, a frame carrying a large batch written piece by piece so the
-batch itself is not copied. TLS is asyncio's (it hands BufferedProtocols decrypted bytes the
-same way); `tls_ca_file` is the CA to verify the server against, and without it the
-certificate is not verified (fine on loopback, not beyond).
+ones joined, a large one (a batch) written as it is, never copied. TLS is asyncio's (it hands
+BufferedProtocols decrypted bytes the same way); `tls_ca_file` is the CA to verify the server
+against, and without it the certificate is not verified (fine on loopback, not beyond).
 """
 
 from __future__ import annotations
@@ -17,7 +16,7 @@ import ssl
 
 from iggy_fast.client.transports import FramedLink
 
-_JOIN_BELOW = 64 * 1024     # frames smaller than this go out as one joined write
+_JOIN_BELOW = 16 * 1024     # pieces smaller than this are joined with their neighbours
 
 
 class _Protocol(asyncio.BufferedProtocol):
@@ -83,13 +82,20 @@ class TcpLink(FramedLink):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def _write(self, pieces: list) -> None:
+        # Small pieces are joined (one write, one syscall); a large one goes out as it is,
+        # so a batch is never copied on its way to the socket.
         transport = self.transport
-        size = sum(p.nbytes if isinstance(p, memoryview) else len(p) for p in pieces)
-        if size < _JOIN_BELOW:
-            transport.write(b"".join(pieces))
-        else:
-            for piece in pieces:
-                transport.write(piece)
+        run: list = []
+        for piece in pieces:
+            if (piece.nbytes if isinstance(piece, memoryview) else len(piece)) < _JOIN_BELOW:
+                run.append(piece)
+                continue
+            if run:
+                transport.write(b"".join(run))
+                run = []
+            transport.write(piece)
+        if run:
+            transport.write(b"".join(run))
 
     def _close(self) -> None:
         if self.transport is not None:
