@@ -28,12 +28,16 @@ committed message has been handled.
   * AutoCommit.interval(seconds): a commit when that much time passed since the last one.
 `close()` commits what was consumed, leaves the group and stops the iterators.
 
-Rebalancing. Group members re-sync their assignment (SyncConsumerGroup) before every round of
-polls, and at once when a poll is fenced or a commit refused because the partition moved.
-The server lets only the owner of a partition store its offset, so a member that lost a
-partition cannot move its committed offset; the new owner starts from that offset. Consumed
-but uncommitted messages of a moved partition may be delivered again (at-least-once);
-committed ones are never delivered again and none is skipped.
+Rebalancing. A group member reads its assignment (SyncConsumerGroup) every `sync_interval`
+seconds, at once when a poll is fenced or a commit refused because a partition moved, and
+before every commit. When the assignment changed, the member keeps the positions and what it
+consumed of the partitions that cannot have left it (owned before and after one rebalance)
+and forgets the rest, starting those again from the group's committed offset. The
+server lets only a partition's owner store its offset, so a member that lost a partition
+cannot move it. So committed messages are never delivered again and none is skipped;
+consumed but uncommitted ones may come again (at-least-once). The one window left: a
+partition that moves away and back between two polls of the same member, in less than the
+time it takes to handle one batch, is read on from the member's own position.
 
 A poll's answer is the reply buffer itself (`PolledMessages`, a view decoding a message only
 when asked); the consumer checks every frame's bounds and reads the batch's last offset in C
@@ -100,10 +104,12 @@ class IggyConsumer:
                  strategy: PollingStrategy | None = None, batch_length: int = 1000,
                  auto_commit: AutoCommit | None = None, poll_interval: float = 0.01,
                  create_group: bool = True, metrics: MetricsCollector | None = None,
-                 name: str = "consumer"):
+                 name: str = "consumer", sync_interval: float = 1.0):
         """A group member when `group` is given (partitions are assigned), else consumer
         `consumer_id` reading `partitions` (default: all of the topic's) in turn.
-        `poll_interval` is the pause after a round of polls that found nothing."""
+        `poll_interval` is the pause after a round of polls that found nothing;
+        `sync_interval` how often a group member asks for its assignment unprompted (to
+        take partitions that came free)."""
         self.client = client
         self.stream = stream
         self.topic = topic
@@ -115,6 +121,8 @@ class IggyConsumer:
         self.batch_length = batch_length
         self.auto_commit = auto_commit or AutoCommit.every(batch_length)
         self.poll_interval = poll_interval
+        self.sync_interval = sync_interval
+        self._last_sync = 0.0
         self.create_group = create_group
         self.stats = metrics.actor(name) if metrics is not None else None
         self.positions: dict[int, int] = {}     # partition -> last offset polled
@@ -176,34 +184,33 @@ class IggyConsumer:
     # -- assignment ----------------------------------------------------------------------------
 
     async def _sync(self) -> bool:
-        """Read this member's partitions; on a new generation forget every position (and
-        say so)."""
+        """Read this member's partitions; on a new generation keep only the state of the
+        partitions that cannot have left meanwhile (and say that it changed)."""
+        self._last_sync = time.monotonic()
         assignment = await self.client.sync_consumer_group(self.stream, self.topic,
                                                            self.group)
-        if assignment is None:          # dropped (e.g. heartbeats missed): join again
+        rejoined = assignment is None
+        if rejoined:                    # dropped (reconnected, heartbeats missed): join again
             await self.client.join_consumer_group(self.stream, self.topic, self.group)
             assignment = await self.client.sync_consumer_group(self.stream, self.topic,
                                                                self.group)
         generation, owned = assignment.generation, list(assignment.partitions)
-        if generation != self.generation:
-            # Commit what was consumed on the partitions kept... and try on the others: the
-            # server refuses those if they have moved, which is right (their new owner starts
-            # from the offset committed before).
-            await self._commit_quietly()
-            self.generation = generation
-            self.owned = owned
-            self.positions.clear()
-            self.consumed.clear()
-            self.committed.clear()
+        if generation == self.generation and not rejoined:
+            return False
+        # Each rebalance adds one to the generation. One step, and a partition owned before
+        # and after never left: its position and what was consumed stay. Otherwise it may
+        # have moved and even come back with its offset moved on, so what was consumed and
+        # not committed is forgotten: it may come again; committed messages cannot.
+        kept = set(owned) & set(self.owned) if generation == self.generation + 1 \
+            and not rejoined else set()
+        for state in (self.positions, self.consumed, self.committed):
+            for partition_id in [p for p in state if p not in kept]:
+                del state[partition_id]
+        if self._held is not None and self._held[0] not in kept:
             self._held = None
-            return True
-        return False
-
-    async def _commit_quietly(self) -> None:
-        try:
-            await self.commit()
-        except _MOVED:
-            pass
+        self.generation = generation
+        self.owned = owned
+        return True
 
     # -- polling -------------------------------------------------------------------------------
 
@@ -260,7 +267,9 @@ class IggyConsumer:
         ahead: tuple[int, asyncio.Task] | None = None
         try:
             while not self.closed:
-                if self.group is not None and await self._sync():
+                if (self.group is not None
+                        and time.monotonic() - self._last_sync >= self.sync_interval
+                        and await self._sync()):
                     ahead = await _drop(ahead)
                 owned = self.owned
                 got = False
@@ -346,6 +355,10 @@ class IggyConsumer:
         self._consume_held()
         self._since_commit = 0
         self._last_commit = time.monotonic()
+        if self.group is not None and any(self.committed.get(p) != o
+                                          for p, o in self.consumed.items()):
+            # Commit only what is still this member's under the current assignment.
+            await self._sync()
         refused = None
         for partition_id, offset in list(self.consumed.items()):
             if self.committed.get(partition_id) == offset:
