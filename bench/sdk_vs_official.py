@@ -12,12 +12,15 @@ producer then one consumer at a time, each side a single asyncio task on one con
   `background=True, max_in_flight=4` then `flush()`, theirs BackgroundProducerConfig() then
   `shutdown()`). Both reuse their prepared message list on every send, so neither pays for
   building messages.
-* Consumers then read every message back as a consumer group member (batches of 1000, the
-  offset stored by each poll: the official `AutoCommitWhen.PollingMessages`, our
-  `AutoCommit.after_poll()`) and touch each payload: ours with the batch iterator (`for t in batch.tuples(): t[4]`) and with
-  the message iterator (`async for message in consumer: message.payload`), theirs with
-  `consumer.iter_messages()` and `message.payload()`; and the official SDK's lowest level,
-  a `poll_messages(..., Offset(n), count=1000)` loop reading each `payload()`.
+* Consumers then read every message back, 1000 per poll, and touch each payload: ours with
+  the batch iterator (`for payload in batch.payloads(): payload[0]`, zero-copy views of the
+  reply) and with the message iterator (`async for message in consumer: message.payload`).
+  As a consumer group member (the offset stored by each poll: the official
+  `AutoCommitWhen.PollingMessages`, our `AutoCommit.after_poll()`) against the official
+  `consumer.iter_messages()` reading `message.payload()`; and as a single consumer (ours from
+  First, no commits, the next poll in flight while a batch is read) against the official
+  SDK's lowest level, a `poll_messages(..., Offset(n), count=1000)` loop reading each
+  `payload()`.
 
 Rounds are interleaved (official, ours, official, ours...) on one fresh server, each round on
 fresh topics; the best round of each is reported, with the ratio ours / official. Without
@@ -33,7 +36,7 @@ import tempfile
 import time
 from datetime import timedelta
 
-from iggy_fast.client import IggyClient
+from iggy_fast.client import IggyClient, PollingStrategy
 from iggy_fast.client.consumer import AutoCommit, IggyConsumer
 from iggy_fast.client.producer import IggyProducer
 from iggy_fast.testing import ServerProcess
@@ -65,9 +68,15 @@ async def ours_produce_background(client, stream, topic, payload: bytes, total: 
     return rate
 
 
-async def ours_consume(client, stream, topic, total: int, per_message: bool) -> float:
-    consumer = IggyConsumer(client, stream, topic, group=f"g-{os.urandom(4).hex()}",
-                            batch_length=BATCH, auto_commit=AutoCommit.after_poll())
+async def ours_consume(client, stream, topic, total: int, per_message: bool,
+                       group: bool = True) -> float:
+    if group:
+        consumer = IggyConsumer(client, stream, topic, group=f"g-{os.urandom(4).hex()}",
+                                batch_length=BATCH, auto_commit=AutoCommit.after_poll())
+    else:
+        consumer = IggyConsumer(client, stream, topic, consumer_id=1, partitions=[0],
+                                strategy=PollingStrategy.First(), batch_length=BATCH,
+                                auto_commit=AutoCommit.never())
     await consumer.init()
     got = 0
     start = time.perf_counter()
@@ -79,8 +88,8 @@ async def ours_consume(client, stream, topic, total: int, per_message: bool) -> 
                 break
     else:
         async for batch in consumer.batches():
-            for t in batch.tuples():
-                t[4]
+            for payload in batch.payloads():
+                payload[0]
                 got += 1
             if got >= total:
                 break
@@ -189,7 +198,11 @@ async def run(address: str, messages: int, rounds: int) -> dict:
                         "consume ours batches": await ours_consume(
                             ours, stream, topic, messages, False),
                         "consume ours messages": await ours_consume(
-                            ours, stream, topic, messages, True)}
+                            ours, stream, topic, messages, True),
+                        "consume ours single": await ours_consume(
+                            ours, stream, topic, messages, False, group=False),
+                        "consume ours single messages": await ours_consume(
+                            ours, stream, topic, messages, True, group=False)}
                 await ours.delete_topic(stream, topic)
                 await ours.delete_topic(stream, topic + "-bg")
                 print(f"  {size} B round {r + 1}: " + ", ".join(
@@ -209,8 +222,10 @@ PAIRS = [  # (row, ours, official): each of ours against the official SDK's matc
      "consume official"),
     ("consume, group member: our messages / their iter_messages", "consume ours messages",
      "consume official"),
-    ("consume: our batches / their poll_messages loop", "consume ours batches",
-     "consume official poll"),
+    ("consume, single consumer: our batches / their poll_messages loop",
+     "consume ours single", "consume official poll"),
+    ("consume, single consumer: our messages / their poll_messages loop",
+     "consume ours single messages", "consume official poll"),
 ]
 
 

@@ -124,3 +124,5 @@ def encode_batch(payloads: list[Buffer | str], origin_timestamp: int,
 def poll_summary(body: Buffer) -> tuple[int, int, int, int, int, int]:
     """(partition_id, current_offset, count, first_offset, last_offset, payload_bytes) of a
     PollMessages reply body, every frame bound checked (offsets -1 when empty)."""
+def poll_payloads(body: Buffer) -> list[memoryview]:
+    """Each payload of a PollMessages reply body, as a memoryview slice of it (no copy)."""

@@ -909,3 +909,27 @@ def poll_summary(const uint8_t[::1] body not None):
         return ld32(&body[0]), ld64(&body[0] + 4), 0, -1, -1, 0
     return ld32(&body[0]), ld64(&body[0] + 4), count, first, last, payload
 
+
+
+def poll_payloads(object body):
+    """Every payload of a PollMessages reply body, in order, each a memoryview slice of `body`
+    (no copy). Run poll_summary on the body first: it checks the bounds this walk trusts."""
+    cdef const uint8_t[::1] raw = body
+    cdef Py_ssize_t pos = 16, n = raw.shape[0], end, fpos, size
+    cdef uint32_t i, frames
+    cdef const uint8_t *f
+    cdef object view = memoryview(body)
+    cdef list out = []
+    while pos + HDR <= n:
+        end = pos + <Py_ssize_t>ld64(&raw[0] + pos + 32)
+        frames = ld32(&raw[0] + pos + 48)
+        fpos = pos + HDR
+        for i in range(frames):
+            f = &raw[0] + fpos
+            size = ld32(f + 36)
+            if fpos + MSG_HDR + size > end or end > n:
+                raise ProtocolViolation(f"poll reply: message frame past its batch at {pos}")
+            out.append(view[fpos + MSG_HDR:fpos + MSG_HDR + size])
+            fpos += MSG_HDR + size + <Py_ssize_t>ld32(f + 32)
+        pos = end
+    return out

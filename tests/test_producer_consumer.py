@@ -68,6 +68,7 @@ def test_poll_summary_checks_bounds():
     batch = _wire.encode_batch([b"one", b"two"], 5)
     body = bytes(16) + bytes(batch)
     assert _wire.poll_summary(body) == (0, 0, 2, 0, 1, 6)
+    assert [bytes(p) for p in _wire.poll_payloads(body)] == [b"one", b"two"]
     assert _wire.poll_summary(bytes(16)) == (0, 0, 0, -1, -1, 0)
     with pytest.raises(Exception, match="past"):
         _wire.poll_summary(body[:-1])
@@ -417,6 +418,9 @@ async def test_rebalancing_under_load_loses_and_repeats_no_committed_message(ser
 
 async def test_consumer_metrics(ours, unique):
     stream = await filled(ours, unique, per_partition=30)
+    polled = await ours.poll_messages(stream, "t", partition_id=0, count=30,
+                                      polling_strategy=PollingStrategy.First())
+    assert [bytes(p) for p in polled.payloads()] == [f"0:{i}".encode() for i in range(30)]
     metrics = MetricsCollector()
     consumer = IggyConsumer(ours, stream, "t", consumer_id=1, batch_length=10, metrics=metrics,
                             strategy=PollingStrategy.First())

@@ -135,7 +135,10 @@ class IggyConsumer:
         self._since_commit = 0
         self._last_commit = time.monotonic()
         self._cursor = 0
-        self._held: tuple[int, int] | None = None   # handed out, not yet consumed
+        # Handed out, not yet consumed: (partition, last offset), or (partition, None) with
+        # the last message handed out in _held_message.
+        self._held: tuple[int, int | None] | None = None
+        self._held_message = None
 
     # -- life cycle ----------------------------------------------------------------------------
 
@@ -207,7 +210,7 @@ class IggyConsumer:
             for partition_id in [p for p in state if p not in kept]:
                 del state[partition_id]
         if self._held is not None and self._held[0] not in kept:
-            self._held = None
+            self._held = self._held_message = None
         self.generation = generation
         self.owned = owned
         return True
@@ -317,11 +320,12 @@ class IggyConsumer:
     async def messages(self, idle_timeout: float | None = None):
         """Each message as a `Message` (offset, payload, headers...), built when reached."""
         async for batch in self.batches(idle_timeout):
-            partition_id = batch.partition_id
+            # Only the messages handed out are consumed: the last one is known when the
+            # caller asks for the next batch, commits or closes (one store per message here,
+            # no object).
+            self._held = (self._held[0], None)
             for message in batch:
-                # The message before this one is consumed; this one is, once the caller asks
-                # for the next or closes.
-                self._held = (partition_id, message.offset)
+                self._held_message = message
                 yield message
 
     def __aiter__(self):
@@ -332,6 +336,12 @@ class IggyConsumer:
     def _consume_held(self) -> None:
         if self._held is not None:
             partition_id, last = self._held
+            if last is None:
+                last = self._held_message.offset if self._held_message is not None else None
+                self._held_message = None
+                if last is None:
+                    self._held = None
+                    return
             before = self.consumed.get(partition_id)
             self.consumed[partition_id] = last
             self._since_commit += last - (before if before is not None else -1)
