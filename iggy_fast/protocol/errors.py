@@ -69,6 +69,20 @@ class LocalProtocolError(IggyError):
     name = "local_protocol_error"
 
 
+class ProducerBufferFull(IggyError):
+    """A background producer's buffer stayed full (no room at once, or none within the
+    timeout): nothing of that send was accepted. Raise the buffer limits, slow down, or
+    check why sends are not completing (the producer's metrics and error callback say)."""
+
+    name = "producer_buffer_full"
+
+
+class ProducerClosed(IggyError):
+    """A send to a producer that is closing or closed; nothing was accepted."""
+
+    name = "producer_closed"
+
+
 class GenericError(IggyError):
     code = 1
     name = "error"

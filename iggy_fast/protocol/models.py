@@ -422,6 +422,10 @@ class PolledMessages:
         # The compiled walk decodes the batches at C speed; each tuple becomes a Message.
         return map(Message._make, _wire.iter_messages(self.body[16:]))
 
+    def payloads(self) -> list:
+        """Every payload, as a memoryview of the reply (no copy), in one compiled walk."""
+        return _wire.poll_payloads(self.body)
+
     def tuples(self) -> list:
         """All messages as (offset, timestamp, origin_timestamp, id, payload, user_headers,
         checksum) tuples, decoded in one compiled call (the fastest way to read them all)."""
