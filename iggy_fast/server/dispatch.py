@@ -28,6 +28,7 @@ from iggy_fast.protocol.codes import COMMANDS as PROTOCOL_COMMANDS
 from iggy_fast.protocol.codes import (LEGACY_LOGIN_CODES, OPERATION_COMMANDS, RESULT_FRAMED,
                                       EvictionReason, Operation)
 from iggy_fast.protocol.errors import Eviction, IggyError, Unauthenticated
+from iggy_fast.server.metadata import Conflict
 from iggy_fast.server.service import Context, groups, messages, session, streams, system, users
 
 log = logging.getLogger("iggy_fast.dispatch")
@@ -36,6 +37,7 @@ OP_REGISTER, OP_NON_REPLICATED = Operation.REGISTER, Operation.NON_REPLICATED
 # Codes an Iggy server knows: one without a handler here answers FeatureUnavailable (5), an
 # unknown one InvalidCommand (3).
 KNOWN_CODES = frozenset(PROTOCOL_COMMANDS)
+MAX_CONFLICT_RETRIES = 8
 
 
 class Command(NamedTuple):
@@ -166,13 +168,16 @@ class Dispatcher:
                     return self._status(h, reply_op, 40)
                 return [_wire.eviction_frame(h, EvictionReason.SESSION_ERROR)]
         try:
-            result = cmd.serve(Context(self.server, client, now), cmd.decode(body))
+            request = cmd.decode(body)
+            result = cmd.serve(Context(self.server, client, now), request)
         except IggyError as e:
             return self._status(h, reply_op, e.code)
         except Eviction as e:
             return [_wire.eviction_frame(h, e.reason, e.version, e.version_min)]
         if inspect.isawaitable(result):
-            return self._finish_later(h, reply_op, cmd.encode, result)
+            def retry():
+                return cmd.serve(Context(self.server, client, now), request)
+            return self._finish_later(h, reply_op, cmd.encode, result, retry)
         return self._reply(h, reply_op, cmd.encode, result)
 
     def call(self, client, code: int, request, now: int):
@@ -194,9 +199,18 @@ class Dispatcher:
     def _status(h, op: int, code: int) -> list:
         return [_wire.reply_header(h, op, 0, code)]
 
-    async def _finish_later(self, h, op: int, encode, awaitable) -> list:
+    async def _finish_later(self, h, op: int, encode, awaitable, retry=None) -> list:
         try:
-            result = await awaitable
+            for _ in range(MAX_CONFLICT_RETRIES):
+                try:
+                    result = await awaitable
+                    break
+                except Conflict:
+                    # Another node of the cluster committed first what this mutation decided
+                    # on; the store has shown us its change: decide again.
+                    awaitable = retry()
+            else:
+                result = await awaitable
         except IggyError as e:
             return self._status(h, op, e.code)
         except Eviction as e:
