@@ -171,6 +171,54 @@ async def test_partitions_are_placed_on_distinct_nodes_with_leaders_spread(clust
     assert sorted(p["leader"] for p in ps) == ["node1", "node2", "node3"]
 
 
+async def test_sends_through_any_node_reach_the_leader_and_every_replica(cluster, etcd):
+    from apache_iggy import Consumer, PollingStrategy
+    from apache_iggy import SendMessage as Message
+    clients = [await connect(n) for n in cluster]
+    await clients[0].create_stream("data")
+    await clients[0].create_topic(stream="data", name="t", partitions_count=3)
+    sid = (await clients[0].get_stream("data")).id
+    # Each node sends to every partition: the ones it does not lead are forwarded.
+    for round_ in range(3):
+        for i, c in enumerate(clients):
+            for pid in range(3):
+                r = await c.send_messages("data", "t", pid, [
+                    Message(f"{round_}-{i}-{pid}-{k}".encode()) for k in range(10)])
+    expected = sorted(f"{r}-{i}-{p}-{k}" for r in range(3) for i in range(3) for p in range(3)
+                      for k in range(10))
+    for c in clients:           # read back through every node: the same, densely
+        got = []
+        for pid in range(3):
+            msgs = await c.poll_messages(stream="data", topic="t", consumer=Consumer.Single(1),
+                                         partition_id=pid,
+                                         polling_strategy=PollingStrategy.First(),
+                                         count=1000, auto_commit=False)
+            assert [m.offset() for m in msgs] == list(range(90))
+            got += [m.payload().decode() for m in msgs]
+        assert sorted(got) == expected
+    # Every replica holds the leader's bytes (acknowledged only once the in-sync set had them).
+    placements = [p for p in status(etcd, "test")["partitions"] if p["stream"] == sid]
+    by_name = {n.env["IGGY_CLUSTER_NODE_NAME"]: n for n in cluster}
+    for p in placements:
+        copies = [partition_files(by_name[name], sid, p["partition"]) for name in p["replicas"]]
+        assert copies[0] and all(c == copies[0] for c in copies), p
+
+
+def partition_files(srv, sid: int, pid: int) -> bytes:
+    """The segment files of partition `pid` of topic 0 of stream `sid` on one node (their
+    directories are identities: the one whose record says id == pid)."""
+    import glob
+    import os
+    stream = os.path.join(srv.data_dir, "streams")
+    found = []
+    for d in sorted(glob.glob(os.path.join(stream, "*", "topics", "*", "partitions", "*"))):
+        found.append(d)
+    # Identities grow with creation order: stream, topic, then its partitions 0..n-1.
+    parts = sorted(found, key=lambda d: int(os.path.basename(d)))[-3:]
+    d = parts[pid]
+    return b"".join(open(f, "rb").read() for f in sorted(glob.glob(os.path.join(d, "*.log"))))
+
+
 async def test_kill_9_moves_control_and_leadership_and_the_node_rejoins_at_once(cluster, etcd):
     before = status(etcd, "test")
     victim_name = before["controller"]
@@ -203,6 +251,7 @@ async def test_kill_9_moves_control_and_leadership_and_the_node_rejoins_at_once(
     # Restarted with its name and data directory, before any lease could expire: it is the
     # same node and takes its place at once.
     victim.start()
+    assert wait_for(lambda: victim_name in live(etcd, "test"), 10)
     victim.stop(signal.SIGKILL)
     restarted_at = time.monotonic()
     victim.start()

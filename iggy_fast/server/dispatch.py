@@ -110,6 +110,11 @@ COMMANDS: dict[int, Command] = {
 NEEDS_LOGIN = frozenset(code for code, c in PROTOCOL_COMMANDS.items() if c.auth)
 
 
+def _as_is(pieces: list) -> list:
+    """The encoder of a forwarded request's answer: the leader encoded it."""
+    return pieces
+
+
 def _pieces(payload) -> list:
     if payload is None:
         return []
@@ -169,6 +174,10 @@ class Dispatcher:
                 return [_wire.eviction_frame(h, EvictionReason.SESSION_ERROR)]
         try:
             request = cmd.decode(body)
+            if self.server.cluster is not None:     # a partition another node leads
+                forwarded = self.server.cluster.route(client, code, request, body)
+                if forwarded is not None:
+                    return self._finish_later(h, reply_op, _as_is, forwarded)
             result = cmd.serve(Context(self.server, client, now), request)
         except IggyError as e:
             return self._status(h, reply_op, e.code)

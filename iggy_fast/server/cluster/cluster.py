@@ -3,10 +3,13 @@ the controller, wired together; `Server` (core.py) and the app (app.py) call the
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
+from iggy_fast.protocol.errors import IggyError
 from iggy_fast.server.cluster.controller import Controller, Placements
 from iggy_fast.server.cluster.node import Node
+from iggy_fast.server.cluster.replication import FORWARDED, Replication
 from iggy_fast.server.metadata.etcd import EtcdMetadataStore
 
 log = logging.getLogger("iggy_fast.cluster")
@@ -23,7 +26,9 @@ class Cluster:
         self.store = EtcdMetadataStore(self.node.etcd, self.node.cluster)
         self.placements = Placements()
         self.controller = Controller(server, self.node, self.placements)
+        self.replication = Replication(server, self.node, self.placements)
         self.node.on_change.append(self.controller.poke)
+        self.node.on_change.append(self.replication.follow_placements)
 
     async def connect(self) -> None:
         """Before the metadata is loaded: the data directory's identity, etcd reachable."""
@@ -42,11 +47,57 @@ class Cluster:
         await self.node.first_start(caught_up_init)
 
     async def join(self) -> None:
+        await self.replication.start()
         await self.node.join()
 
     async def leave(self) -> None:
+        self.store.close()          # its watch ends before the etcd session closes
+        self.replication.close()
         await self.node.leave()
 
+    # -- the data path's hooks -----------------------------------------------------------
+
+    def appended(self, partition, reply):
+        """After a local append (this node leads the partition): see Replication.appended."""
+        return self.replication.appended(partition, reply)
+
+    def route(self, client, code: int, request, body):
+        """None when this node serves a partition request itself, else an awaitable of the
+        leader's encoded answer (the request forwarded over the replication address)."""
+        if code not in FORWARDED:
+            return None
+        from iggy_fast.server.service.messages import _route
+        from iggy_fast.server.state import GROUP
+
+        state = self.server.state
+        if code != 101 and code != 102 and request.consumer_kind == GROUP:
+            return None
+        topic = state.topic(request.stream, request.topic)
+        if code == 101:
+            pid = _route(topic, request.partitioning, request.partitioning_value)
+        else:
+            pid = request.partition_id or 0
+        part = topic.partitions.get(pid)
+        if part is None:
+            return None
+        record = self.placements.of(part)
+        if record is not None and record.get("leader") == self.node.name:
+            return None
+        body = bytes(body)      # the receive buffer is reused once this returns
+        return self._route_later(client, code, request, pid, part, body)
+
+    async def _route_later(self, client, code, request, pid, part, body):
+        record = self.placements.of(part)
+        for _ in range(50):     # a partition created a moment ago: its placement follows
+            if record is not None and record.get("leader") in self.node.nodes:
+                break
+            await asyncio.sleep(0.1)
+            record = self.placements.of(part)
+        if record is None:
+            raise IggyError.from_code(1)
+        # The leader, which may be this node now that the placement is known (the request
+        # then goes through this node's own replication address, as any forwarded one).
+        return await self.replication.forward(client, code, request, pid, record, body)
     def nodes(self, answering: str) -> list[tuple[str, str, dict, int, int]]:
         """(name, host, ports, role, status) of every node the cluster has known, the
         answering node first and as the one to talk to (role leader: an official client

@@ -1,0 +1,415 @@
+"""The data path between nodes: followers copying partition logs, acknowledgements after the
+in-sync replicas, and partition requests forwarded to the partition's leader.
+
+Peers speak over the replication address (`cluster.replication_address`), one persistent TCP
+connection per (follower task or forwarding node, leader), request and reply in lock-step.
+A frame is `[u32 length][u32 header length][JSON header][payload]`, little-endian. A peer
+that sends anything else (a bad length, a header that is not JSON) is named in one log line
+and its connection closed.
+
+    fetch    {"op", "p": partition identity, "offset", "epoch", "node"}  -> the stored batches
+             from `offset` (whole batches, at most FETCH_BYTES) and {"end", "hw"}; when the
+             follower is caught up the leader holds the request up to LONG_POLL seconds for a
+             new append.
+    forward  {"op", "code", "user", "pid"} + the request body -> {"status"} + the encoded
+             result, exactly as this node would have answered it.
+
+Followers. For every partition whose record names this node a replica and another node the
+leader, a task fetches from the leader at the follower's log end and appends each batch with
+the storage's replicated append, at the leader's offsets, so replicas are byte-identical. A
+fetch carries the follower's leader epoch: a leader whose record has another epoch (or which
+is no longer leader) refuses it, and the follower waits for its record to change.
+
+Leaders. A follower's fetch offset is its log end. The high watermark is the smallest log end
+in the in-sync set (the leader's own included); a send is acknowledged once the high watermark
+covers it. A follower whose log end has not reached the leader's for `replica_lag_max` leaves
+the in-sync set, and one that reaches it returns; the leader writes either change into the
+partition's record with a compare-and-swap on the record it read (so a controller's move, or a
+newer epoch, wins over it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import struct
+import time
+
+import orjson
+
+from iggy_fast import _wire
+from iggy_fast.config import parse_duration_us, split_address
+from iggy_fast.protocol.codes import PARTITION_ID
+from iggy_fast.protocol.errors import IggyError
+from iggy_fast.server.connection import reply_bytes
+
+log = logging.getLogger("iggy_fast.replication")
+
+FRAME = struct.Struct("<II")
+MAX_FRAME = 64 * 1024 * 1024
+FETCH_BYTES = 1024 * 1024
+LONG_POLL = 0.5
+
+
+class PeerGarbage(Exception):
+    """A peer sent something that is not a replication frame."""
+
+
+async def read_frame(reader: asyncio.StreamReader) -> tuple[dict, bytes]:
+    total, hlen = FRAME.unpack(await reader.readexactly(FRAME.size))
+    if total > MAX_FRAME or hlen > total:
+        raise PeerGarbage(f"frame of {total} bytes with a {hlen}-byte header")
+    data = await reader.readexactly(total)
+    try:
+        header = orjson.loads(data[:hlen])
+    except orjson.JSONDecodeError:
+        raise PeerGarbage("a frame header that is not JSON") from None
+    if not isinstance(header, dict):
+        raise PeerGarbage("a frame header that is not an object")
+    return header, data[hlen:]
+
+
+def frame(header: dict, payload: bytes = b"") -> bytes:
+    head = orjson.dumps(header)
+    return FRAME.pack(len(head) + len(payload), len(head)) + head + payload
+
+
+class Peer:
+    """One lock-step connection to another node's replication address."""
+
+    def __init__(self, address: str):
+        self.address = address
+        self._conn = None
+        self._lock = asyncio.Lock()
+
+    async def call(self, header: dict, payload: bytes = b"", timeout: float = 10.0):
+        async with self._lock:
+            try:
+                if self._conn is None:
+                    host, port = split_address(self.address)
+                    self._conn = await asyncio.wait_for(asyncio.open_connection(host, port), 3)
+                reader, writer = self._conn
+                writer.write(frame(header, payload))
+                return await asyncio.wait_for(read_frame(reader), timeout)
+            except BaseException:
+                self.close()
+                raise
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn[1].close()
+            self._conn = None
+
+
+class Replication:
+    def __init__(self, server, node, placements):
+        self.server = server
+        self.node = node
+        self.placements = placements
+        self.lag_max = parse_duration_us(server.cfg["cluster"]["replica_lag_max"]) / 1e6
+        self._server: asyncio.AbstractServer | None = None
+        self._followers: dict[int, asyncio.Task] = {}      # identity -> fetch task
+        self._ends: dict[int, dict[str, int]] = {}         # identity -> follower -> log end
+        self._caught_up: dict[int, dict[str, float]] = {}  # ... -> when it last was
+        self._appended: dict[int, asyncio.Event] = {}      # wakes long-polling fetches
+        self._waiters: dict[int, list] = {}                # identity -> [(end, future)]
+        self._idle: dict[str, list[Peer]] = {}             # address -> idle forward links
+        self._isr_task: asyncio.Task | None = None
+        placements.changed.append(self.follow_placements)
+
+    # -- life ----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        host, port = split_address(self.node.replication_address)
+        self._server = await asyncio.start_server(self._serve, host, port)
+        log.info("replication listening on %s:%d", host, port)
+        self._isr_task = asyncio.ensure_future(self._watch_isr())
+        self.follow_placements()
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for task in [*self._followers.values(), self._isr_task]:
+            if task is not None:
+                task.cancel()
+        for peers in self._idle.values():
+            for peer in peers:
+                peer.close()
+
+    def _partition(self, identity: int):
+        part = self.server.state.by_identity.get(identity)
+        return part if part is not None and hasattr(part, "log") else None
+
+    def leader_address(self, record: dict) -> str | None:
+        node = self.node.nodes.get(record.get("leader"))
+        return None if node is None else node["replication"]
+
+    # -- following -----------------------------------------------------------------------
+
+    def follow_placements(self) -> None:
+        """Run one fetch task per partition this node follows; stop the others."""
+        me = self.node.name
+        wanted = {identity for identity, record in self.placements.records.items()
+                  if me in record["replicas"] and record.get("leader") not in (None, me)}
+        for identity in list(self._followers):
+            if identity not in wanted:
+                self._followers.pop(identity).cancel()
+        for identity in wanted:
+            if identity not in self._followers or self._followers[identity].done():
+                self._followers[identity] = asyncio.ensure_future(self._fetch_loop(identity))
+        self._check_waiters()
+
+    async def _fetch_loop(self, identity: int) -> None:
+        # A connection of its own: a fetch long-polls, and must never queue behind a
+        # forwarded send that waits for this very fetch.
+        peer = Peer("")
+        try:
+            await self._fetch_from(identity, peer)
+        finally:
+            peer.close()
+
+    async def _fetch_from(self, identity: int, peer: "Peer") -> None:
+        while True:
+            record = self.placements.records.get(identity)
+            part = self._partition(identity)
+            if record is None or part is None:
+                await asyncio.sleep(0.2)
+                continue
+            address = self.leader_address(record)
+            if address is None:
+                await asyncio.sleep(0.2)
+                continue
+            if peer.address != address:       # a new leader
+                peer.close()
+                peer.address = address
+            try:
+                header, payload = await peer.call(
+                    {"op": "fetch", "p": identity, "offset": part.log.next_offset,
+                     "epoch": record["epoch"], "node": self.node.name}, timeout=LONG_POLL + 5)
+            except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, PeerGarbage) as e:
+                log.debug("fetch of partition %s from %s: %s", part.key, address, e)
+                await asyncio.sleep(0.2)
+                continue
+            if "error" in header:
+                log.debug("fetch of partition %s refused: %s", part.key, header["error"])
+                await asyncio.sleep(0.2)
+                continue
+            try:
+                self._append(part, payload)
+            except (IggyError, ValueError, OSError) as e:
+                log.warning("partition %s: the leader's batches cannot be appended here: %s",
+                            part.key, e)
+                await asyncio.sleep(1)
+
+    @staticmethod
+    def _append(part, payload: bytes) -> None:
+        view = memoryview(payload)
+        at = 0
+        while at < len(view):
+            length = _wire.batch_info(view[at:])[2]
+            part.log.append_replicated(view[at:at + length])
+            at += length
+
+    # -- leading -------------------------------------------------------------------------
+
+    async def _serve(self, reader, writer) -> None:
+        where = writer.get_extra_info("peername")
+        try:
+            while True:
+                header, payload = await read_frame(reader)
+                if header.get("op") == "fetch":
+                    reply = await self._fetch(header)
+                elif header.get("op") == "forward":
+                    reply = await self._forwarded(header, payload)
+                else:
+                    raise PeerGarbage(f"unknown operation {header.get('op')!r}")
+                writer.write(reply)
+                await writer.drain()
+        except PeerGarbage as e:
+            log.warning("replication peer %s refused: it sent %s", where, e)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        except asyncio.CancelledError:
+            pass            # the node is stopping: end quietly (asyncio logs a re-raise)
+        finally:
+            writer.close()
+
+    async def _fetch(self, h: dict) -> bytes:
+        identity, offset, follower = int(h["p"]), int(h["offset"]), str(h["node"])
+        record = self.placements.records.get(identity)
+        part = self._partition(identity)
+        if part is None or record is None or record.get("leader") != self.node.name:
+            return frame({"error": "not the leader"})
+        if record["epoch"] != h["epoch"]:
+            return frame({"error": f"epoch {h['epoch']} is not {record['epoch']}"})
+        plog = part.log
+        if offset > plog.next_offset:
+            return frame({"error": f"follower at {offset} is ahead of the leader's "
+                                   f"{plog.next_offset}"})
+        self._follower_at(identity, follower, offset, plog.next_offset)
+        if offset == plog.next_offset:
+            event = self._appended.setdefault(identity, asyncio.Event())
+            event.clear()
+            try:
+                await asyncio.wait_for(event.wait(), LONG_POLL)
+            except asyncio.TimeoutError:
+                pass
+        chunks, _, _ = plog.read(offset, 1 << 62, max_bytes=FETCH_BYTES)
+        return frame({"end": plog.next_offset, "hw": self.high_watermark(part)},
+                     b"".join(bytes(c) for c in chunks))
+
+    def _follower_at(self, identity: int, follower: str, offset: int, end: int) -> None:
+        self._ends.setdefault(identity, {})[follower] = offset
+        if offset >= end:
+            self._caught_up.setdefault(identity, {})[follower] = time.monotonic()
+        record = self.placements.records.get(identity)
+        if record and offset >= end and follower in record["replicas"] \
+                and follower not in record["isr"] and follower in self.node.nodes:
+            asyncio.ensure_future(self._set_isr(identity, record, [*record["isr"], follower]))
+        self._check_waiters(identity)
+
+    def high_watermark(self, part) -> int:
+        record = self.placements.records.get(part.identity) or {}
+        ends = self._ends.get(part.identity, {})
+        hw = part.log.next_offset
+        for member in record.get("isr", ()):
+            if member != self.node.name:
+                hw = min(hw, ends.get(member, 0))
+        return hw
+
+    def appended(self, partition, reply):
+        """After a local append on a leader: the reply once the in-sync replicas have it
+        (an awaitable), or at once when this node is the only one in the in-sync set."""
+        event = self._appended.get(partition.identity)
+        if event is not None:
+            event.set()
+        end = partition.log.next_offset
+        if self.high_watermark(partition) >= end:
+            return reply
+        future = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(partition.identity, []).append((end, future))
+        return _after(reply, future)
+
+    def _check_waiters(self, identity: int | None = None) -> None:
+        for pid in ([identity] if identity is not None else list(self._waiters)):
+            waiting = self._waiters.get(pid)
+            part = self._partition(pid)
+            if not waiting:
+                continue
+            if part is None:
+                for _, future in waiting:
+                    if not future.done():
+                        future.set_exception(IggyError.from_code(1))
+                self._waiters.pop(pid, None)
+                continue
+            hw = self.high_watermark(part)
+            still = []
+            for end, future in waiting:
+                if end <= hw:
+                    if not future.done():
+                        future.set_result(None)
+                else:
+                    still.append((end, future))
+            self._waiters[pid] = still
+
+    async def _watch_isr(self) -> None:
+        """Leaders drop followers that lag more than replica_lag_max from the in-sync set."""
+        while True:
+            await asyncio.sleep(min(1.0, self.lag_max / 2))
+            now = time.monotonic()
+            for identity, record in list(self.placements.records.items()):
+                if record.get("leader") != self.node.name:
+                    continue
+                part = self._partition(identity)
+                if part is None:
+                    continue
+                caught = self._caught_up.setdefault(identity, {})
+                ends = self._ends.get(identity, {})
+                lagging = [m for m in record["isr"] if m != self.node.name
+                           and ends.get(m, -1) < part.log.next_offset
+                           and now - caught.setdefault(m, now) > self.lag_max]
+                if lagging:
+                    log.info("partition %s: %s left the in-sync set (lagging over %.1f s)",
+                             part.key, ", ".join(lagging), self.lag_max)
+                    await self._set_isr(identity, record,
+                                        [m for m in record["isr"] if m not in lagging])
+
+    async def _set_isr(self, identity: int, record: dict, isr: list[str]) -> None:
+        from iggy_fast.server.cluster import etcd as e
+        from iggy_fast.server.metadata.etcd import encode
+        store = self.server.store
+        key = store.prefix + self.placements.keys[identity]
+        new = {**record, "isr": isr}
+        try:
+            won, reply = await self.node.etcd.txn([e.value_is(key, encode(record))],
+                                                  [e.put(key, encode(new))])
+        except e.EtcdUnavailable as error:
+            log.warning("in-sync set change not written: %s", error)
+            return
+        if won:
+            await store.seen(int(reply["header"]["revision"]))
+
+    # -- forwarding ----------------------------------------------------------------------
+
+    def forward(self, client, code: int, request, pid: int, record: dict, body: bytes):
+        """An awaitable of the leader's encoded answer to `request` (a list of pieces)."""
+        address = self.leader_address(record)
+        if address is None:
+            raise IggyError.from_code(1)
+        return self._forward(address, client.user_id, code, pid, body)
+
+    async def _forward(self, address, user, code, pid, body) -> list:
+        # One lock-step link per request in flight: an idle one if there is, else a new one.
+        idle = self._idle.setdefault(address, [])
+        peer = idle.pop() if idle else Peer(address)
+        try:
+            header, payload = await peer.call(
+                {"op": "forward", "code": code, "user": user, "pid": pid}, body,
+                timeout=self.lag_max + 10)
+            idle.append(peer)
+        except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, PeerGarbage) as e:
+            log.warning("forwarding to the leader at %s failed: %s", address, e)
+            raise IggyError.from_code(1) from None
+        if header.get("status"):
+            raise IggyError.from_code(int(header["status"]))
+        return [payload] if payload else []
+
+    async def _forwarded(self, h: dict, body: bytes) -> bytes:
+        from iggy_fast.server.core import Client
+        from iggy_fast.server.dispatch import COMMANDS
+        from iggy_fast.server.service import Context
+
+        code = int(h["code"])
+        cmd = COMMANDS.get(code)
+        if cmd is None or code not in FORWARDED:
+            return frame({"status": 3})
+        client = Client(0, "replication", "peer")
+        client.user_id = h["user"]
+        try:
+            request = cmd.decode(memoryview(body))
+            if code == 101 and h.get("pid") is not None:
+                request = request._replace(partitioning=PARTITION_ID,
+                                           partitioning_value=int(h["pid"]).to_bytes(4, "little"))
+            result = cmd.serve(Context(self.server, client, time.time_ns() // 1000), request)
+            if asyncio.iscoroutine(result) or isinstance(result, asyncio.Future) \
+                    or hasattr(result, "__await__"):
+                result = await result
+        except IggyError as e:
+            return frame({"status": e.code})
+        pieces = [] if result is None or cmd.encode is None else cmd.encode(result)
+        if not isinstance(pieces, list):
+            pieces = [pieces]
+        return frame({"status": 0}, reply_bytes(pieces))
+
+
+# Partition requests a node that does not lead the partition forwards to its leader: sends,
+# polls and offsets of single consumers, flushes. (A consumer group's requests are served
+# where the member is connected: group membership is that node's.)
+FORWARDED = frozenset({100, 101, 102, 120, 121, 122})
+
+
+async def _after(reply, future):
+    if hasattr(reply, "__await__"):
+        reply = await reply
+    await future
+    return reply
