@@ -6,10 +6,10 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from iggy_fast.protocol.errors import IggyError
+from iggy_fast.protocol.errors import TransientNotAccepted
 from iggy_fast.server.cluster.controller import Controller, Placements
 from iggy_fast.server.cluster.node import Node
-from iggy_fast.server.cluster.replication import FORWARDED, Replication
+from iggy_fast.server.cluster.replication import FORWARDED, Replication, ready
 from iggy_fast.server.metadata.etcd import EtcdMetadataStore
 
 log = logging.getLogger("iggy_fast.cluster")
@@ -80,24 +80,24 @@ class Cluster:
         part = topic.partitions.get(pid)
         if part is None:
             return None
-        record = self.placements.of(part)
-        if record is not None and record.get("leader") == self.node.name:
+        if self.replication.leads(part.identity):
             return None
         body = bytes(body)      # the receive buffer is reused once this returns
         return self._route_later(client, code, request, pid, part, body)
 
     async def _route_later(self, client, code, request, pid, part, body):
         record = self.placements.of(part)
-        for _ in range(50):     # a partition created a moment ago: its placement follows
-            if record is not None and record.get("leader") in self.node.nodes:
+        for _ in range(100):    # a partition created or failed over a moment ago
+            if record is not None and record.get("leader") in self.node.nodes and ready(record):
                 break
             await asyncio.sleep(0.1)
             record = self.placements.of(part)
-        if record is None:
-            raise IggyError.from_code(1)
+        else:
+            raise TransientNotAccepted("the partition has no leader now")
         # The leader, which may be this node now that the placement is known (the request
         # then goes through this node's own replication address, as any forwarded one).
-        return await self.replication.forward(client, code, request, pid, record, body)
+        return await self.replication.forward(client, code, request, pid, part.identity, record,
+                                              body)
     def nodes(self, answering: str) -> list[tuple[str, str, dict, int, int]]:
         """(name, host, ports, role, status) of every node the cluster has known, the
         answering node first and as the one to talk to (role leader: an official client

@@ -2,7 +2,11 @@
 
 Each partition's record sits beside its metadata key, `<partition key>/placement`:
 
-    {"replicas": [node names], "leader": name, "epoch": n, "isr": [names]}
+    {"replicas": [node names], "leader": name, "epoch": n, "isr": [names],
+     "starts": {epoch: the leader's log end when that epoch began}}
+
+(`starts` is the leader-epoch history followers truncate by, see replication.py: the
+controller writes epoch 0's, a new leader its own epoch's before it serves.)
 
 so it travels with the metadata watch (every node sees it change in the same order as the
 partitions themselves) and goes with its topic's prefix delete. `Placements.apply` follows
@@ -148,7 +152,7 @@ class Controller:
                 followers = sorted((n for n in live if n != leader),
                                    key=lambda n: (holding[n], n))[:wanted - 1]
                 new = {"replicas": [leader, *followers], "leader": leader, "epoch": 0,
-                       "isr": [leader, *followers]}
+                       "isr": [leader, *followers], "starts": {"0": 0}}
                 leading[leader] += 1
                 for n in new["replicas"]:
                     holding[n] += 1

@@ -20,18 +20,31 @@ the storage's replicated append, at the leader's offsets, so replicas are byte-i
 fetch carries the follower's leader epoch: a leader whose record has another epoch (or which
 is no longer leader) refuses it, and the follower waits for its record to change.
 
+Epochs and truncation (as Kafka's leader epochs). Each partition's record keeps `starts`:
+for every leader epoch, the leader's log end when it began (epoch 0: 0, by the controller; a
+later one written by the new leader, with a compare-and-swap, before it accepts a send or
+serves a fetch). Each replica keeps in `<partition dir>/leader.epoch` the epoch it last
+agreed with. A fetch carries it; when it is older than the leader's, the replica's log may
+hold batches no later leader has (appended by a leader that died before replicating them),
+so the leader answers "truncate to the start of the first epoch after yours" when the
+replica's log goes past it. The replica cuts its log there, records the epoch and fetches
+on: its log stays a prefix of the leader's, byte for byte.
+
 Leaders. A follower's fetch offset is its log end. The high watermark is the smallest log end
 in the in-sync set (the leader's own included); a send is acknowledged once the high watermark
 covers it. A follower whose log end has not reached the leader's for `replica_lag_max` leaves
 the in-sync set, and one that reaches it returns; the leader writes either change into the
 partition's record with a compare-and-swap on the record it read (so a controller's move, or a
-newer epoch, wins over it).
+newer epoch, wins over it). A leader that learns it no longer leads fails the sends still
+waiting for acknowledgement: it never acknowledges after losing leadership (its followers
+fetch from the new leader, so its high watermark cannot move anyway).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import struct
 import time
 
@@ -40,8 +53,10 @@ import orjson
 from iggy_fast import _wire
 from iggy_fast.config import parse_duration_us, split_address
 from iggy_fast.protocol.codes import PARTITION_ID
-from iggy_fast.protocol.errors import IggyError
+from iggy_fast.protocol.errors import IggyError, TransientNotAccepted
+from iggy_fast.server.cluster import etcd as e
 from iggy_fast.server.connection import reply_bytes
+from iggy_fast.server.metadata.etcd import encode
 
 log = logging.getLogger("iggy_fast.replication")
 
@@ -49,6 +64,32 @@ FRAME = struct.Struct("<II")
 MAX_FRAME = 64 * 1024 * 1024
 FETCH_BYTES = 1024 * 1024
 LONG_POLL = 0.5
+
+
+EPOCH_FILE = "leader.epoch"
+
+
+def ready(record: dict) -> bool:
+    """Whether the record's leader has recorded where its epoch starts (and may serve)."""
+    return str(record["epoch"]) in record.get("starts", {})
+
+
+def local_epoch(part) -> int:
+    """The leader epoch this replica's log last agreed with (-1: never recorded)."""
+    try:
+        with open(os.path.join(part.log.directory, EPOCH_FILE)) as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return -1
+
+
+def set_local_epoch(part, epoch: int) -> None:
+    path = os.path.join(part.log.directory, EPOCH_FILE)
+    with open(path + ".tmp", "w") as f:
+        f.write(str(epoch))
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(path + ".tmp", path)
 
 
 class PeerGarbage(Exception):
@@ -115,6 +156,7 @@ class Replication:
         self._waiters: dict[int, list] = {}                # identity -> [(end, future)]
         self._idle: dict[str, list[Peer]] = {}             # address -> idle forward links
         self._isr_task: asyncio.Task | None = None
+        self._taking_office: set[int] = set()
         placements.changed.append(self.follow_placements)
 
     # -- life ----------------------------------------------------------------------------
@@ -157,7 +199,27 @@ class Replication:
         for identity in wanted:
             if identity not in self._followers or self._followers[identity].done():
                 self._followers[identity] = asyncio.ensure_future(self._fetch_loop(identity))
+        for identity, record in self.placements.records.items():
+            if record.get("leader") == me and not ready(record) \
+                    and identity not in self._taking_office:
+                self._taking_office.add(identity)
+                asyncio.ensure_future(self._take_office(identity, record))
         self._check_waiters()
+
+    async def _take_office(self, identity: int, record: dict) -> None:
+        """A new leader: record where its epoch starts (its log end), then serve."""
+        try:
+            part = self._partition(identity)
+            if part is None:
+                return
+            set_local_epoch(part, record["epoch"])
+            new = {**record, "starts": {**record["starts"],
+                                        str(record["epoch"]): part.log.next_offset}}
+            if await self._swap_record(identity, record, new):
+                log.info("partition %s: leader at epoch %d from offset %d", part.key,
+                         record["epoch"], part.log.next_offset)
+        finally:
+            self._taking_office.discard(identity)
 
     async def _fetch_loop(self, identity: int) -> None:
         # A connection of its own: a fetch long-polls, and must never queue behind a
@@ -185,7 +247,8 @@ class Replication:
             try:
                 header, payload = await peer.call(
                     {"op": "fetch", "p": identity, "offset": part.log.next_offset,
-                     "epoch": record["epoch"], "node": self.node.name}, timeout=LONG_POLL + 5)
+                     "epoch": record["epoch"], "last_epoch": local_epoch(part),
+                     "node": self.node.name}, timeout=LONG_POLL + 5)
             except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, PeerGarbage) as e:
                 log.debug("fetch of partition %s from %s: %s", part.key, address, e)
                 await asyncio.sleep(0.2)
@@ -194,12 +257,28 @@ class Replication:
                 log.debug("fetch of partition %s refused: %s", part.key, header["error"])
                 await asyncio.sleep(0.2)
                 continue
+            if "truncate" in header:
+                self._truncate(part, int(header["truncate"]))
+                continue
+            if local_epoch(part) != header["epoch"]:
+                set_local_epoch(part, header["epoch"])
             try:
                 self._append(part, payload)
             except (IggyError, ValueError, OSError) as e:
                 log.warning("partition %s: the leader's batches cannot be appended here: %s",
                             part.key, e)
                 await asyncio.sleep(1)
+
+    @staticmethod
+    def _truncate(part, offset: int) -> None:
+        log.warning("partition %s: log truncated from %d to %d, where it diverges from the "
+                    "new leader's", part.key, part.log.next_offset, offset)
+        try:
+            part.log.truncate(offset)
+        except ValueError as e:     # not within the active segment: copy it all again
+            log.warning("partition %s: %s; copying the leader's log from the start",
+                        part.key, e)
+            part.log.purge()
 
     @staticmethod
     def _append(part, payload: bytes) -> None:
@@ -242,7 +321,14 @@ class Replication:
             return frame({"error": "not the leader"})
         if record["epoch"] != h["epoch"]:
             return frame({"error": f"epoch {h['epoch']} is not {record['epoch']}"})
+        if not ready(record):
+            return frame({"error": "the leader has not recorded its epoch's start yet"})
         plog = part.log
+        last = int(h.get("last_epoch", -1))
+        if last != record["epoch"]:
+            later = [start for epoch, start in record["starts"].items() if int(epoch) > last]
+            if later and offset > min(later):
+                return frame({"truncate": min(later)})
         if offset > plog.next_offset:
             return frame({"error": f"follower at {offset} is ahead of the leader's "
                                    f"{plog.next_offset}"})
@@ -255,7 +341,8 @@ class Replication:
             except asyncio.TimeoutError:
                 pass
         chunks, _, _ = plog.read(offset, 1 << 62, max_bytes=FETCH_BYTES)
-        return frame({"end": plog.next_offset, "hw": self.high_watermark(part)},
+        return frame({"end": plog.next_offset, "hw": self.high_watermark(part),
+                      "epoch": record["epoch"]},
                      b"".join(bytes(c) for c in chunks))
 
     def _follower_at(self, identity: int, follower: str, offset: int, end: int) -> None:
@@ -302,6 +389,13 @@ class Replication:
                         future.set_exception(IggyError.from_code(1))
                 self._waiters.pop(pid, None)
                 continue
+            record = self.placements.records.get(pid) or {}
+            if record.get("leader") != self.node.name:
+                for _, future in waiting:       # never acknowledge after losing leadership
+                    if not future.done():
+                        future.set_exception(TransientNotAccepted("this node no longer leads the partition"))
+                self._waiters.pop(pid, None)
+                continue
             hw = self.high_watermark(part)
             still = []
             for end, future in waiting:
@@ -335,41 +429,49 @@ class Replication:
                                         [m for m in record["isr"] if m not in lagging])
 
     async def _set_isr(self, identity: int, record: dict, isr: list[str]) -> None:
-        from iggy_fast.server.cluster import etcd as e
-        from iggy_fast.server.metadata.etcd import encode
+        await self._swap_record(identity, record, {**record, "isr": isr})
+
+    async def _swap_record(self, identity: int, record: dict, new: dict) -> bool:
+        """Write a partition's record if it is still `record` (this node's view of it)."""
         store = self.server.store
         key = store.prefix + self.placements.keys[identity]
-        new = {**record, "isr": isr}
         try:
             won, reply = await self.node.etcd.txn([e.value_is(key, encode(record))],
                                                   [e.put(key, encode(new))])
         except e.EtcdUnavailable as error:
-            log.warning("in-sync set change not written: %s", error)
-            return
+            log.warning("partition record not written: %s", error)
+            return False
         if won:
             await store.seen(int(reply["header"]["revision"]))
+        return won
 
     # -- forwarding ----------------------------------------------------------------------
 
-    def forward(self, client, code: int, request, pid: int, record: dict, body: bytes):
+    def leads(self, identity: int) -> bool:
+        """Whether this node leads the partition and may serve its sends now."""
+        record = self.placements.records.get(identity)
+        return record is not None and record.get("leader") == self.node.name and ready(record)
+
+    def forward(self, client, code: int, request, pid: int, identity: int, record: dict,
+                body: bytes):
         """An awaitable of the leader's encoded answer to `request` (a list of pieces)."""
         address = self.leader_address(record)
         if address is None:
-            raise IggyError.from_code(1)
-        return self._forward(address, client.user_id, code, pid, body)
+            raise TransientNotAccepted("the partition's leader is not reachable")
+        return self._forward(address, client.user_id, code, pid, identity, body)
 
-    async def _forward(self, address, user, code, pid, body) -> list:
+    async def _forward(self, address, user, code, pid, identity, body) -> list:
         # One lock-step link per request in flight: an idle one if there is, else a new one.
         idle = self._idle.setdefault(address, [])
         peer = idle.pop() if idle else Peer(address)
         try:
             header, payload = await peer.call(
-                {"op": "forward", "code": code, "user": user, "pid": pid}, body,
+                {"op": "forward", "code": code, "user": user, "pid": pid, "p": identity}, body,
                 timeout=self.lag_max + 10)
             idle.append(peer)
         except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, PeerGarbage) as e:
             log.warning("forwarding to the leader at %s failed: %s", address, e)
-            raise IggyError.from_code(1) from None
+            raise TransientNotAccepted(f"the leader at {address} did not answer") from None
         if header.get("status"):
             raise IggyError.from_code(int(header["status"]))
         return [payload] if payload else []
@@ -383,6 +485,8 @@ class Replication:
         cmd = COMMANDS.get(code)
         if cmd is None or code not in FORWARDED:
             return frame({"status": 3})
+        if code == 101 and not self.leads(int(h["p"])):
+            return frame({"status": TransientNotAccepted.code})
         client = Client(0, "replication", "peer")
         client.user_id = h["user"]
         try:
