@@ -123,7 +123,7 @@ class Server:
         if self.cluster is None:
             await first_metadata()
         else:       # one node of the cluster makes it; the others see it made
-            self.cluster.follow()
+            self.cluster.follow(snapshot)
             await self.cluster.first_start(first_metadata)
 
     def connect(self, transport: str, address: str) -> Client:

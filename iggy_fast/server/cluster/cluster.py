@@ -35,8 +35,9 @@ class Cluster:
         self.node.check_identity(self.server.data_dir)
         await self.node.connect()
 
-    def follow(self) -> None:
+    def follow(self, snapshot) -> None:
         """After the metadata is loaded: follow placements; reconcile on partition changes."""
+        self.placements.apply(snapshot)
         self.store.watch(self.placements.apply)
         self.server.state.listeners.append(self.controller.poke)
 

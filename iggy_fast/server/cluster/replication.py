@@ -74,16 +74,22 @@ def ready(record: dict) -> bool:
     return str(record["epoch"]) in record.get("starts", {})
 
 
+_epochs: dict = {}      # PartitionLog -> its leader.epoch, as last read or written
+
+
 def local_epoch(part) -> int:
     """The leader epoch this replica's log last agreed with (-1: never recorded)."""
-    try:
-        with open(os.path.join(part.log.directory, EPOCH_FILE)) as f:
-            return int(f.read())
-    except (OSError, ValueError):
-        return -1
+    if part.log not in _epochs:
+        try:
+            with open(os.path.join(part.log.directory, EPOCH_FILE)) as f:
+                _epochs[part.log] = int(f.read())
+        except (OSError, ValueError):
+            _epochs[part.log] = -1
+    return _epochs[part.log]
 
 
 def set_local_epoch(part, epoch: int) -> None:
+    _epochs[part.log] = epoch
     path = os.path.join(part.log.directory, EPOCH_FILE)
     with open(path + ".tmp", "w") as f:
         f.write(str(epoch))
@@ -200,8 +206,13 @@ class Replication:
             if identity not in self._followers or self._followers[identity].done():
                 self._followers[identity] = asyncio.ensure_future(self._fetch_loop(identity))
         for identity, record in self.placements.records.items():
-            if record.get("leader") == me and not ready(record) \
-                    and identity not in self._taking_office:
+            if record.get("leader") != me:
+                continue
+            if ready(record):
+                part = self._partition(identity)
+                if part is not None and local_epoch(part) != record["epoch"]:
+                    set_local_epoch(part, record["epoch"])
+            elif identity not in self._taking_office:
                 self._taking_office.add(identity)
                 asyncio.ensure_future(self._take_office(identity, record))
         self._check_waiters()
