@@ -263,6 +263,21 @@ async def test_kill_9_moves_control_and_leadership_and_the_node_rejoins_at_once(
     assert nodes[0][0] == victim_name and all(x[4] == 0 for x in nodes)
 
 
+def test_a_replication_peer_speaking_garbage_is_refused_with_one_line(cluster):
+    import socket
+    n = cluster[2]
+    host, port = n.env["IGGY_CLUSTER_REPLICATION_ADDRESS"].split(":")
+    with socket.create_connection((host, int(port)), timeout=5) as s:
+        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert s.recv(100) == b""           # closed, nothing answered
+    assert wait_for(lambda: "replication peer" in n.log(), 5)
+    lines = [line for line in n.log().splitlines() if "replication peer" in line]
+    assert len(lines) == 1 and "refused: it sent a frame of" in lines[0], lines
+    # The node goes on serving its clients and its peers.
+    name, nodes = cluster_metadata(n.address)
+    assert len(nodes) == 3
+
+
 def test_same_name_other_data_directory_is_refused(cluster, etcd, tmp_path):
     twin = node("node2", etcd.endpoint, cluster="test", lease_ttl=TTL,
                 data_dir=str(tmp_path / "twin"))

@@ -6,6 +6,17 @@
 * `controller.py`: what the controller does: places partition replicas on distinct nodes with
   leaders spread, and moves leadership off nodes whose lease expired (compare-and-swap under
   the controller's own key, so two controllers can never both win).
+* `replication.py`: the data path: followers fetch from leaders, sends acknowledged once the
+  in-sync replicas have them, leader epochs and truncation, forwarding to the leader.
+* `cluster.py`: the wiring the server calls; `dev.py`: etcd and nodes as local processes.
+
+Why no acknowledged message is lost when any one node dies: a send is acknowledged only once
+every in-sync replica has it, and only an in-sync replica may become leader (when none is
+live the partition waits for one rather than electing a replica that may lack acknowledged
+messages). A follower that falls behind leaves the in-sync set before sends stop waiting for
+it, so the set always holds every acknowledged message. The price is availability: with the
+in-sync set down to the leader (its follower dead), the leader's death leaves the partition
+without a leader until one of the two returns.
 
 The metadata itself lives in etcd behind the `MetadataStore` interface
 (server/metadata/etcd.py). etcd keys, all under `/iggy/<cluster name>/`:
@@ -17,4 +28,16 @@ The metadata itself lives in etcd behind the `MetadataStore` interface
     cluster/controller               {"name", "id"}: the controller, under its lease
     cluster/init                     held (under a lease) by the node creating the first
                                      metadata (the format marker, the root user)
+
+Not done yet (issue 12): polls are not capped at the high watermark (a consumer reading from
+the leader can see a batch the in-sync set does not have yet); no `min_in_sync_replicas` nor
+per-topic `replication_factor` option (the node's `replication_factor` applies); consumer
+offsets live with the partition on the node that led it when they were stored, and consumer
+groups are each node's own (their requests are not forwarded), so neither survives a failover;
+a send retried after its leader died may be appended twice (no idempotent forwarding); no
+rebalancing onto new nodes (`cluster rebalance`) nor replacement of dead replicas; no HTTP
+status endpoint; truncation cuts only within the active segment (otherwise the replica copies
+the whole log again); a node answers metadata from its own watch, so a request reaching
+another node a few milliseconds after a create may not see it yet; renames are not guarded
+across nodes (creations are, by the identity counter).
 """

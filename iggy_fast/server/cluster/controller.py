@@ -34,7 +34,6 @@ from __future__ import annotations
 import asyncio
 import logging
 
-import orjson
 
 from iggy_fast.server.cluster import etcd as e
 from iggy_fast.server.metadata.etcd import encode
@@ -69,11 +68,6 @@ class Placements:
                 self.records.pop(identity, None)
                 self.keys.pop(identity, None)
                 touched = True
-        for prefix in change.delete_prefixes:       # the SQLite store's form (not in a cluster)
-            for identity, key in list(self.keys.items()):
-                if key.startswith(prefix):
-                    del self.records[identity], self.keys[identity]
-                    touched = True
         for key, value in change.puts:
             identity = self._identity(key)
             if identity is not None:

@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import time
 import uuid
 
 import orjson
@@ -115,7 +114,7 @@ class Node:
         `cluster/init`; the others wait until it is done (`init` is idempotent)."""
         lease = await self.etcd.grant(self.ttl)
         key = self.root + "init"
-        while True:
+        while True:     # until the holder is done (or dead) and this node gets its turn
             won, _ = await self.etcd.txn([e.absent(key)], [e.put(key, self.id.encode(), lease)])
             if won:
                 try:
@@ -124,12 +123,6 @@ class Node:
                     await self.etcd.revoke(lease)
                 return
             await asyncio.sleep(0.2)
-            if not await self._exists(key):
-                continue            # the holder finished (or died): look again
-
-    async def _exists(self, key: str) -> bool:
-        kvs, _ = await self.etcd.range(key)
-        return bool(kvs)
 
     async def join(self) -> None:
         """Register (with the ports the transports listen on), then follow the cluster."""

@@ -105,7 +105,7 @@ class PeerGarbage(Exception):
 async def read_frame(reader: asyncio.StreamReader) -> tuple[dict, bytes]:
     total, hlen = FRAME.unpack(await reader.readexactly(FRAME.size))
     if total > MAX_FRAME or hlen > total:
-        raise PeerGarbage(f"frame of {total} bytes with a {hlen}-byte header")
+        raise PeerGarbage(f"a frame of {total} bytes with a {hlen}-byte header")
     data = await reader.readexactly(total)
     try:
         header = orjson.loads(data[:hlen])
@@ -206,15 +206,20 @@ class Replication:
             if identity not in self._followers or self._followers[identity].done():
                 self._followers[identity] = asyncio.ensure_future(self._fetch_loop(identity))
         for identity, record in self.placements.records.items():
-            if record.get("leader") != me:
+            part = self._partition(identity)
+            if part is None:
                 continue
-            if ready(record):
-                part = self._partition(identity)
-                if part is not None and local_epoch(part) != record["epoch"]:
+            if record.get("leader") != me:
+                part.high_watermark = None          # its reads go to the leader
+            elif not ready(record):
+                part.high_watermark = self.high_watermark(part)
+                if identity not in self._taking_office:
+                    self._taking_office.add(identity)
+                    asyncio.ensure_future(self._take_office(identity, record))
+            else:
+                part.high_watermark = self.high_watermark(part)
+                if local_epoch(part) != record["epoch"]:
                     set_local_epoch(part, record["epoch"])
-            elif identity not in self._taking_office:
-                self._taking_office.add(identity)
-                asyncio.ensure_future(self._take_office(identity, record))
         self._check_waiters()
 
     async def _take_office(self, identity: int, record: dict) -> None:
@@ -303,7 +308,7 @@ class Replication:
     # -- leading -------------------------------------------------------------------------
 
     async def _serve(self, reader, writer) -> None:
-        where = writer.get_extra_info("peername")
+        where = "%s:%s" % writer.get_extra_info("peername")[:2]
         try:
             while True:
                 header, payload = await read_frame(reader)
@@ -383,6 +388,7 @@ class Replication:
             event.set()
         end = partition.log.next_offset
         if self.high_watermark(partition) >= end:
+            partition.high_watermark = end
             return reply
         future = asyncio.get_running_loop().create_future()
         self._waiters.setdefault(partition.identity, []).append((end, future))
@@ -393,6 +399,9 @@ class Replication:
             waiting = self._waiters.get(pid)
             part = self._partition(pid)
             if not waiting:
+                record = self.placements.records.get(pid) or {}
+                if part is not None and record.get("leader") == self.node.name:
+                    part.high_watermark = self.high_watermark(part)
                 continue
             if part is None:
                 for _, future in waiting:
@@ -407,7 +416,7 @@ class Replication:
                         future.set_exception(TransientNotAccepted("this node no longer leads the partition"))
                 self._waiters.pop(pid, None)
                 continue
-            hw = self.high_watermark(part)
+            hw = part.high_watermark = self.high_watermark(part)
             still = []
             for end, future in waiting:
                 if end <= hw:

@@ -411,7 +411,7 @@ class PartitionLog:
             raise ValueError(f"offset {offset} is before the active segment")
         position = 0
         if offset > seg.base_offset:
-            parts = seg.read(offset, offset, True)[0]
+            parts = seg.read(offset, seg.end_offset - 1, True)[0]      # whole batches
             if not parts or type(parts[0]) is not FileRegion or \
                     _wire.batch_info(os.pread(parts[0].fd, 256, parts[0].offset))[0] != offset:
                 raise ValueError(f"offset {offset} is not where a stored batch starts")
