@@ -22,6 +22,7 @@ import time
 
 import pytest
 from apache_iggy import IggyClient
+from apache_iggy import SendMessage as Message
 
 from conftest import wait_for
 from iggy_fast.client.blocking import BlockingClient
@@ -114,14 +115,11 @@ async def test_metadata_made_on_one_node_is_seen_on_every_node(cluster):
     await a.create_topic(stream="everywhere", name="t", partitions_count=2)
     for n in cluster[1:]:
         c = await connect(n)
-        # The commit returned after the writer's watch applied it; others follow their watch.
-        for _ in range(100):
-            stream = await c.get_stream("everywhere")
-            if stream is not None and stream.topics_count == 1:
-                break
-            await asyncio.sleep(0.05)
+        # At once: a node that does not know a stream or topic yet catches up with etcd
+        # before it answers "not found".
         topic = await c.get_topic("everywhere", "t")
         assert topic.partitions_count == 2 and topic.name == "t"
+        await c.send_messages("everywhere", "t", 1, [Message(b"first")])     # raises if not
     await a.delete_stream("everywhere")
     for n in cluster:
         c = await connect(n)

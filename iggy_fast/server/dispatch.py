@@ -27,7 +27,8 @@ from iggy_fast.protocol import binary
 from iggy_fast.protocol.codes import COMMANDS as PROTOCOL_COMMANDS
 from iggy_fast.protocol.codes import (LEGACY_LOGIN_CODES, OPERATION_COMMANDS, RESULT_FRAMED,
                                       EvictionReason, Operation)
-from iggy_fast.protocol.errors import Eviction, IggyError, Unauthenticated
+from iggy_fast.protocol.errors import (Eviction, IggyError, PartitionNotFound,
+                                       StreamIdNotFound, TopicIdNotFound, Unauthenticated)
 from iggy_fast.server.metadata import Conflict
 from iggy_fast.server.service import Context, groups, messages, session, streams, system, users
 
@@ -38,6 +39,15 @@ OP_REGISTER, OP_NON_REPLICATED = Operation.REGISTER, Operation.NON_REPLICATED
 # unknown one InvalidCommand (3).
 KNOWN_CODES = frozenset(PROTOCOL_COMMANDS)
 MAX_CONFLICT_RETRIES = 8
+# Partition requests a cluster node that does not lead the partition forwards to its leader
+# (server/cluster/replication.py): sends, polls and offsets of single consumers, flushes.
+# (A consumer group's requests are served where the member is connected: its membership is
+# that node's.)
+FORWARDED = frozenset({100, 101, 102, 120, 121, 122})
+# In a cluster, a request naming a stream, topic or partition this node does not know (yet)
+# is served again once the node has caught up with etcd.
+CATCH_UP_CODES = frozenset({StreamIdNotFound.code, TopicIdNotFound.code,
+                            PartitionNotFound.code})
 
 
 class Command(NamedTuple):
@@ -180,6 +190,12 @@ class Dispatcher:
                     return self._finish_later(h, reply_op, _as_is, forwarded)
             result = cmd.serve(Context(self.server, client, now), request)
         except IggyError as e:
+            if self.server.cluster is not None and e.code in CATCH_UP_CODES \
+                    and code not in FORWARDED:      # (route catches up for those itself)
+                # Made on another node a moment ago? Answer once this node has seen all
+                # that etcd holds now.
+                return self._finish_later(h, reply_op, cmd.encode, self._caught_up(
+                    lambda: cmd.serve(Context(self.server, client, now), request)))
             return self._status(h, reply_op, e.code)
         except Eviction as e:
             return [_wire.eviction_frame(h, e.reason, e.version, e.version_min)]
@@ -196,6 +212,11 @@ class Dispatcher:
         if code in NEEDS_LOGIN and client.user_id is None:
             raise Unauthenticated()
         return COMMANDS[code].serve(Context(self.server, client, now), request)
+
+    async def _caught_up(self, serve):
+        await self.server.store.catch_up()
+        result = serve()
+        return await result if inspect.isawaitable(result) else result
 
     def _reply(self, h, op: int, encode, result) -> list:
         pieces = _pieces(encode(result)) if result is not None else []

@@ -29,15 +29,16 @@ The metadata itself lives in etcd behind the `MetadataStore` interface
     cluster/init                     held (under a lease) by the node creating the first
                                      metadata (the format marker, the root user)
 
-Not done yet (issue 12): polls are not capped at the high watermark (a consumer reading from
-the leader can see a batch the in-sync set does not have yet); no `min_in_sync_replicas` nor
-per-topic `replication_factor` option (the node's `replication_factor` applies); consumer
-offsets live with the partition on the node that led it when they were stored, and consumer
-groups are each node's own (their requests are not forwarded), so neither survives a failover;
-a send retried after its leader died may be appended twice (no idempotent forwarding); no
-rebalancing onto new nodes (`cluster rebalance`) nor replacement of dead replicas; no HTTP
-status endpoint; truncation cuts only within the active segment (otherwise the replica copies
-the whole log again); a node answers metadata from its own watch, so a request reaching
-another node a few milliseconds after a create may not see it yet; renames are not guarded
-across nodes (creations are, by the identity counter).
+Not done yet (issue 12): no `min_in_sync_replicas` nor per-topic `replication_factor` option
+(the node's `replication_factor` applies); consumer groups are each node's own (their requests
+are not forwarded), so members on different nodes do not share a group; a send retried after
+its leader died may be appended twice (no idempotent forwarding); no rebalancing onto new
+nodes (`cluster rebalance`) nor replacement of dead replicas; no HTTP status endpoint;
+truncation cuts only within the active segment (otherwise the replica copies the whole log
+again); a node that has not yet seen a stream's or topic's deletion may still answer for it
+for a few milliseconds (a name it does not know makes it catch up with etcd first); renames
+are not guarded across nodes (creations are, by the identity counter). The official SDK
+(0.9.0), once GetClusterMetadata lists several nodes, polls with auto-commit by a command
+(code 103) that PROTOCOL.md does not describe and this server answers with InvalidCommand;
+its other requests work on any node.
 """

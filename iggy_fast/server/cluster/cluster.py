@@ -6,10 +6,11 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from iggy_fast.protocol.errors import TransientNotAccepted
+from iggy_fast.protocol.errors import StreamIdNotFound, TopicIdNotFound, TransientNotAccepted
 from iggy_fast.server.cluster.controller import Controller, Placements
 from iggy_fast.server.cluster.node import Node
-from iggy_fast.server.cluster.replication import FORWARDED, Replication, ready
+from iggy_fast.server.cluster.replication import Replication, ready
+from iggy_fast.server.dispatch import FORWARDED
 from iggy_fast.server.metadata.etcd import EtcdMetadataStore
 
 log = logging.getLogger("iggy_fast.cluster")
@@ -73,7 +74,11 @@ class Cluster:
         state = self.server.state
         if code != 101 and code != 102 and request.consumer_kind == GROUP:
             return None
-        topic = state.topic(request.stream, request.topic)
+        try:
+            topic = state.topic(request.stream, request.topic)
+        except (StreamIdNotFound, TopicIdNotFound):
+            # Made on another node a moment ago? Look again once caught up with etcd.
+            return self._caught_up(client, code, request, bytes(body))
         if code == 101:
             pid = _route(topic, request.partitioning, request.partitioning_value)
         else:
@@ -85,6 +90,13 @@ class Cluster:
             return None
         body = bytes(body)      # the receive buffer is reused once this returns
         return self._route_later(client, code, request, pid, part, body)
+
+    async def _caught_up(self, client, code, request, body: bytes) -> list:
+        await self.store.catch_up()
+        forwarded = self.route(client, code, request, body)
+        if forwarded is not None:
+            return await forwarded
+        return await self.replication.serve_encoded(client, code, request)
 
     async def _route_later(self, client, code, request, pid, part, body):
         record = self.placements.of(part)

@@ -62,6 +62,7 @@ from iggy_fast.protocol.codes import PARTITION_ID
 from iggy_fast.protocol.errors import IggyError, TransientNotAccepted
 from iggy_fast.server.cluster import etcd as e
 from iggy_fast.server.connection import reply_bytes
+from iggy_fast.server.dispatch import COMMANDS, FORWARDED
 from iggy_fast.server.metadata.etcd import encode
 
 log = logging.getLogger("iggy_fast.replication")
@@ -526,8 +527,6 @@ class Replication:
 
     async def _forwarded(self, h: dict, body: bytes) -> bytes:
         from iggy_fast.server.core import Client
-        from iggy_fast.server.dispatch import COMMANDS
-        from iggy_fast.server.service import Context
 
         code = int(h["code"])
         cmd = COMMANDS.get(code)
@@ -542,22 +541,22 @@ class Replication:
             if code == 101 and h.get("pid") is not None:
                 request = request._replace(partitioning=PARTITION_ID,
                                            partitioning_value=int(h["pid"]).to_bytes(4, "little"))
-            result = cmd.serve(Context(self.server, client, time.time_ns() // 1000), request)
-            if asyncio.iscoroutine(result) or isinstance(result, asyncio.Future) \
-                    or hasattr(result, "__await__"):
-                result = await result
+            pieces = await self.serve_encoded(client, code, request)
         except IggyError as e:
             return frame({"status": e.code})
+        return frame({"status": 0}, pieces[0] if pieces else b"")
+
+    async def serve_encoded(self, client, code: int, request) -> list:
+        """Serve a request here, its answer encoded as one piece (as a leader answers a
+        forwarded one)."""
+        from iggy_fast.server.service import Context
+
+        cmd = COMMANDS[code]
+        result = cmd.serve(Context(self.server, client, time.time_ns() // 1000), request)
+        if hasattr(result, "__await__"):
+            result = await result
         pieces = [] if result is None or cmd.encode is None else cmd.encode(result)
-        if not isinstance(pieces, list):
-            pieces = [pieces]
-        return frame({"status": 0}, reply_bytes(pieces))
-
-
-# Partition requests a node that does not lead the partition forwards to its leader: sends,
-# polls and offsets of single consumers, flushes. (A consumer group's requests are served
-# where the member is connected: group membership is that node's.)
-FORWARDED = frozenset({100, 101, 102, 120, 121, 122})
+        return [reply_bytes(pieces if isinstance(pieces, list) else [pieces])]
 
 
 async def _after(reply, future):

@@ -103,10 +103,14 @@ class EtcdMetadataStore:
         await waiter
 
     async def catch_up(self) -> None:
-        """Return once the watchers have seen every key stored now (a read of the keys'
-        revisions, then a wait for the newest)."""
-        kvs, _ = await self.etcd.range(self.prefix, prefix=True)
-        await self.seen(max((kv.mod_revision for kv in kvs), default=0))
+        """Return once the watchers have seen every key stored now: one read of the newest
+        key's revision (etcd sorts by it), then a wait for the watch to get there."""
+        body = {"key": e.b64(self.prefix), "range_end": e.b64(e.prefix_end(self.prefix)),
+                "keys_only": True, "limit": "1", "sort_order": "DESCEND",
+                "sort_target": "MOD"}
+        reply = await self.etcd.call("/v3/kv/range", body)
+        newest = reply.get("kvs") or [{}]
+        await self.seen(int(newest[0].get("mod_revision", 0)))
 
     async def _follow(self) -> None:
         n = len(self.prefix)
