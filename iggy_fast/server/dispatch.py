@@ -182,27 +182,28 @@ class Dispatcher:
                 if op == OP_NON_REPLICATED:
                     return self._status(h, reply_op, 40)
                 return [_wire.eviction_frame(h, EvictionReason.SESSION_ERROR)]
+        def serve():        # again after a Conflict, or after catching up (a cluster)
+            return cmd.serve(Context(self.server, client, now), request)
+
         try:
             request = cmd.decode(body)
             if self.server.cluster is not None:     # a partition another node leads
                 forwarded = self.server.cluster.route(client, code, request, body)
                 if forwarded is not None:
                     return self._finish_later(h, reply_op, _as_is, forwarded)
-            result = cmd.serve(Context(self.server, client, now), request)
+            result = serve()
         except IggyError as e:
             if self.server.cluster is not None and e.code in CATCH_UP_CODES \
                     and code not in FORWARDED:      # (route catches up for those itself)
                 # Made on another node a moment ago? Answer once this node has seen all
                 # that etcd holds now.
-                return self._finish_later(h, reply_op, cmd.encode, self._caught_up(
-                    lambda: cmd.serve(Context(self.server, client, now), request)))
+                return self._finish_later(h, reply_op, cmd.encode, self._caught_up(serve),
+                                          serve)
             return self._status(h, reply_op, e.code)
         except Eviction as e:
             return [_wire.eviction_frame(h, e.reason, e.version, e.version_min)]
         if inspect.isawaitable(result):
-            def retry():
-                return cmd.serve(Context(self.server, client, now), request)
-            return self._finish_later(h, reply_op, cmd.encode, result, retry)
+            return self._finish_later(h, reply_op, cmd.encode, result, serve)
         return self._reply(h, reply_op, cmd.encode, result)
 
     def call(self, client, code: int, request, now: int):
