@@ -130,7 +130,10 @@ OWN_KEYS: dict[str, Any] = {
     "tcp": {"sendfile": BOOL, "quickack": BOOL},
     "system": {"partition": {"sync_interval": DURATION, "max_poll_size": SIZE,
                              "max_open_files": INT}},
-    "cluster": {"node_name": TEXT},
+    # The replicated cluster coordinated by etcd (server/cluster/).
+    "cluster": {"node_name": TEXT, "etcd_endpoints": LIST, "replication_factor": INT,
+                "replication_address": ADDRESS, "replica_lag_max": DURATION,
+                "lease_ttl": DURATION},
     "root": {"username": TEXT, "password": TEXT},
     "login": {"max_delay": DURATION},
     # Bounds on what one client connection may hold, over every transport (so a section of
@@ -205,7 +208,16 @@ DEFAULTS: dict[str, Any] = {
     },
     "root": {"username": "iggy", "password": ""},
     "login": {"max_delay": "8 s"},      # the longest a failed-login throttle delays one
-    "cluster": {"name": "iggy-cluster", "node_name": "iggy-node-1"},
+    "cluster": {
+        "enabled": False,                 # single node, no etcd
+        "name": "iggy-cluster",
+        "node_name": "iggy-node-1",
+        "etcd_endpoints": ["http://127.0.0.1:2379"],
+        "replication_factor": 2,
+        "replication_address": "127.0.0.1:8095",
+        "replica_lag_max": "10 s",
+        "lease_ttl": "5 s",
+    },
     "connections": {
         "max_total": 10_000,
         "max_per_address": 1_000,
@@ -325,8 +337,23 @@ DESCRIPTIONS: dict[str, str] = {
                        "username, each further attempt waits for the previous one plus a "
                        "delay doubling from 0.25 s up to this; one that would wait longer is "
                        "refused unchecked. `0 s` turns the throttle off (iggy-fast's own key).",
-    "cluster.name": "The cluster name GetClusterMetadata reports.",
-    "cluster.node_name": "This node's name in GetClusterMetadata (iggy-fast's own key).",
+    "cluster.enabled": "Run as a node of a replicated cluster coordinated by etcd (off: a "
+                       "single node with its metadata in SQLite, no etcd).",
+    "cluster.name": "The cluster name GetClusterMetadata reports; in cluster mode also the "
+                    "etcd key prefix `/iggy/<name>/` every node of the cluster shares.",
+    "cluster.node_name": "This node's name in GetClusterMetadata and in etcd; unique in the "
+                         "cluster and bound to this node's data directory (iggy-fast's own "
+                         "key, as are the cluster keys below).",
+    "cluster.etcd_endpoints": "etcd client URLs (as a variable: comma-separated), tried in "
+                              "turn.",
+    "cluster.replication_factor": "Nodes each partition of a new topic is placed on (the "
+                                  "topic option `replication_factor` overrides).",
+    "cluster.replication_address": "Host and port where this node serves its peers "
+                                   "(followers fetching, forwarded requests).",
+    "cluster.replica_lag_max": "A follower this far behind its leader leaves the in-sync "
+                               "set.",
+    "cluster.lease_ttl": "This node's etcd lease: it is gone from the cluster (and its "
+                         "partitions fail over) this long after it stops renewing it.",
     "connections.max_total": "Client connections open at once, over all transports; one "
                              "more is closed at once and logged (0: no limit; iggy-fast's own "
                              "key, as is all of `[connections]`).",
@@ -493,6 +520,8 @@ def _normalise(kind: str, value: Any) -> Any:
         raise ValueError(f"not a string: {value!r}")
     elif kind == LIST and not isinstance(value, (list, str)):
         raise ValueError(f"not a list: {value!r}")
+    elif kind == LIST and isinstance(value, str):     # a variable: comma-separated
+        return [item.strip() for item in value.split(",") if item.strip()]
     return value
 
 

@@ -119,7 +119,7 @@ def test_an_iggy_server_toml_is_taken_as_it_is(tmp_path):
     assert not_applied == sorted([
         "tcp.ipv6", "tcp.socket.override_defaults",
         "tcp.socket.nodelay", "quic.initial_mtu", "system.segment.archive_expired",
-        "system.sharding.cpu_allocation", "cluster.enabled", "cluster.nodes",
+        "system.sharding.cpu_allocation", "cluster.nodes",
         "message_bus.max_message_size"])
     assert "socket" not in cfg["tcp"]
 

@@ -111,10 +111,14 @@ async def _start(cfg: dict) -> tuple[Server, list[Endpoint]]:
                         cfg["root"]["username"], server.generated_root_password)
         for endpoint in endpoints:
             await endpoint.start(server)
+        if server.cluster is not None:      # registered with the ports now listening
+            await server.cluster.join()
     except BaseException:
         for endpoint in endpoints:
             endpoint.close()
         if server is not None:
+            if server.cluster is not None:
+                await server.cluster.leave()
             server.close()
         raise
     return server, endpoints
@@ -151,6 +155,8 @@ async def serve(cfg: dict, ready=None) -> None:
                 await asyncio.wait_for(endpoint.wait_closed(), 2)
             except (asyncio.TimeoutError, Exception):
                 pass
+        if server.cluster is not None:      # gone from the cluster now, not at lease expiry
+            await server.cluster.leave()
         server.close()
         log.info("stopped")
 

@@ -17,6 +17,7 @@ from iggy_fast.config import parse_duration_us
 from iggy_fast.server.connection import Connections
 from iggy_fast.server.dispatch import Dispatcher
 from iggy_fast.server.groups import Groups
+from iggy_fast.server.metadata import Conflict
 from iggy_fast.server.metadata.sqlite import SqliteMetadataStore
 from iggy_fast.server.service.authz import Authorizer
 from iggy_fast.server.state import State
@@ -61,8 +62,14 @@ class Server:
         self.started_at = 0
         self.data_dir = cfg["system"]["path"]
         os.makedirs(self.data_dir, exist_ok=True)
-        self.store = SqliteMetadataStore(self.data_dir,
-                                         fsync=bool(cfg["system"]["state"]["enforce_fsync"]))
+        self.cluster = None
+        if cfg["cluster"]["enabled"]:       # metadata in etcd, shared by the cluster's nodes
+            from iggy_fast.server.cluster.cluster import Cluster
+            self.cluster = Cluster(self)
+            self.store = self.cluster.store
+        else:
+            self.store = SqliteMetadataStore(
+                self.data_dir, fsync=bool(cfg["system"]["state"]["enforce_fsync"]))
         self.metadata_lock = asyncio.Lock()     # one metadata mutation decides at a time
         self.state = State(self.store, self.data_dir, cfg, self.metadata_lock)
         self.users = Users(self.store, self.metadata_lock,
@@ -89,6 +96,8 @@ class Server:
         """Load the metadata into memory and follow the store from then on."""
         now = now_us if now_us is not None else time.time_ns() // 1000
         self.started_at = now
+        if self.cluster is not None:
+            await self.cluster.connect()
         snapshot = await self.store.load()
         stored = dict(snapshot.puts)
         if stored and stored.get(FORMAT) != LAYOUT:
@@ -101,10 +110,21 @@ class Server:
             apply(snapshot)
             self.store.watch(apply)
         self.state.sweep()
-        if not stored:
-            await self.store.commit(puts=[(FORMAT, LAYOUT)], expect={FORMAT: None})
-        self.generated_root_password = await self.users.ensure_root(
-            self.cfg["root"]["username"], self.cfg["root"]["password"], now)
+
+        async def first_metadata():
+            if not stored:
+                try:
+                    await self.store.commit(puts=[(FORMAT, LAYOUT)], expect={FORMAT: None})
+                except Conflict:
+                    pass            # another node of the cluster wrote it first
+            self.generated_root_password = await self.users.ensure_root(
+                self.cfg["root"]["username"], self.cfg["root"]["password"], now)
+
+        if self.cluster is None:
+            await first_metadata()
+        else:       # one node of the cluster makes it; the others see it made
+            self.cluster.follow(snapshot)
+            await self.cluster.first_start(first_metadata)
 
     def connect(self, transport: str, address: str) -> Client:
         client = Client(self._next_client_id, transport, address)

@@ -27,7 +27,9 @@ from iggy_fast.protocol import binary
 from iggy_fast.protocol.codes import COMMANDS as PROTOCOL_COMMANDS
 from iggy_fast.protocol.codes import (LEGACY_LOGIN_CODES, OPERATION_COMMANDS, RESULT_FRAMED,
                                       EvictionReason, Operation)
-from iggy_fast.protocol.errors import Eviction, IggyError, Unauthenticated
+from iggy_fast.protocol.errors import (Eviction, IggyError, PartitionNotFound,
+                                       StreamIdNotFound, TopicIdNotFound, Unauthenticated)
+from iggy_fast.server.metadata import Conflict
 from iggy_fast.server.service import Context, groups, messages, session, streams, system, users
 
 log = logging.getLogger("iggy_fast.dispatch")
@@ -36,6 +38,16 @@ OP_REGISTER, OP_NON_REPLICATED = Operation.REGISTER, Operation.NON_REPLICATED
 # Codes an Iggy server knows: one without a handler here answers FeatureUnavailable (5), an
 # unknown one InvalidCommand (3).
 KNOWN_CODES = frozenset(PROTOCOL_COMMANDS)
+MAX_CONFLICT_RETRIES = 8
+# Partition requests a cluster node that does not lead the partition forwards to its leader
+# (server/cluster/replication.py): sends, polls and offsets of single consumers, flushes.
+# (A consumer group's requests are served where the member is connected: its membership is
+# that node's.)
+FORWARDED = frozenset({100, 101, 102, 120, 121, 122})
+# In a cluster, a request naming a stream, topic or partition this node does not know (yet)
+# is served again once the node has caught up with etcd.
+CATCH_UP_CODES = frozenset({StreamIdNotFound.code, TopicIdNotFound.code,
+                            PartitionNotFound.code})
 
 
 class Command(NamedTuple):
@@ -108,6 +120,11 @@ COMMANDS: dict[int, Command] = {
 NEEDS_LOGIN = frozenset(code for code, c in PROTOCOL_COMMANDS.items() if c.auth)
 
 
+def _as_is(pieces: list) -> list:
+    """The encoder of a forwarded request's answer: the leader encoded it."""
+    return pieces
+
+
 def _pieces(payload) -> list:
     if payload is None:
         return []
@@ -165,14 +182,28 @@ class Dispatcher:
                 if op == OP_NON_REPLICATED:
                     return self._status(h, reply_op, 40)
                 return [_wire.eviction_frame(h, EvictionReason.SESSION_ERROR)]
+        def serve():        # again after a Conflict, or after catching up (a cluster)
+            return cmd.serve(Context(self.server, client, now), request)
+
         try:
-            result = cmd.serve(Context(self.server, client, now), cmd.decode(body))
+            request = cmd.decode(body)
+            if self.server.cluster is not None:     # a partition another node leads
+                forwarded = self.server.cluster.route(client, code, request, body)
+                if forwarded is not None:
+                    return self._finish_later(h, reply_op, _as_is, forwarded)
+            result = serve()
         except IggyError as e:
+            if self.server.cluster is not None and e.code in CATCH_UP_CODES \
+                    and code not in FORWARDED:      # (route catches up for those itself)
+                # Made on another node a moment ago? Answer once this node has seen all
+                # that etcd holds now.
+                return self._finish_later(h, reply_op, cmd.encode, self._caught_up(serve),
+                                          serve)
             return self._status(h, reply_op, e.code)
         except Eviction as e:
             return [_wire.eviction_frame(h, e.reason, e.version, e.version_min)]
         if inspect.isawaitable(result):
-            return self._finish_later(h, reply_op, cmd.encode, result)
+            return self._finish_later(h, reply_op, cmd.encode, result, serve)
         return self._reply(h, reply_op, cmd.encode, result)
 
     def call(self, client, code: int, request, now: int):
@@ -182,6 +213,11 @@ class Dispatcher:
         if code in NEEDS_LOGIN and client.user_id is None:
             raise Unauthenticated()
         return COMMANDS[code].serve(Context(self.server, client, now), request)
+
+    async def _caught_up(self, serve):
+        await self.server.store.catch_up()
+        result = serve()
+        return await result if inspect.isawaitable(result) else result
 
     def _reply(self, h, op: int, encode, result) -> list:
         pieces = _pieces(encode(result)) if result is not None else []
@@ -194,9 +230,18 @@ class Dispatcher:
     def _status(h, op: int, code: int) -> list:
         return [_wire.reply_header(h, op, 0, code)]
 
-    async def _finish_later(self, h, op: int, encode, awaitable) -> list:
+    async def _finish_later(self, h, op: int, encode, awaitable, retry=None) -> list:
         try:
-            result = await awaitable
+            for _ in range(MAX_CONFLICT_RETRIES):
+                try:
+                    result = await awaitable
+                    break
+                except Conflict:
+                    # Another node of the cluster committed first what this mutation decided
+                    # on; the store has shown us its change: decide again.
+                    awaitable = retry()
+            else:
+                result = await awaitable
         except IggyError as e:
             return self._status(h, op, e.code)
         except Eviction as e:

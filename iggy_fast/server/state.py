@@ -114,6 +114,9 @@ class Partition:
         self.created_at = created_at
         self.log = log
         self.offsets = offsets
+        # In a cluster, on the partition's leader: the high watermark, the end of what every
+        # in-sync replica has; polls stop there. None: all that is appended is visible.
+        self.high_watermark: int | None = None
 
     @property
     def key(self) -> str:

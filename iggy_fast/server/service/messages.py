@@ -107,8 +107,11 @@ def _poll_reply(state, partition, ckey, start, req: rq.PollMessages) -> Polled:
     log = partition.log
     # Whole stored batches travel as file regions: the transport sendfile()s them. The reply
     # is capped in bytes (the count is cut to fit), so no poll builds an unbounded reply.
+    count = req.count
+    if partition.high_watermark is not None and start is not None:   # a cluster's leader
+        count = min(count, max(0, partition.high_watermark - start))
     chunks, got, after = ([], 0, 0) if start is None else log.read(
-        start, req.count, regions=True, max_bytes=state.max_poll_size)
+        start, count, regions=True, max_bytes=state.max_poll_size)
     polled = Polled(partition.id, log.current_offset, got, chunks)
     if req.auto_commit and got:
         # The reply, or an awaitable of it once the offset is on disk (durable offsets).

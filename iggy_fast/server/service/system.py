@@ -91,6 +91,12 @@ def get_stats(ctx: Context, req: rq.GetStats) -> Stats:
 def get_cluster_metadata(ctx: Context, req: rq.GetClusterMetadata) -> ClusterMetadata:
     server = ctx.server
     cluster = server.cfg["cluster"]
+    if server.cluster is not None:      # every node, this one named as the one to talk to
+        return ClusterMetadata(cluster["name"], [
+            ClusterNode(name, host, ports.get("tcp", 0), ports.get("quic", 0),
+                        ports.get("http", 0), ports.get("websocket", 0), role=role,
+                        status=status)
+            for name, host, ports, role, status in server.cluster.nodes(cluster["node_name"])])
     ports = server.listen_ports
     host = server.cfg["tcp"]["address"].rpartition(":")[0].strip("[]") or "127.0.0.1"
     node = ClusterNode(cluster["node_name"], host, ports["tcp"], ports["quic"], ports["http"],

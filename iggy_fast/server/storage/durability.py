@@ -71,7 +71,13 @@ class Durability:
         return base
 
     def acknowledge(self, partition, reply):
-        """The reply now, or an awaitable of it once the append is durable."""
+        """The reply now, or an awaitable of it once the append is durable (and, in a
+        cluster, once the partition's in-sync replicas have it)."""
+        reply = self._acknowledge(partition, reply)
+        cluster = self.server.cluster
+        return reply if cluster is None else cluster.appended(partition, reply)
+
+    def _acknowledge(self, partition, reply):
         plog = partition.log
         settings = partition.topic.settings
         if settings["enforce_fsync"]:

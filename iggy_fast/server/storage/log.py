@@ -58,7 +58,7 @@ import shutil
 import threading
 
 from iggy_fast import _wire
-from iggy_fast._log import Segment, segment_name, verify_batches
+from iggy_fast._log import FileRegion, Segment, segment_name, verify_batches
 from iggy_fast.server.storage.files import OpenFiles
 from iggy_fast.protocol.errors import InvalidBatchChecksum, InvalidCommand
 
@@ -398,6 +398,31 @@ class PartitionLog:
         self.appended += length
         self.appended_messages += count
         return base
+
+    def truncate(self, offset: int) -> None:
+        """Drop every message at or after `offset`, a batch boundary in the active segment (a
+        cluster follower whose tail diverged from its new leader's log). The segment is
+        closed, its log file cut at that batch and its index rebuilt from the log on reopen.
+        ValueError when `offset` is not such a boundary (the caller purges instead)."""
+        if offset >= self.next_offset:
+            return
+        seg = self.segments[-1]
+        if offset < seg.base_offset:
+            raise ValueError(f"offset {offset} is before the active segment")
+        position = 0
+        if offset > seg.base_offset:
+            parts = seg.read(offset, seg.end_offset - 1, True)[0]      # whole batches
+            if not parts or type(parts[0]) is not FileRegion or \
+                    _wire.batch_info(os.pread(parts[0].fd, 256, parts[0].offset))[0] != offset:
+                raise ValueError(f"offset {offset} is not where a stored batch starts")
+            position = parts[0].offset
+        with self._io_lock, self._lock:
+            self._files.forget(seg)
+            seg.close()
+            os.truncate(seg.log_path, position)
+            os.truncate(seg.index_path, 0)
+            self.segments[-1] = self._open_segment(seg.base_offset)
+        self.last_timestamp = max((s.last_timestamp for s in self.segments), default=0)
 
     def sync(self) -> int:
         """Make everything appended so far durable, with the directory entries it needs;

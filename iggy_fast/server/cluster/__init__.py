@@ -1,0 +1,44 @@
+"""The replicated cluster: nodes coordinated by etcd (GitHub issue 12).
+
+* `etcd.py`: the etcd v3 client (its JSON gateway over aiohttp).
+* `node.py`: this node in the cluster: its identity (bound to its data directory), its
+  registration under a lease, the view of every node, the controller election.
+* `controller.py`: what the controller does: places partition replicas on distinct nodes with
+  leaders spread, and moves leadership off nodes whose lease expired (compare-and-swap under
+  the controller's own key, so two controllers can never both win).
+* `replication.py`: the data path: followers fetch from leaders, sends acknowledged once the
+  in-sync replicas have them, leader epochs and truncation, forwarding to the leader.
+* `cluster.py`: the wiring the server calls; `dev.py`: etcd and nodes as local processes.
+
+Why no acknowledged message is lost when any one node dies: a send is acknowledged only once
+every in-sync replica has it, and only an in-sync replica may become leader (when none is
+live the partition waits for one rather than electing a replica that may lack acknowledged
+messages). A follower that falls behind leaves the in-sync set before sends stop waiting for
+it, so the set always holds every acknowledged message. The price is availability: with the
+in-sync set down to the leader (its follower dead), the leader's death leaves the partition
+without a leader until one of the two returns.
+
+The metadata itself lives in etcd behind the `MetadataStore` interface
+(server/metadata/etcd.py). etcd keys, all under `/iggy/<cluster name>/`:
+
+    meta/<key>                       the metadata store's keys (metadata/__init__.py)
+    meta/<partition key>/placement   {"replicas", "leader", "epoch", "isr"} per partition
+    cluster/nodes/<name>             a live node's registration, under its lease
+    cluster/known/<name>             {"id", "addresses"}: the data directory a name is bound to
+    cluster/controller               {"name", "id"}: the controller, under its lease
+    cluster/init                     held (under a lease) by the node creating the first
+                                     metadata (the format marker, the root user)
+
+Not done yet (issue 12): no `min_in_sync_replicas` nor per-topic `replication_factor` option
+(the node's `replication_factor` applies); consumer groups are each node's own (their requests
+are not forwarded), so members on different nodes do not share a group; a send retried after
+its leader died may be appended twice (no idempotent forwarding); no rebalancing onto new
+nodes (`cluster rebalance`) nor replacement of dead replicas; no HTTP status endpoint;
+truncation cuts only within the active segment (otherwise the replica copies the whole log
+again); a node that has not yet seen a stream's or topic's deletion may still answer for it
+for a few milliseconds (a name it does not know makes it catch up with etcd first); renames
+are not guarded across nodes (creations are, by the identity counter). The official SDK
+(0.9.0), once GetClusterMetadata lists several nodes, polls with auto-commit by a command
+(code 103) that PROTOCOL.md does not describe and this server answers with InvalidCommand;
+its other requests work on any node.
+"""

@@ -1,0 +1,142 @@
+"""What the server holds in cluster mode: this node, the etcd metadata store, placements and
+the controller, wired together; `Server` (core.py) and the app (app.py) call these hooks."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from iggy_fast.protocol.errors import StreamIdNotFound, TopicIdNotFound, TransientNotAccepted
+from iggy_fast.server.cluster.controller import Controller, Placements
+from iggy_fast.server.cluster.node import Node
+from iggy_fast.server.cluster.replication import Replication, ready
+from iggy_fast.server.dispatch import FORWARDED
+from iggy_fast.server.metadata.etcd import EtcdMetadataStore
+
+log = logging.getLogger("iggy_fast.cluster")
+
+# GetClusterMetadata's role and status values (PROTOCOL.md §5.1.4).
+LEADER, FOLLOWER = 0, 1
+HEALTHY, UNREACHABLE = 0, 3
+
+
+class Cluster:
+    def __init__(self, server):
+        self.server = server
+        self.node = Node(server)
+        self.store = EtcdMetadataStore(self.node.etcd, self.node.cluster)
+        self.placements = Placements()
+        self.controller = Controller(server, self.node, self.placements)
+        self.replication = Replication(server, self.node, self.placements)
+        self.node.on_change.append(self.controller.poke)
+        self.node.on_change.append(self.replication.follow_placements)
+
+    async def connect(self) -> None:
+        """Before the metadata is loaded: the data directory's identity, etcd reachable."""
+        self.node.check_identity(self.server.data_dir)
+        await self.node.connect()
+
+    def follow(self, snapshot) -> None:
+        """After the metadata is loaded: follow placements; reconcile on partition changes."""
+        self.placements.apply(snapshot)
+        self.store.watch(self.placements.apply)
+        self.server.state.listeners.append(self.controller.poke)
+
+    async def first_start(self, init) -> None:
+        async def caught_up_init():
+            await self.store.catch_up()
+            await init()
+        await self.node.first_start(caught_up_init)
+
+    async def join(self) -> None:
+        await self.replication.start()
+        await self.node.join()
+
+    async def leave(self) -> None:
+        self.store.close()          # its watch ends before the etcd session closes
+        self.replication.close()
+        await self.node.leave()
+
+    # -- the data path's hooks -----------------------------------------------------------
+
+    def appended(self, partition, reply):
+        """After a local append (this node leads the partition): see Replication.appended."""
+        return self.replication.appended(partition, reply)
+
+    def route(self, client, code: int, request, body):
+        """None when this node serves a partition request itself, else an awaitable of the
+        leader's encoded answer (the request forwarded over the replication address)."""
+        if code not in FORWARDED:
+            return None
+        from iggy_fast.server.service.messages import _route
+        from iggy_fast.server.state import GROUP
+
+        state = self.server.state
+        if code != 101 and code != 102 and request.consumer_kind == GROUP:
+            return None
+        try:
+            topic = state.topic(request.stream, request.topic)
+        except (StreamIdNotFound, TopicIdNotFound):
+            # Made on another node a moment ago? Look again once caught up with etcd.
+            return self._caught_up(client, code, request, bytes(body))
+        if code == 101:
+            pid = _route(topic, request.partitioning, request.partitioning_value)
+        else:
+            pid = request.partition_id or 0
+        part = topic.partitions.get(pid)
+        if part is None:
+            return None
+        if self.replication.leads(part.identity):
+            return None
+        body = bytes(body)      # the receive buffer is reused once this returns
+        return self._route_later(client, code, request, pid, part, body)
+
+    async def _caught_up(self, client, code, request, body: bytes) -> list:
+        await self.store.catch_up()
+        forwarded = self.route(client, code, request, body)
+        if forwarded is not None:
+            return await forwarded
+        return await self.replication.serve_encoded(client, code, request)
+
+    async def _route_later(self, client, code, request, pid, part, body):
+        record = self.placements.of(part)
+        for _ in range(100):    # a partition created or failed over a moment ago
+            if record is not None and record.get("leader") in self.node.nodes and ready(record):
+                break
+            await asyncio.sleep(0.1)
+            record = self.placements.of(part)
+        else:
+            raise TransientNotAccepted("the partition has no leader now")
+        # The leader, which may be this node now that the placement is known (the request
+        # then goes through this node's own replication address, as any forwarded one).
+        return await self.replication.forward(client, code, request, pid, part.identity, record,
+                                              body)
+    def nodes(self, answering: str) -> list[tuple[str, str, dict, int, int]]:
+        """(name, host, ports, role, status) of every node the cluster has known, the
+        answering node first and as the one to talk to (role leader: an official client
+        reconnects to whichever node is called leader, and must stay where it dialled)."""
+        known = {**self.node.known, **self.node.nodes}
+        rows = []
+        for name in sorted(known, key=lambda n: (n != answering, n)):
+            record = known[name]
+            rows.append((name, record["host"], record["ports"],
+                         LEADER if name == answering else FOLLOWER,
+                         HEALTHY if name in self.node.nodes else UNREACHABLE))
+        return rows
+
+    def status(self) -> dict:
+        """The admin view: nodes, the controller, every partition's placement."""
+        state = self.server.state
+        partitions = []
+        for stream in state.streams.values():
+            for topic in stream.topics.values():
+                for part in topic.partitions.values():
+                    record = self.placements.of(part) or {}
+                    partitions.append({"stream": stream.id, "topic": topic.id,
+                                       "partition": part.id, **record})
+        return {"cluster": self.node.cluster, "node": self.node.name,
+                "controller": (self.node.controller or {}).get("name"),
+                "nodes": {name: {"live": name in self.node.nodes,
+                                 "host": rec["host"], "ports": rec["ports"]}
+                          for name, rec in {**self.node.known, **self.node.nodes}.items()},
+                "partitions": partitions}

@@ -1,0 +1,566 @@
+"""The data path between nodes: followers copying partition logs, acknowledgements after the
+in-sync replicas, and partition requests forwarded to the partition's leader.
+
+Peers speak over the replication address (`cluster.replication_address`), one persistent TCP
+connection per (follower task or forwarding node, leader), request and reply in lock-step.
+A frame is `[u32 length][u32 header length][JSON header][payload]`, little-endian. A peer
+that sends anything else (a bad length, a header that is not JSON) is named in one log line
+and its connection closed.
+
+    fetch    {"op", "p": partition identity, "offset", "epoch", "node"}  -> the stored batches
+             from `offset` (whole batches, at most FETCH_BYTES) and {"end", "hw"}; when the
+             follower is caught up the leader holds the request up to LONG_POLL seconds for a
+             new append.
+    forward  {"op", "code", "user", "pid"} + the request body -> {"status"} + the encoded
+             result, exactly as this node would have answered it.
+
+Followers. For every partition whose record names this node a replica and another node the
+leader, a task fetches from the leader at the follower's log end and appends each batch with
+the storage's replicated append, at the leader's offsets, so replicas are byte-identical. A
+fetch carries the follower's leader epoch: a leader whose record has another epoch (or which
+is no longer leader) refuses it, and the follower waits for its record to change.
+
+Epochs and truncation (as Kafka's leader epochs). Each partition's record keeps `starts`:
+for every leader epoch, the leader's log end when it began (epoch 0: 0, by the controller; a
+later one written by the new leader, with a compare-and-swap, before it accepts a send or
+serves a fetch). Each replica keeps in `<partition dir>/leader.epoch` the epoch it last
+agreed with. A fetch carries it; when it is older than the leader's, the replica's log may
+hold batches no later leader has (appended by a leader that died before replicating them),
+so the leader answers "truncate to the start of the first epoch after yours" when the
+replica's log goes past it. The replica cuts its log there, records the epoch and fetches
+on: its log stays a prefix of the leader's, byte for byte.
+
+Consumer offsets travel with their partition: a fetch carries a digest of the follower's
+offsets and the leader answers with its own when they differ, so a follower's copy lags the
+leader's by at most one fetch (half a second when idle). Why not etcd: a poll with auto-commit
+stores an offset, a write rate etcd is not built for. The cost: an offset stored just before
+its leader dies may be lost, and the consumer then reads those messages again (at least once).
+
+Leaders. A follower's fetch offset is its log end. The high watermark is the smallest log end
+in the in-sync set (the leader's own included); a send is acknowledged once the high watermark
+covers it. A follower whose log end has not reached the leader's for `replica_lag_max` leaves
+the in-sync set, and one that reaches it returns; the leader writes either change into the
+partition's record with a compare-and-swap on the record it read (so a controller's move, or a
+newer epoch, wins over it). A leader that learns it no longer leads fails the sends still
+waiting for acknowledgement: it never acknowledges after losing leadership (its followers
+fetch from the new leader, so its high watermark cannot move anyway).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import struct
+import time
+
+import orjson
+
+from iggy_fast import _wire
+from iggy_fast.config import parse_duration_us, split_address
+from iggy_fast.protocol.codes import PARTITION_ID
+from iggy_fast.protocol.errors import IggyError, TransientNotAccepted
+from iggy_fast.server.cluster import etcd as e
+from iggy_fast.server.connection import reply_bytes
+from iggy_fast.server.dispatch import COMMANDS, FORWARDED
+from iggy_fast.server.metadata.etcd import encode
+
+log = logging.getLogger("iggy_fast.replication")
+
+FRAME = struct.Struct("<II")
+MAX_FRAME = 64 * 1024 * 1024
+FETCH_BYTES = 1024 * 1024
+LONG_POLL = 0.5
+
+
+EPOCH_FILE = "leader.epoch"
+
+
+def ready(record: dict) -> bool:
+    """Whether the record's leader has recorded where its epoch starts (and may serve)."""
+    return str(record["epoch"]) in record.get("starts", {})
+
+
+_epochs: dict = {}      # PartitionLog -> its leader.epoch, as last read or written
+
+
+def local_epoch(part) -> int:
+    """The leader epoch this replica's log last agreed with (-1: never recorded)."""
+    if part.log not in _epochs:
+        try:
+            with open(os.path.join(part.log.directory, EPOCH_FILE)) as f:
+                _epochs[part.log] = int(f.read())
+        except (OSError, ValueError):
+            _epochs[part.log] = -1
+    return _epochs[part.log]
+
+
+def set_local_epoch(part, epoch: int) -> None:
+    _epochs[part.log] = epoch
+    path = os.path.join(part.log.directory, EPOCH_FILE)
+    with open(path + ".tmp", "w") as f:
+        f.write(str(epoch))
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(path + ".tmp", path)
+
+
+def offsets_digest(part) -> int:
+    """A digest of a partition's consumer offsets: a fetch carries the follower's, and the
+    leader sends its offsets only when they differ."""
+    return _wire.xxh32(orjson.dumps(part.offsets.values, option=orjson.OPT_SORT_KEYS))
+
+
+class PeerGarbage(Exception):
+    """A peer sent something that is not a replication frame."""
+
+
+async def read_frame(reader: asyncio.StreamReader) -> tuple[dict, bytes]:
+    total, hlen = FRAME.unpack(await reader.readexactly(FRAME.size))
+    if total > MAX_FRAME or hlen > total:
+        raise PeerGarbage(f"a frame of {total} bytes with a {hlen}-byte header")
+    data = await reader.readexactly(total)
+    try:
+        header = orjson.loads(data[:hlen])
+    except orjson.JSONDecodeError:
+        raise PeerGarbage("a frame header that is not JSON") from None
+    if not isinstance(header, dict):
+        raise PeerGarbage("a frame header that is not an object")
+    return header, data[hlen:]
+
+
+def frame(header: dict, payload: bytes = b"") -> bytes:
+    head = orjson.dumps(header)
+    return FRAME.pack(len(head) + len(payload), len(head)) + head + payload
+
+
+class Peer:
+    """One lock-step connection to another node's replication address."""
+
+    def __init__(self, address: str):
+        self.address = address
+        self._conn = None
+        self._lock = asyncio.Lock()
+
+    async def call(self, header: dict, payload: bytes = b"", timeout: float = 10.0):
+        async with self._lock:
+            try:
+                if self._conn is None:
+                    host, port = split_address(self.address)
+                    self._conn = await asyncio.wait_for(asyncio.open_connection(host, port), 3)
+                reader, writer = self._conn
+                writer.write(frame(header, payload))
+                return await asyncio.wait_for(read_frame(reader), timeout)
+            except BaseException:
+                self.close()
+                raise
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn[1].close()
+            self._conn = None
+
+
+class Replication:
+    def __init__(self, server, node, placements):
+        self.server = server
+        self.node = node
+        self.placements = placements
+        self.lag_max = parse_duration_us(server.cfg["cluster"]["replica_lag_max"]) / 1e6
+        self._server: asyncio.AbstractServer | None = None
+        self._followers: dict[int, asyncio.Task] = {}      # identity -> fetch task
+        self._ends: dict[int, dict[str, int]] = {}         # identity -> follower -> log end
+        self._caught_up: dict[int, dict[str, float]] = {}  # ... -> when it last was
+        self._appended: dict[int, asyncio.Event] = {}      # wakes long-polling fetches
+        self._waiters: dict[int, list] = {}                # identity -> [(end, future)]
+        self._idle: dict[str, list[Peer]] = {}             # address -> idle forward links
+        self._isr_task: asyncio.Task | None = None
+        self._taking_office: set[int] = set()
+        placements.changed.append(self.follow_placements)
+
+    # -- life ----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        host, port = split_address(self.node.replication_address)
+        self._server = await asyncio.start_server(self._serve, host, port)
+        log.info("replication listening on %s:%d", host, port)
+        self._isr_task = asyncio.ensure_future(self._watch_isr())
+        self.follow_placements()
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for task in [*self._followers.values(), self._isr_task]:
+            if task is not None:
+                task.cancel()
+        for peers in self._idle.values():
+            for peer in peers:
+                peer.close()
+
+    def _partition(self, identity: int):
+        part = self.server.state.by_identity.get(identity)
+        return part if part is not None and hasattr(part, "log") else None
+
+    def leader_address(self, record: dict) -> str | None:
+        node = self.node.nodes.get(record.get("leader"))
+        return None if node is None else node["replication"]
+
+    # -- following -----------------------------------------------------------------------
+
+    def follow_placements(self) -> None:
+        """Run one fetch task per partition this node follows; stop the others."""
+        me = self.node.name
+        wanted = {identity for identity, record in self.placements.records.items()
+                  if me in record["replicas"] and record.get("leader") not in (None, me)}
+        for identity in list(self._followers):
+            if identity not in wanted:
+                self._followers.pop(identity).cancel()
+        for identity in wanted:
+            if identity not in self._followers or self._followers[identity].done():
+                self._followers[identity] = asyncio.ensure_future(self._fetch_loop(identity))
+        for identity, record in self.placements.records.items():
+            part = self._partition(identity)
+            if part is None:
+                continue
+            if record.get("leader") != me:
+                part.high_watermark = None          # its reads go to the leader
+            elif not ready(record):
+                part.high_watermark = self.high_watermark(part)
+                if identity not in self._taking_office:
+                    self._taking_office.add(identity)
+                    asyncio.ensure_future(self._take_office(identity, record))
+            else:
+                part.high_watermark = self.high_watermark(part)
+                if local_epoch(part) != record["epoch"]:
+                    set_local_epoch(part, record["epoch"])
+        self._check_waiters()
+
+    async def _take_office(self, identity: int, record: dict) -> None:
+        """A new leader: record where its epoch starts (its log end), then serve."""
+        try:
+            part = self._partition(identity)
+            if part is None:
+                return
+            set_local_epoch(part, record["epoch"])
+            new = {**record, "starts": {**record["starts"],
+                                        str(record["epoch"]): part.log.next_offset}}
+            if await self._swap_record(identity, record, new):
+                log.info("partition %s: leader at epoch %d from offset %d", part.key,
+                         record["epoch"], part.log.next_offset)
+        finally:
+            self._taking_office.discard(identity)
+
+    async def _fetch_loop(self, identity: int) -> None:
+        # A connection of its own: a fetch long-polls, and must never queue behind a
+        # forwarded send that waits for this very fetch.
+        peer = Peer("")
+        try:
+            await self._fetch_from(identity, peer)
+        finally:
+            peer.close()
+
+    async def _fetch_from(self, identity: int, peer: "Peer") -> None:
+        while True:
+            record = self.placements.records.get(identity)
+            part = self._partition(identity)
+            if record is None or part is None:
+                await asyncio.sleep(0.2)
+                continue
+            address = self.leader_address(record)
+            if address is None:
+                await asyncio.sleep(0.2)
+                continue
+            if peer.address != address:       # a new leader
+                peer.close()
+                peer.address = address
+            try:
+                header, payload = await peer.call(
+                    {"op": "fetch", "p": identity, "offset": part.log.next_offset,
+                     "epoch": record["epoch"], "last_epoch": local_epoch(part),
+                     "offsets": offsets_digest(part), "node": self.node.name},
+                    timeout=LONG_POLL + 5)
+            except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, PeerGarbage) as e:
+                log.debug("fetch of partition %s from %s: %s", part.key, address, e)
+                await asyncio.sleep(0.2)
+                continue
+            if "error" in header:
+                log.debug("fetch of partition %s refused: %s", part.key, header["error"])
+                await asyncio.sleep(0.2)
+                continue
+            if "truncate" in header:
+                self._truncate(part, int(header["truncate"]))
+                continue
+            if local_epoch(part) != header["epoch"]:
+                set_local_epoch(part, header["epoch"])
+            if "offsets" in header:
+                self._copy_offsets(part, header["offsets"])
+            try:
+                self._append(part, payload)
+            except (IggyError, ValueError, OSError) as e:
+                log.warning("partition %s: the leader's batches cannot be appended here: %s",
+                            part.key, e)
+                await asyncio.sleep(1)
+
+    @staticmethod
+    def _truncate(part, offset: int) -> None:
+        log.warning("partition %s: log truncated from %d to %d, where it diverges from the "
+                    "new leader's", part.key, part.log.next_offset, offset)
+        try:
+            part.log.truncate(offset)
+        except ValueError as e:     # not within the active segment: copy it all again
+            log.warning("partition %s: %s; copying the leader's log from the start",
+                        part.key, e)
+            part.log.purge()
+
+    @staticmethod
+    def _copy_offsets(part, offsets: dict) -> None:
+        """Make this replica's consumer offsets the leader's."""
+        mine = part.offsets
+        for ckey in [k for k in mine.values if k not in offsets]:
+            mine.delete(ckey, False)
+        for ckey, offset in offsets.items():
+            if mine.get(ckey) != offset:
+                mine.store(ckey, offset, False)
+
+    @staticmethod
+    def _append(part, payload: bytes) -> None:
+        view = memoryview(payload)
+        at = 0
+        while at < len(view):
+            length = _wire.batch_info(view[at:])[2]
+            part.log.append_replicated(view[at:at + length])
+            at += length
+
+    # -- leading -------------------------------------------------------------------------
+
+    async def _serve(self, reader, writer) -> None:
+        where = "%s:%s" % writer.get_extra_info("peername")[:2]
+        try:
+            while True:
+                header, payload = await read_frame(reader)
+                if header.get("op") == "fetch":
+                    reply = await self._fetch(header)
+                elif header.get("op") == "forward":
+                    reply = await self._forwarded(header, payload)
+                else:
+                    raise PeerGarbage(f"unknown operation {header.get('op')!r}")
+                writer.write(reply)
+                await writer.drain()
+        except PeerGarbage as e:
+            log.warning("replication peer %s refused: it sent %s", where, e)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        except asyncio.CancelledError:
+            pass            # the node is stopping: end quietly (asyncio logs a re-raise)
+        finally:
+            writer.close()
+
+    async def _fetch(self, h: dict) -> bytes:
+        identity, offset, follower = int(h["p"]), int(h["offset"]), str(h["node"])
+        record = self.placements.records.get(identity)
+        part = self._partition(identity)
+        if part is None or record is None or record.get("leader") != self.node.name:
+            return frame({"error": "not the leader"})
+        if record["epoch"] != h["epoch"]:
+            return frame({"error": f"epoch {h['epoch']} is not {record['epoch']}"})
+        if not ready(record):
+            return frame({"error": "the leader has not recorded its epoch's start yet"})
+        plog = part.log
+        last = int(h.get("last_epoch", -1))
+        if last != record["epoch"]:
+            later = [start for epoch, start in record["starts"].items() if int(epoch) > last]
+            if later and offset > min(later):
+                return frame({"truncate": min(later)})
+        if offset > plog.next_offset:
+            return frame({"error": f"follower at {offset} is ahead of the leader's "
+                                   f"{plog.next_offset}"})
+        self._follower_at(identity, follower, offset, plog.next_offset)
+        if offset == plog.next_offset:
+            event = self._appended.setdefault(identity, asyncio.Event())
+            event.clear()
+            try:
+                await asyncio.wait_for(event.wait(), LONG_POLL)
+            except asyncio.TimeoutError:
+                pass
+        chunks, _, _ = plog.read(offset, 1 << 62, max_bytes=FETCH_BYTES)
+        reply = {"end": plog.next_offset, "hw": self.high_watermark(part),
+                 "epoch": record["epoch"]}
+        if h.get("offsets") != offsets_digest(part):
+            reply["offsets"] = part.offsets.values
+        return frame(reply,
+                     b"".join(bytes(c) for c in chunks))
+
+    def _follower_at(self, identity: int, follower: str, offset: int, end: int) -> None:
+        self._ends.setdefault(identity, {})[follower] = offset
+        if offset >= end:
+            self._caught_up.setdefault(identity, {})[follower] = time.monotonic()
+        record = self.placements.records.get(identity)
+        if record and offset >= end and follower in record["replicas"] \
+                and follower not in record["isr"] and follower in self.node.nodes:
+            asyncio.ensure_future(self._set_isr(identity, record, [*record["isr"], follower]))
+        self._check_waiters(identity)
+
+    def high_watermark(self, part) -> int:
+        record = self.placements.records.get(part.identity) or {}
+        ends = self._ends.get(part.identity, {})
+        hw = part.log.next_offset
+        for member in record.get("isr", ()):
+            if member != self.node.name:
+                hw = min(hw, ends.get(member, 0))
+        return hw
+
+    def appended(self, partition, reply):
+        """After a local append on a leader: the reply once the in-sync replicas have it
+        (an awaitable), or at once when this node is the only one in the in-sync set."""
+        event = self._appended.get(partition.identity)
+        if event is not None:
+            event.set()
+        end = partition.log.next_offset
+        if self.high_watermark(partition) >= end:
+            partition.high_watermark = end
+            return reply
+        future = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(partition.identity, []).append((end, future))
+        return _after(reply, future)
+
+    def _check_waiters(self, identity: int | None = None) -> None:
+        for pid in ([identity] if identity is not None else list(self._waiters)):
+            waiting = self._waiters.get(pid)
+            part = self._partition(pid)
+            if not waiting:
+                record = self.placements.records.get(pid) or {}
+                if part is not None and record.get("leader") == self.node.name:
+                    part.high_watermark = self.high_watermark(part)
+                continue
+            if part is None:
+                for _, future in waiting:
+                    if not future.done():
+                        future.set_exception(IggyError.from_code(1))
+                self._waiters.pop(pid, None)
+                continue
+            record = self.placements.records.get(pid) or {}
+            if record.get("leader") != self.node.name:
+                for _, future in waiting:       # never acknowledge after losing leadership
+                    if not future.done():
+                        future.set_exception(TransientNotAccepted("this node no longer leads the partition"))
+                self._waiters.pop(pid, None)
+                continue
+            hw = part.high_watermark = self.high_watermark(part)
+            still = []
+            for end, future in waiting:
+                if end <= hw:
+                    if not future.done():
+                        future.set_result(None)
+                else:
+                    still.append((end, future))
+            self._waiters[pid] = still
+
+    async def _watch_isr(self) -> None:
+        """Leaders drop followers that lag more than replica_lag_max from the in-sync set."""
+        while True:
+            await asyncio.sleep(min(1.0, self.lag_max / 2))
+            now = time.monotonic()
+            for identity, record in list(self.placements.records.items()):
+                if record.get("leader") != self.node.name:
+                    continue
+                part = self._partition(identity)
+                if part is None:
+                    continue
+                caught = self._caught_up.setdefault(identity, {})
+                ends = self._ends.get(identity, {})
+                lagging = [m for m in record["isr"] if m != self.node.name
+                           and ends.get(m, -1) < part.log.next_offset
+                           and now - caught.setdefault(m, now) > self.lag_max]
+                if lagging:
+                    log.info("partition %s: %s left the in-sync set (lagging over %.1f s)",
+                             part.key, ", ".join(lagging), self.lag_max)
+                    await self._set_isr(identity, record,
+                                        [m for m in record["isr"] if m not in lagging])
+
+    async def _set_isr(self, identity: int, record: dict, isr: list[str]) -> None:
+        await self._swap_record(identity, record, {**record, "isr": isr})
+
+    async def _swap_record(self, identity: int, record: dict, new: dict) -> bool:
+        """Write a partition's record if it is still `record` (this node's view of it)."""
+        store = self.server.store
+        key = store.prefix + self.placements.keys[identity]
+        try:
+            won, reply = await self.node.etcd.txn([e.value_is(key, encode(record))],
+                                                  [e.put(key, encode(new))])
+        except e.EtcdUnavailable as error:
+            log.warning("partition record not written: %s", error)
+            return False
+        if won:
+            await store.seen(int(reply["header"]["revision"]))
+        return won
+
+    # -- forwarding ----------------------------------------------------------------------
+
+    def leads(self, identity: int) -> bool:
+        """Whether this node leads the partition and may serve its sends now."""
+        record = self.placements.records.get(identity)
+        return record is not None and record.get("leader") == self.node.name and ready(record)
+
+    def forward(self, client, code: int, request, pid: int, identity: int, record: dict,
+                body: bytes):
+        """An awaitable of the leader's encoded answer to `request` (a list of pieces)."""
+        address = self.leader_address(record)
+        if address is None:
+            raise TransientNotAccepted("the partition's leader is not reachable")
+        return self._forward(address, client.user_id, code, pid, identity, body)
+
+    async def _forward(self, address, user, code, pid, identity, body) -> list:
+        # One lock-step link per request in flight: an idle one if there is, else a new one.
+        idle = self._idle.setdefault(address, [])
+        peer = idle.pop() if idle else Peer(address)
+        try:
+            header, payload = await peer.call(
+                {"op": "forward", "code": code, "user": user, "pid": pid, "p": identity}, body,
+                timeout=self.lag_max + 10)
+            idle.append(peer)
+        except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, PeerGarbage) as e:
+            log.warning("forwarding to the leader at %s failed: %s", address, e)
+            raise TransientNotAccepted(f"the leader at {address} did not answer") from None
+        if header.get("status"):
+            raise IggyError.from_code(int(header["status"]))
+        return [payload] if payload else []
+
+    async def _forwarded(self, h: dict, body: bytes) -> bytes:
+        from iggy_fast.server.core import Client
+
+        code = int(h["code"])
+        cmd = COMMANDS.get(code)
+        if cmd is None or code not in FORWARDED:
+            return frame({"status": 3})
+        if code == 101 and not self.leads(int(h["p"])):
+            return frame({"status": TransientNotAccepted.code})
+        client = Client(0, "replication", "peer")
+        client.user_id = h["user"]
+        try:
+            request = cmd.decode(memoryview(body))
+            if code == 101 and h.get("pid") is not None:
+                request = request._replace(partitioning=PARTITION_ID,
+                                           partitioning_value=int(h["pid"]).to_bytes(4, "little"))
+            pieces = await self.serve_encoded(client, code, request)
+        except IggyError as e:
+            return frame({"status": e.code})
+        return frame({"status": 0}, pieces[0] if pieces else b"")
+
+    async def serve_encoded(self, client, code: int, request) -> list:
+        """Serve a request here, its answer encoded as one piece (as a leader answers a
+        forwarded one)."""
+        from iggy_fast.server.service import Context
+
+        cmd = COMMANDS[code]
+        result = cmd.serve(Context(self.server, client, time.time_ns() // 1000), request)
+        if hasattr(result, "__await__"):
+            result = await result
+        pieces = [] if result is None or cmd.encode is None else cmd.encode(result)
+        return [reply_bytes(pieces if isinstance(pieces, list) else [pieces])]
+
+
+async def _after(reply, future):
+    if hasattr(reply, "__await__"):
+        reply = await reply
+    await future
+    return reply
