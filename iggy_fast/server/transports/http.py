@@ -44,7 +44,7 @@ from iggy_fast.protocol.codes import EVICTION_ERROR_CODES, EvictionReason
 from iggy_fast.protocol.errors import (Eviction, FeatureUnavailable, IggyError,
                                        Unauthenticated, UserInactive)
 from iggy_fast.server.jwt import JwtManager, as_list
-from iggy_fast.server.transports import Endpoint, tls
+from iggy_fast.server.transports import Endpoint, http_metrics, tls
 from iggy_fast.server.transports.sockets import bind
 from iggy_fast.server.users import ACTIVE
 
@@ -179,6 +179,7 @@ class HttpEndpoint(Endpoint):
         add("POST", "/users/refresh-token", self._refresh)
         add("DELETE", "/users/logout", self._logout)
         add("POST", "/snapshot", self._unavailable)
+        http_metrics.add_routes(self)          # /metrics and /stats/rates
         self.sockets = bind(self.name, http["address"])
 
     # -- lifecycle -------------------------------------------------------------------------
