@@ -40,13 +40,13 @@ so an individual consumer is labelled by that key's number.
 
 from __future__ import annotations
 
-import bisect
 import inspect
 import os
 import resource
 import shutil
 import time
 from collections import deque
+from operator import add
 
 from iggy_fast.protocol.codes import COMMANDS as PROTOCOL_COMMANDS
 from iggy_fast.protocol.errors import IggyError
@@ -62,6 +62,7 @@ COUNT, ERRORS, SUM_US, SLOT0 = 0, 1, 2, 3
 _OK = bytes(4)
 _REPLY = 8                             # the command byte of a reply (an Eviction is 13)
 _time_ns = time.time_ns                # read per request: a global, not an attribute lookup
+IDLE = {f"{window}s": (0.0, 0.0, 0.0, 0.0) for window in WINDOWS}     # rates of no traffic
 
 
 class Metrics:
@@ -152,17 +153,19 @@ class Metrics:
 
     def rates(self, part) -> dict[str, tuple[float, float, float, float]]:
         """"1s", "10s", "60s" -> (messages in, bytes in, messages out, bytes out) per second,
-        over up to that many of the last ticks (zeros before there are two)."""
+        over up to that many of the last ticks. IDLE (one shared object) when nothing moved
+        over the whole ring, as for most of many partitions, or before there are two ticks."""
         samples = self.history.get(part.identity)
+        if not samples or samples[0] == samples[-1]:
+            return IDLE
+        times, last = self.times, samples[-1]
         out = {}
         for window in WINDOWS:
-            k = min(window, len(samples) - 1) if samples else 0
-            if k <= 0:
-                out[f"{window}s"] = (0.0, 0.0, 0.0, 0.0)
-                continue
-            last, first = samples[-1], samples[-1 - k]
-            seconds = (self.times[-1] - self.times[-1 - k]) / 1e6
-            out[f"{window}s"] = tuple((a - b) / seconds for a, b in zip(last, first))
+            k = min(window, len(samples) - 1)
+            first = samples[-1 - k]
+            seconds = (times[-1] - times[-1 - k]) / 1e6
+            out[f"{window}s"] = ((last[0] - first[0]) / seconds, (last[1] - first[1]) / seconds,
+                                 (last[2] - first[2]) / seconds, (last[3] - first[3]) / seconds)
         return out
 
     def cpu_usage(self) -> tuple[float, float]:
@@ -190,7 +193,9 @@ def partitions(state):
 def timestamp_at(log, offset: int) -> int:
     """The append time of the message at `offset`, or of the first stored after it (a gap)."""
     segments = log.segments
-    i = max(0, bisect.bisect_right(segments, offset, key=lambda s: s.base_offset) - 1)
+    i = len(segments) - 1
+    while i > 0 and segments[i].base_offset > offset:   # committed offsets are mostly recent
+        i -= 1
     for seg in segments[i:]:
         ts = seg.timestamp_at(max(offset, seg.base_offset))
         if ts is not None:
@@ -198,34 +203,40 @@ def timestamp_at(log, offset: int) -> int:
     return log.last_timestamp
 
 
-def lag(log, committed: int | None) -> tuple[int, float]:
-    """(messages, seconds) a consumer that committed `committed` (None: nothing) is behind."""
-    first, end = log.first_offset, log.next_offset
+def lag(log, first: int, end: int, committed: int | None) -> tuple[int, float]:
+    """(messages, seconds) a consumer that committed `committed` (None: nothing) is behind,
+    in a log holding offsets [first, end)."""
     start = first if committed is None else max(committed + 1, first)
-    behind = max(0, end - start)
-    if not behind:
+    if start >= end:
         return 0, 0.0
     at = committed if committed is not None and committed >= first else first
-    return behind, max(0, log.last_timestamp - timestamp_at(log, at)) / 1e6
+    return end - start, max(0, log.last_timestamp - timestamp_at(log, at)) / 1e6
 
 
 def consumer_lags(state):
     """Per partition with consumer offsets or groups: (topic, partition, kind, consumer id,
     name, committed offset or None, lag messages, lag seconds). Groups are listed on every
     partition of their topic, committed or not; individual consumers where they stored one."""
+    consumer = f"{CONSUMER}."
     for stream in state.streams.values():
         for topic in stream.topics.values():
-            topic_groups = list(topic.extra.get("groups", {}).values())
+            groups = [(g, consumer_key(GROUP, g.id)) for g in topic.extra.get("groups",
+                                                                              {}).values()]
             for part in topic.partitions.values():
-                for group in topic_groups:
-                    committed = part.offsets.get(consumer_key(GROUP, group.id))
+                offsets = part.offsets.values
+                if not (groups or offsets):
+                    continue
+                log = part.log
+                first, end = log.first_offset, log.next_offset
+                for group, key in groups:
+                    committed = offsets.get(key)
                     yield (topic, part, GROUP, group.id, group.name, committed,
-                           *lag(part.log, committed))
-                for ckey, committed in part.offsets.values.items():
-                    kind, _, ident = ckey.partition(".")
-                    if int(kind) == CONSUMER:
+                           *lag(log, first, end, committed))
+                for key, committed in offsets.items():
+                    if key.startswith(consumer):
+                        ident = key[len(consumer):]
                         yield (topic, part, CONSUMER, int(ident), ident, committed,
-                               *lag(part.log, committed))
+                               *lag(log, first, end, committed))
 
 
 def machine_cpu() -> tuple[int, int]:
@@ -439,6 +450,9 @@ def _rate_fields(rates: dict) -> dict:
                      "bytes_out": r[3]} for window, r in rates.items()}
 
 
+IDLE_FIELDS = _rate_fields(IDLE)
+
+
 def rates_document(server, now: int) -> dict:
     """Per topic and partition: totals and rates over the last 1, 10 and 60 s; per consumer
     group (and individual consumer) and partition: committed offset, high watermark, lag."""
@@ -446,23 +460,20 @@ def rates_document(server, now: int) -> dict:
     topics = []
     for stream in server.state.streams.values():
         for topic in stream.topics.values():
-            parts, sums = [], [0, 0, 0, 0]
-            topic_rates = {f"{w}s": [0.0, 0.0, 0.0, 0.0] for w in WINDOWS}
+            parts, sums, topic_rates = [], (0, 0, 0, 0), IDLE
             for part in topic.partitions.values():
                 log = part.log
                 rates = metrics.rates(part)
                 totals = (log.appended_messages, log.appended, part.polled_messages,
                           part.polled_bytes)
-                for i, v in enumerate(totals):
-                    sums[i] += v
-                for window, r in rates.items():
-                    acc = topic_rates[window]
-                    for i, v in enumerate(r):
-                        acc[i] += v
+                sums = tuple(map(add, sums, totals))
+                if rates is not IDLE:
+                    topic_rates = {window: tuple(map(add, r, rates[window]))
+                                   for window, r in topic_rates.items()}
                 parts.append({"partition_id": part.id, "messages": log.messages_count,
                               "size_bytes": log.size_bytes, "segments": len(log.segments),
                               "high_watermark": log.current_offset, **_totals(totals),
-                              "rates": _rate_fields(rates)})
+                              "rates": IDLE_FIELDS if rates is IDLE else _rate_fields(rates)})
             topics.append({"stream_id": stream.id, "stream": stream.name,
                            "topic_id": topic.id, "topic": topic.name,
                            "messages": sum(p["messages"] for p in parts),
@@ -476,16 +487,14 @@ def rates_document(server, now: int) -> dict:
         entry = {"partition_id": part.id, "committed_offset": committed,
                  "high_watermark": part.log.current_offset, "lag": behind,
                  "lag_seconds": seconds}
-        where = {"stream_id": topic.stream.id, "stream": topic.stream.name,
-                 "topic_id": topic.id, "topic": topic.name}
         if kind == CONSUMER:
-            consumers.append({**where, "consumer_id": ident, **entry})
+            consumers.append({**_where(topic), "consumer_id": ident, **entry})
             continue
         group = groups.get((topic.identity, ident))
         if group is None:
             members = topic.extra["groups"][ident].members
             group = groups[(topic.identity, ident)] = {
-                **where, "group_id": ident, "group": name, "members": len(members),
+                **_where(topic), "group_id": ident, "group": name, "members": len(members),
                 "lag": 0, "lag_seconds": 0.0, "partitions": []}
         group["lag"] += behind
         group["lag_seconds"] = max(group["lag_seconds"], seconds)
@@ -495,6 +504,12 @@ def rates_document(server, now: int) -> dict:
             "consumer_groups": list(groups.values()), "consumers": consumers}
 
 
+def _where(topic) -> dict:
+    return {"stream_id": topic.stream.id, "stream": topic.stream.name, "topic_id": topic.id,
+            "topic": topic.name}
+
+
 def _totals(values) -> dict:
-    return dict(zip(("messages_sent_total", "bytes_sent_total", "messages_polled_total",
-                     "bytes_polled_total"), values))
+    sent, sent_bytes, polled, polled_bytes = values
+    return {"messages_sent_total": sent, "bytes_sent_total": sent_bytes,
+            "messages_polled_total": polled, "bytes_polled_total": polled_bytes}
