@@ -274,3 +274,36 @@ async def test_label_values_escaped(tmp_path):
         m = live.scrape()          # every line matched the exposition grammar
         assert m['iggy_partition_messages{stream="a \\"quoted\\" \\\\ name",topic="t",'
                  'partition="0"}'] == 0
+
+
+async def test_dashboard_uses_only_exported_names(tmp_path):
+    """Every metric the Grafana dashboard queries is one the server exports (with a group, a
+    consumer offset and traffic, so that every family has samples)."""
+    import json
+    import pathlib
+
+    dashboard = pathlib.Path(__file__).parent.parent / "monitoring" / "grafana" / "iggy-fast.json"
+    exprs = []
+
+    def walk(node):
+        if isinstance(node, dict):
+            exprs.extend(v for k, v in node.items() if k in ("expr", "definition"))
+            for v in node.values():
+                walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+    walk(json.loads(dashboard.read_text()))
+    used = {name for e in exprs for name in re.findall(r"\b(?:iggy|process)_[a-z_]+", e)}
+    async with Live(tmp_path) as live:
+        c = live.client
+        await c.create_stream("s")
+        await c.create_topic(stream="s", name="t", partitions_count=1)
+        await c.create_consumer_group("s", "t", "g")
+        await send(c, "s", "t", 0, 1)
+        await consume(c, Consumer.Single(3), 10)
+        text = metrics.prometheus(live.server)
+    families = set(re.findall(r"^# TYPE (\S+) ", text, re.M))
+    exported = families | {f + suffix for f in families
+                           for suffix in ("_bucket", "_sum", "_count")}
+    assert used and used <= exported, used - exported
