@@ -5,13 +5,14 @@ HTTP and TCP. The official SDK's HTTP client and HTTPS are in test_http_sdk.py."
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import struct
 
 import aiohttp
 import jwt as pyjwt
 import pytest
-from apache_iggy import IggyClient, PollingStrategy, SendMessage
+from apache_iggy import Consumer, IggyClient, PollingStrategy, SendMessage
 
 from conftest import ServerProcess
 
@@ -170,9 +171,13 @@ async def test_missing_forged_and_foreign_tokens_are_401(http):
     assert_error(*await Api(http.session, http.base, unsigned).get("/streams"), 401, 40)
 
 
-async def test_wrong_password_and_malformed_login(http):
-    assert_error(*await http.post("/users/login", {"username": "iggy", "password": "nope"}),
+async def test_wrong_password_and_malformed_login(http, server):
+    assert_error(*await http.post("/users/login", {"username": "http-nobody",
+                                                   "password": "nope"}),
                  400, 42, "invalid_credentials")
+    # The binary login's checks ran: the failure is logged like a TCP one (LoginGuard).
+    assert "failed login from 127.0.0.1" in server.log()
+    assert "as 'http-nobody': wrong credentials" in server.log()
     assert_error(*await http.post("/users/login", {"username": "iggy"}), 400, 4)
     assert_error(*await http.post("/users/login", {"username": 1, "password": "x"}), 400, 4)
 
@@ -184,7 +189,6 @@ async def test_expired_token_is_401(tmp_path):
         async with aiohttp.ClientSession() as session:
             api = await Api(session, f"http://127.0.0.1:{srv.http_port}").login()
             assert (await api.get("/streams"))[0] == 200
-            import asyncio
             await asyncio.sleep(2.5)
             assert_error(*await api.get("/streams"), 401, 40)
     finally:
@@ -257,7 +261,10 @@ async def test_users_crud_permissions_and_403(root, http):
                                                       "new_password": "secret2"}) == (204, "")
     assert_error(*await http.post("/users/login", {"username": "http-alice2",
                                                    "password": "secret1"}), 400, 42)
-    await http.login("http-alice2", "secret2")
+    # A changed password ends the tokens issued under the old one, as it ends TCP sessions.
+    assert_error(*await alice.get("/streams"), 401, 40)
+    alice = await http.login("http-alice2", "secret2")
+    assert (await alice.get("/streams"))[0] == 200
     assert await root.put(f"/users/{uid}", {"status": "inactive"}) == (204, "")
     assert_error(*await alice.get("/streams"), 401, 40)       # inactive: tokens stop working
     assert_error(*await http.post("/users/login", {"username": "http-alice2",
@@ -400,9 +407,9 @@ async def test_http_and_tcp_see_the_same_messages(root, server):
     status, _ = await send(root, "http-x", "t", [b"from-http-1", b"from-http-2"])
     assert status == 201
     await c.send_messages("http-x", "t", 0, [SendMessage(b"from-tcp")])
-    got = await c.poll_messages("http-x", "t", consumer=None or __import__(
-        "apache_iggy").Consumer.Single(1), polling_strategy=PollingStrategy.First(), count=10,
-        auto_commit=False, partition_id=0)
+    got = await c.poll_messages("http-x", "t", consumer=Consumer.Single(1),
+                                polling_strategy=PollingStrategy.First(), count=10,
+                                auto_commit=False, partition_id=0)
     assert [m.payload() for m in got] == [b"from-http-1", b"from-http-2", b"from-tcp"]
     status, polled = await root.get("/streams/http-x/topics/t/messages",
                                     params={"consumer_id": "1", "partition_id": "0",
@@ -428,6 +435,8 @@ async def test_malformed_json_wrong_types_and_unknown_routes(root, http):
                  400, 4)
     assert_error(*await root.post("/streams/x/topics", {"name": "t",
                                                         "partitions_count": True}), 400, 4)
+    assert_error(*await root.post("/streams/x/topics", {"name": "t",
+                                                        "partitions_count": 2.0}), 400, 4)
     await make_topic(root, "http-bad", "t")
     for bad in ({"messages": []}, {"messages": [{"payload": "%%%"}]},
                 {"messages": [{"id": -1, "payload": ""}]}, {"messages": "nope"},
@@ -486,3 +495,22 @@ async def test_cors_preflight_and_headers(tmp_path):
                 assert "Access-Control-Allow-Origin" not in r.headers
     finally:
         assert srv.stop() == 0
+
+
+async def test_broken_http_and_bodies_cut_short_leave_the_server_serving(server, http):
+    for payload in (b"GARBAGE\r\n\r\n", b"\x00\xff" * 100 + b"\r\n\r\n",
+                    b"GET /ping HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n"):
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.http_port)
+        writer.write(payload)
+        status_line = (await asyncio.wait_for(reader.readline(), 10)).split()
+        assert status_line[1] == b"400", status_line
+        writer.close()
+    # A body that never arrives in full: the client gives up and closes.
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.http_port)
+    writer.write(b"POST /users/login HTTP/1.1\r\nHost: x\r\nContent-Length: 50\r\n\r\n{\"a\"")
+    await writer.drain()
+    await asyncio.sleep(0.2)
+    writer.close()
+    await asyncio.sleep(0.2)
+    assert await http.get("/ping") == (200, "pong")
+    # (The module's server fixture checks at the end that none of this logged a traceback.)

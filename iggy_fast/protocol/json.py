@@ -12,11 +12,11 @@ Results: an encoder takes a service result and returns the JSON document as byte
 or None for "no content". The shapes are Iggy's (snake_case names; byte sizes as
 human-readable strings, "69.092 KB"; times and durations in µs).
 
-Messages: a send's `messages` array becomes one producer batch (`_wire.build_batch`, the
-binary layout of §7), so the service validates and stores it as if it came over TCP. A poll's
-stored batches are walked once by `_wire.iter_messages` (compiled), and each message becomes
-its header object, its base64 payload and its user headers: the one place where JSON forces a
-Python object per message, kept to a dict per message and a dict for its header.
+Messages: a send's `messages` array (orjson's list of dicts: the JSON's own objects) becomes
+one producer batch of the binary layout of §7 in compiled code (`_json.batch_from_messages`:
+payloads base64-decoded in place, checksums computed), so the service validates and stores it
+as if it came over TCP. A poll's reply is written by the compiled `_json.polled_json` straight
+from the stored batches. Neither makes a Python object per message.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import time
 import orjson
 import pybase64
 
-from iggy_fast import _wire
+from iggy_fast._json import batch_from_messages, polled_json
 from iggy_fast.protocol import requests as rq
 from iggy_fast.protocol.codes import (BALANCED, FIRST, GLOBAL_PERMISSION_FLAGS, LAST,
                                       MESSAGES_KEY, NEXT, OFFSET, PARTITION_ID,
@@ -37,7 +37,7 @@ from iggy_fast.protocol.codes import (BALANCED, FIRST, GLOBAL_PERMISSION_FLAGS, 
                                       TOPIC_PERMISSION_FLAGS, TOPIC_SCOPE, USER_SCOPE)
 from iggy_fast.protocol.errors import IggyError, InvalidFormat
 
-U32, U64, U128 = 2**32 - 1, 2**64 - 1, 2**128 - 1
+U32, U64 = 2**32 - 1, 2**64 - 1
 CONSUMER = 1
 
 # Header and option kinds (§3), by their wire number: the names JSON uses, and for the
@@ -96,7 +96,11 @@ def decode_request(decoder, path, query, raw: bytes):
     try:
         return decoder(path, query, parse_body(raw))
     except InexactInteger:
+        pass
+    try:
         return decoder(path, query, parse_body(raw, exact=True))
+    except InexactInteger:          # a number like 5.0 where an integer belongs
+        raise InvalidFormat("expected an integer, not a decimal number") from None
 
 
 def path_ident(text: str) -> int | str:
@@ -252,23 +256,6 @@ def value_text(kind: int, value: bytes) -> str:
     if kind in (8, 13) and len(value) == 16:
         return str(int.from_bytes(value, "little", signed=kind == 8))
     return b64encode(value)
-
-
-def header_entries(block) -> list:
-    """A user-header TLV block as [HeaderEntry] ({key: {kind, value}, value: {kind, value}},
-    values base64)."""
-    out, pos, n = [], 0, len(block)
-    while pos + 5 <= n:
-        entry = []
-        for _ in range(2):
-            kind = block[pos]
-            length = int.from_bytes(block[pos + 1:pos + 5], "little")
-            raw = block[pos + 5:pos + 5 + length]
-            pos += 5 + length
-            entry.append({"kind": KIND_NAMES[kind] if kind < len(KIND_NAMES) else "raw",
-                          "value": b64encode(raw)})
-        out.append({"key": entry[0], "value": entry[1]})
-    return out
 
 
 def _typed(obj, field: str) -> tuple[int, bytes]:
@@ -504,29 +491,9 @@ def decode_send(path, query, body, now_us: int | None = None) -> rq.SendMessages
     messages = _get(body, "messages", list)
     if not messages:
         raise bad("messages", "at least one message")
-    batch = []
-    append = batch.append
-    for m in messages:            # the hot loop of a send: one tuple per message
-        if type(m) is not dict:
-            raise bad("messages", "expected message objects")
-        header = m.get("header")
-        mid = (header if type(header) is dict else m).get("id", 0)
-        if type(mid) is not int or not 0 <= mid <= U128:
-            if type(mid) is float and mid.is_integer():
-                raise InexactInteger()
-            raise bad("id", "expected an integer 0..u128")
-        payload = m.get("payload")
-        if type(payload) is not str:
-            raise bad("payload", "expected a base64 string")
-        try:
-            payload = b64decode(payload, validate=True)
-        except (binascii.Error, ValueError):
-            raise bad("payload", "invalid base64") from None
-        headers = m.get("user_headers")
-        append((mid, payload, header_block(headers) if headers else b"", 0))
     now = time.time_ns() // 1000 if now_us is None else now_us
-    data = _wire.build_batch(batch, now)
-    return rq.SendMessages(*_st(path), kind, value, len(batch), memoryview(data))
+    data = batch_from_messages(messages, now, header_block, bad, InexactInteger)
+    return rq.SendMessages(*_st(path), kind, value, len(messages), memoryview(data))
 
 
 def decode_flush(path, query, body) -> rq.FlushUnsavedBuffer:
@@ -692,31 +659,11 @@ def encode_sent(s) -> bytes:
                                      "base_offset": s.base_offset}]})
 
 
-def encode_polled(p) -> bytes:
-    """PolledMessages: {partition_id, current_offset, count, messages: [{header, payload,
-    user_headers}]}; stored batches that are file regions are read here."""
-    messages = []
-    append = messages.append
-    for chunk in p.chunks:
-        data = chunk if not hasattr(chunk, "read") else chunk.read()
-        for offset, ts, origin, mid, payload, headers, checksum in _wire.iter_messages(data):
-            append({"header": {"checksum": checksum, "id": mid, "offset": offset,
-                               "timestamp": ts, "origin_timestamp": origin,
-                               "user_headers_length": len(headers),
-                               "payload_length": len(payload), "reserved": 0},
-                    "payload": b64encode(payload),
-                    "user_headers": header_entries(headers) if headers else []})
-    return _dump_polled(p, messages)
-
-
-def _dump_polled(p, messages: list) -> bytes:
-    try:
-        return dumps({"partition_id": p.partition_id, "current_offset": p.current_offset,
-                      "count": len(messages), "messages": messages})
-    except TypeError:      # a u128 message id: beyond orjson's integers
-        return std_json.dumps({"partition_id": p.partition_id,
-                               "current_offset": p.current_offset, "count": len(messages),
-                               "messages": messages}, separators=(",", ":")).encode()
+def encode_polled(p) -> bytearray:
+    """PolledMessages, written by the compiled `_json.polled_json` straight from the stored
+    batches (file regions are read here, one read per region)."""
+    return polled_json(p.partition_id, p.current_offset,
+                       [c.read() if hasattr(c, "read") else c for c in p.chunks])
 
 
 def encode_stored_offset(o) -> bytes:

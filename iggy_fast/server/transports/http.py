@@ -18,14 +18,19 @@ the HTTP requests in flight. Logins go through the command table's login (code 4
 a client, so an HTTP password login is checked, throttled and logged like a binary one
 (service/session.py, LoginGuard); the JWT is issued only after it succeeds.
 
-Other parts of the server add their own routes with `endpoint.app.router` (before start), and
-check callers with `endpoint.authenticate(request, allow_pat=True)` (a JWT or a personal
-access token as the bearer, as Iggy's /metrics accepts).
+Other parts of the server add their own routes: a function appended to `ROUTE_HOOKS` is called
+with each new endpoint and adds to `endpoint.app.router`; its handlers reach the server as
+`endpoint.server` and check callers with `endpoint.authenticate(request, allow_pat=True)` (a
+JWT or a personal access token as the bearer, as Iggy's /metrics accepts). An IggyError they
+raise is answered as Iggy's error JSON like any other.
 
 Request bodies above `[http] max_request_size` are refused with 413. CORS (`[http.cors]`) is a
 middleware: it answers preflights (OPTIONS with Access-Control-Request-Method) itself and adds
 the allow/expose headers to replies for allowed origins. HTTPS when `[http.tls]` is enabled
-(configured certificate files; HTTP has no self-signed option, as in Iggy).
+(configured certificate files; HTTP has no self-signed option, as in Iggy). Unlike Iggy, the
+flush route the official client calls (`GET …/messages/flush/{partition_id}/fsync={bool}`)
+is served, and `POST /snapshot` answers FeatureUnavailable (5). Bytes that are not HTTP get
+aiohttp's plain 400 and one WARNING line.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import sys
 import time
 from typing import Callable, NamedTuple
 
@@ -44,7 +50,7 @@ from iggy_fast.protocol.codes import EVICTION_ERROR_CODES, EvictionReason
 from iggy_fast.protocol.errors import (Eviction, FeatureUnavailable, IggyError,
                                        Unauthenticated, UserInactive)
 from iggy_fast.server.jwt import JwtManager, as_list
-from iggy_fast.server.transports import Endpoint, http_metrics, tls
+from iggy_fast.server.transports import Endpoint, tls
 from iggy_fast.server.transports.sockets import bind
 from iggy_fast.server.users import ACTIVE
 
@@ -90,6 +96,17 @@ def login_error(e: Eviction) -> IggyError:
     if e.reason == EvictionReason.USER_INACTIVE:
         return UserInactive()
     return IggyError.from_code(EVICTION_ERROR_CODES.get(e.reason, 42))
+
+
+class _PeerErrors(logging.LoggerAdapter):
+    """aiohttp's connection-level logger: a request that is not HTTP (a malformed request
+    line or header, which aiohttp answers 400 itself) is the peer's fault, worth one WARNING
+    line, not a traceback."""
+
+    def exception(self, msg, *args, exc_info=None, **kwargs):
+        exc = exc_info if isinstance(exc_info, BaseException) else sys.exc_info()[1]
+        reason = " ".join(str(exc).split())[:200] if exc is not None else ""
+        self.warning(msg + ": %s %s", *args, type(exc).__name__, reason)
 
 
 class Route(NamedTuple):
@@ -152,6 +169,10 @@ ROUTES = [
 ]
 
 
+# Callables(endpoint) that add routes to every HTTP endpoint made (see the module docstring).
+ROUTE_HOOKS: list[Callable[["HttpEndpoint"], None]] = []
+
+
 class HttpEndpoint(Endpoint):
     section = "http"
     name = "HTTP"
@@ -179,7 +200,8 @@ class HttpEndpoint(Endpoint):
         add("POST", "/users/refresh-token", self._refresh)
         add("DELETE", "/users/logout", self._logout)
         add("POST", "/snapshot", self._unavailable)
-        http_metrics.add_routes(self)          # /metrics and /stats/rates
+        for hook in ROUTE_HOOKS:
+            hook(self)
         self.sockets = bind(self.name, http["address"])
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -187,8 +209,8 @@ class HttpEndpoint(Endpoint):
     async def start(self, server) -> None:
         self.server = server
         server.periodic_tasks.append((60.0, self.jwt.forget_expired))
-        self.runner = web.AppRunner(self.app, access_log=None,
-                                    shutdown_timeout=SHUTDOWN_TIMEOUT)
+        self.runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT,
+                                    logger=_PeerErrors(log, {}))
         await self.runner.setup()
         for sock in self.sockets:
             await web.SockSite(self.runner, sock, ssl_context=self.ssl).start()
@@ -232,9 +254,12 @@ class HttpEndpoint(Endpoint):
                 raise Unauthenticated("invalid access token") from None
         claims = self.jwt.check(token)
         user = self.server.users.find(int(claims["sub"]))
-        # The user may have been deleted (and its id reused) or deactivated since.
+        # The user may have been deleted (and its id reused), deactivated, or given another
+        # password since.
         if user is None or claims.get("uca") != user.created_at or user.status != ACTIVE:
             raise Unauthenticated("the token's user no longer exists or is inactive")
+        if claims.get("pwd") != self.jwt.password_tag(user):
+            raise Unauthenticated("the password changed since this token was issued")
         return user, claims
 
     def _address(self, request: web.Request) -> str:
@@ -337,6 +362,10 @@ class HttpEndpoint(Endpoint):
             return _http_error(405, "method_not_allowed", "Method not allowed")
         except web.HTTPException:
             raise
+        except ConnectionError:
+            # The client went away mid-request (a body cut short): nobody to answer.
+            log.debug("%s %s: the client closed the connection", request.method, request.path)
+            return web.Response(status=400)
         except Exception:
             log.exception("internal error serving %s %s", request.method, request.path)
             return _http_error(500, "internal_error", "Internal server error")
