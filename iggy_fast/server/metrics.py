@@ -71,7 +71,8 @@ class Metrics:
     def __init__(self, server):
         self.server = server
         self.enabled = bool(server.cfg["http"]["metrics"]["enabled"])
-        self.requests: dict[tuple[str, int], list[int]] = {}   # (transport, code) -> record
+        # Transport -> command code -> record (no key object to allocate per request).
+        self.requests: dict[str, dict[int, list[int]]] = {}
         self.accepted: dict[str, int] = {}                     # transport -> connections
         self.times: deque[int] = deque(maxlen=RING)            # µs of the last ticks
         # Partition identity -> (messages in, bytes in, messages out, bytes out) at each of
@@ -118,9 +119,12 @@ class Metrics:
     def count(self, transport: str, code: int, failed: bool, now: int) -> None:
         """One request of `code` over `transport` answered now, received at `now` (µs)."""
         us = _time_ns() // 1000 - now
-        record = self.requests.get((transport, code))
+        table = self.requests.get(transport)
+        if table is None:
+            table = self.requests[transport] = {}
+        record = table.get(code)
         if record is None:
-            record = self.requests[(transport, code)] = [0] * (SLOT0 + BUCKETS + 1)
+            record = table[code] = [0] * (SLOT0 + BUCKETS + 1)
         record[COUNT] += 1
         if failed:
             record[ERRORS] += 1
@@ -421,7 +425,8 @@ def _requests(f: _Families, requests: dict) -> None:
     errors = f.declare("iggy_request_errors_total", "counter", "Requests answered with an "
                                                                "error, by transport and command.")
     by_command: dict[str, list[int]] = {}
-    for (transport, code), record in sorted(requests.items()):
+    for transport, code, record in sorted((t, c, r) for t, table in requests.items()
+                                          for c, r in table.items()):
         command = command_name(code)
         labels = f'{{transport="{transport.lower()}",command="{command}"}}'
         total.append(f"iggy_requests_total{labels} {record[COUNT]}")
