@@ -13,9 +13,12 @@ from apache_iggy import Consumer, IggyClient, PollingStrategy
 from apache_iggy import SendMessage as Message
 
 from conftest import ROOT, ServerProcess
+from test_http import started
 
 
 def base(srv) -> str:
+    """The server's HTTP address, once it accepts (it starts listening after TCP)."""
+    started(srv)
     return f"http://127.0.0.1:{srv.http_port}"
 
 
