@@ -279,7 +279,10 @@ DESCRIPTIONS: dict[str, str] = {
                                 "tokens do not survive a restart).",
     "http.jwt.decoding_secret": "Secret that checks tokens (empty: the encoding secret).",
     "http.jwt.use_base64_secret": "The secrets are base64-encoded.",
-    "http.metrics.enabled": "Serve Prometheus metrics over HTTP (authenticated).",
+    "http.metrics.enabled": "Serve Prometheus metrics at `endpoint` and the rates at "
+                            "`/stats/rates` (both authenticated), and keep what only they "
+                            "need: request counts and latencies per command, per-second rates; "
+                            "false turns that collection off too, as in Iggy.",
     "http.metrics.endpoint": "The path of the metrics endpoint.",
     "http.tls.enabled": "Serve HTTPS instead of HTTP.",
     "http.tls.cert_file": "PEM certificate chain for HTTPS (required when TLS is on).",

@@ -32,9 +32,9 @@ import time
 
 from iggy_fast.config import TRANSPORTS
 from iggy_fast.server.core import Server, StartupError
-from iggy_fast.server.transports import Endpoint
+from iggy_fast.server.transports import Endpoint, http_metrics
+from iggy_fast.server.transports.http import ROUTE_HOOKS, HttpEndpoint
 from iggy_fast.server.transports.sockets import os_reason
-from iggy_fast.server.transports.http import HttpEndpoint
 from iggy_fast.server.transports.tcp import TcpEndpoint
 
 log = logging.getLogger("iggy_fast")
@@ -44,6 +44,8 @@ ENDPOINTS: dict[str, type[Endpoint]] = {
     "tcp": TcpEndpoint,
     "http": HttpEndpoint,
 }
+# Routes other parts of the server add to the HTTP endpoint.
+ROUTE_HOOKS.append(http_metrics.add_routes)          # /metrics, /stats/rates
 
 
 async def _every(seconds: float, task) -> None:

@@ -117,6 +117,9 @@ class Partition:
         # In a cluster, on the partition's leader: the high watermark, the end of what every
         # in-sync replica has; polls stop there. None: all that is appended is visible.
         self.high_watermark: int | None = None
+        # What consumers polled since start (service/messages.py), for metrics; what was
+        # appended the log counts itself.
+        self.polled_messages = self.polled_bytes = 0
 
     @property
     def key(self) -> str:
