@@ -1,11 +1,11 @@
 // The iggy-fast dashboard: logs in over the JSON API (a JWT kept for this tab only), then
-// refreshes every second: rates and lag from /stats/rates, and every few seconds the
-// streams, topics, groups, clients and server stats. Charts are drawn on a canvas (no
+// refreshes every second: topics, sizes, rates and lag from /stats/rates (one request however
+// many topics), and every few seconds the clients and server stats. Charts are drawn on a canvas (no
 // library): one line per topic, the last 60 seconds.
 "use strict";
 
 const TICK_MS = 1000;
-const STRUCTURE_EVERY = 3;          // ticks between full refreshes of streams, groups, clients
+const STRUCTURE_EVERY = 3;          // ticks between refreshes of clients and stats
 const HISTORY = 60;                 // seconds of rates kept per topic
 const COLORS = ["#2b6cb0", "#c05621", "#2f855a", "#b83280", "#6b46c1", "#b7791f",
                 "#2c7a7b", "#c53030", "#4a5568", "#38a169"];
@@ -131,15 +131,20 @@ async function refresh() {
   }
 }
 
-// Rates per topic from /stats/rates; every topic in the document gets a point per second.
+// Topics, their sizes and rates, and consumer-group lag: one document, /stats/rates.
 async function refreshRates() {
   const doc = await api("/stats/rates");
   const seen = new Set();
   state.rates.clear();
+  state.topics = [];
   for (const t of (doc && doc.topics) || []) {
     const key = `${t.stream}/${t.topic}`;
-    const rate = {in: t.messages_in_per_second["1s"], out: t.messages_out_per_second["1s"]};
+    const now = t.rates["1s"];
+    const rate = {in: now.messages_in, out: now.messages_out};
     state.rates.set(key, rate);
+    state.topics.push({stream: t.stream, topic: t.topic, partitions: t.partitions.length,
+                       segments: t.partitions.reduce((n, p) => n + p.segments, 0),
+                       messages: t.messages, size: bytes(t.size_bytes)});
     seen.add(key);
     let s = state.series.get(key);
     if (!s) {
@@ -153,26 +158,21 @@ async function refreshRates() {
   for (const key of [...state.series.keys()]) {
     if (!seen.has(key)) state.series.delete(key);          // the topic is gone
   }
-  renderGroups((doc && doc.groups) || []);
+  renderGroups((doc && doc.consumer_groups) || []);
 }
 
+// Clients and the server's stats change less often than rates.
 async function refreshStructure() {
-  const [streams, clients, stats] = await Promise.all([api("/streams"), api("/clients"),
-                                                       api("/stats")]);
-  const rows = [];
-  for (const stream of streams || []) {
-    const details = await api(`/streams/${stream.id}`);
-    for (const topic of (details && details.topics) || []) {
-      const t = await api(`/streams/${stream.id}/topics/${topic.id}`);
-      if (!t) continue;                                    // deleted meanwhile
-      const segments = (t.partitions || []).reduce((n, p) => n + p.segments_count, 0);
-      rows.push({stream: stream.name, topic: t.name, partitions: t.partitions_count,
-                 segments, messages: t.messages_count, size: t.size});
-    }
-  }
-  state.topics = rows;
+  const [clients, stats] = await Promise.all([api("/clients"), api("/stats")]);
   renderClients(clients || []);
   renderStats(stats);
+}
+
+function bytes(n) {
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let i = 0;
+  while (n >= 1024 && i < units.length - 1) { n /= 1024; i += 1; }
+  return `${i ? n.toFixed(1) : n} ${units[i]}`;
 }
 
 // -- rendering -------------------------------------------------------------------------------
@@ -206,8 +206,8 @@ function renderGroups(groups) {
   const rows = [];
   for (const g of groups) {
     for (const p of g.partitions) {
-      rows.push([g.stream, g.topic, g.group, g.members, p.partition,
-                 p.committed_offset ?? "–", p.end_offset, p.lag.toLocaleString()]);
+      rows.push([g.stream, g.topic, g.group, g.members, p.partition_id,
+                 p.committed_offset ?? "–", p.high_watermark, p.lag.toLocaleString()]);
     }
   }
   fillTable("groups", rows);
