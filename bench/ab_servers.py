@@ -15,6 +15,12 @@ shared machine), with B/A for both. Typical use, the build at the start of a cha
 the one at its end:
 
   python bench/ab_servers.py --a /path/to/old-venv/bin/python --b .venv/bin/python --rounds 5
+
+or one build under two settings (environment variables for one side), such as the metrics off
+and on:
+
+  python bench/ab_servers.py --a .venv/bin/python --b .venv/bin/python \
+      --a-env IGGY_HTTP_METRICS_ENABLED=false --rounds 5
 """
 
 from __future__ import annotations
@@ -41,8 +47,8 @@ class Server(ServerProcess):
     """One build's server: `python` is the interpreter of the virtualenv it is installed in.
     Started from a temporary directory, so that each Python imports its own installed build."""
 
-    def __init__(self, python: str):
-        super().__init__(python=python, cwd="/")
+    def __init__(self, python: str, env: list[str]):
+        super().__init__(python=python, cwd="/", env=dict(e.split("=", 1) for e in env))
         self.start()
 
     def cpu_seconds(self) -> float:
@@ -78,10 +84,11 @@ async def sdk_send_and_poll(address: str, stream: str, batches: int) -> tuple[fl
     return send, poll
 
 
-def bench(kind: str, address: str, batches: int) -> float:
+def bench(kind: str, address: str, batches: int, per_batch: int) -> float:
     out = tempfile.mktemp(suffix=".json")
     subprocess.run([sys.executable, "-m", "iggy_fast.cli", "bench", kind, "--address", address,
-                    "--batches", str(batches), "--quiet", "--output", out],
+                    "--batches", str(batches), "--messages-per-batch", str(per_batch),
+                    "--quiet", "--output", out],
                    check=True, stdout=subprocess.DEVNULL)
     with open(out) as f:
         report = json.load(f)
@@ -97,13 +104,23 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--batches", type=int, default=300,
                         help="1000-message batches per workload and round")
+    parser.add_argument("--a-env", action="append", default=[], metavar="NAME=VALUE",
+                        help="an environment variable for server A (repeatable)")
+    parser.add_argument("--b-env", action="append", default=[], metavar="NAME=VALUE",
+                        help="an environment variable for server B (repeatable)")
+    parser.add_argument("--messages-per-batch", type=int, default=1000,
+                        help="for the bench-* workloads, which then send as many messages "
+                             "in more (or fewer) batches (sdk-* always send 1000 per batch)")
     args = parser.parse_args()
-    servers = {"A": Server(args.a), "B": Server(args.b)}
+    servers = {"A": Server(args.a, args.a_env), "B": Server(args.b, args.b_env)}
+    per_batch = args.messages_per_batch
+    bench_batches = max(1, args.batches * 1000 // per_batch)
     workloads = ("sdk-send+poll", "bench-send", "bench-poll")
     results: dict = {w: {"A": [], "B": []} for w in ("sdk-send", "sdk-poll") + workloads[1:]}
     cpu: dict = {w: {"A": [], "B": []} for w in workloads}
-    print(f"rounds {args.rounds}, {args.batches} x 1000 x 1000 B per workload; load "
-          f"{os.getloadavg()[0]:.1f}", flush=True)
+    print(f"rounds {args.rounds}, {args.batches * 1000} messages of 1000 B per workload "
+          f"(bench-* {per_batch} per batch, sdk-* 1000); A env {args.a_env}, B env "
+          f"{args.b_env}; load {os.getloadavg()[0]:.1f}", flush=True)
     try:
         for rnd in range(args.rounds):
             order = ["A", "B"] if rnd % 2 == 0 else ["B", "A"]
@@ -121,10 +138,12 @@ def main() -> None:
                                                            args.batches))
                 spent("sdk-send+poll", 2 * args.batches * 1000)
                 row = {"sdk-send": send, "sdk-poll": poll,
-                       "bench-send": bench("pinned-producer", server.address, args.batches)}
+                       "bench-send": bench("pinned-producer", server.address,
+                                           bench_batches, per_batch)}
                 spent("bench-send", args.batches * 1000)
                 # pinned-consumer fills its stream first: the CPU counts both phases.
-                row["bench-poll"] = bench("pinned-consumer", server.address, args.batches)
+                row["bench-poll"] = bench("pinned-consumer", server.address, bench_batches,
+                                          per_batch)
                 spent("bench-poll", 2 * args.batches * 1000)
                 for w, v in row.items():
                     results[w][name].append(v)

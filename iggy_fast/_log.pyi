@@ -75,6 +75,8 @@ class Segment:
     def delete(self) -> None:
         """Close and remove the files; FileRegions alive still read the removed log."""
     def offset_for_timestamp(self, timestamp: int) -> int | None: ...
+    def timestamp_at(self, offset: int) -> int | None:
+        """The append timestamp of the batch holding `offset` (None outside this segment)."""
     def last_within(self, first: int, last: int, max_bytes: int, at_least_one: bool) -> int:
         """The last offset <= `last` whose batches from `first`'s span at most `max_bytes`
         (`first - 1` if none fits, unless `at_least_one`)."""

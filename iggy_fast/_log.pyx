@@ -637,6 +637,13 @@ cdef class Segment:
             return None
         return self.base_offset + self.entries[lo].delta
 
+    def timestamp_at(self, uint64_t offset):
+        """The append timestamp of the batch holding `offset`, or None outside this segment
+        (consumer lag in seconds: server/metrics.py)."""
+        if self.n == 0 or offset < self.base_offset or offset >= self.end_offset:
+            return None
+        return self.entries[self._find_offset(offset)].timestamp
+
     cdef Py_ssize_t _last_needed(self, uint64_t first, uint64_t last) noexcept:
         """Index of the last batch a read of offsets [first, last] touches; -1 if none."""
         if first < self.base_offset:

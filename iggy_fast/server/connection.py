@@ -206,6 +206,7 @@ class Connection:
             transport.close()
             return
         self.client = server.connect(transport_name, address)
+        server.metrics.connected(transport_name)
         self.client.close = transport.close
         # Not logged in yet: small frames only, and a deadline (both follow the login state).
         self.authenticated = False

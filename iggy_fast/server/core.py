@@ -18,6 +18,7 @@ from iggy_fast.server.connection import Connections
 from iggy_fast.server.dispatch import Dispatcher
 from iggy_fast.server.groups import Groups
 from iggy_fast.server.metadata.sqlite import SqliteMetadataStore
+from iggy_fast.server.metrics import Metrics
 from iggy_fast.server.service.authz import Authorizer
 from iggy_fast.server.state import State
 from iggy_fast.server.storage.durability import Durability
@@ -83,6 +84,7 @@ class Server:
         self.groups = Groups(self)
         self.users.changed.append(self.authz.forget)
         self.listen_ports = {"tcp": 0, "quic": 0, "http": 0, "websocket": 0}
+        self.metrics = Metrics(self)
         self.dispatcher = Dispatcher(self)
 
     async def start(self, now_us: int | None = None) -> None:

@@ -123,16 +123,23 @@ def _size(pieces) -> int:
 class Dispatcher:
     def __init__(self, server):
         self.server = server
+        # Requests are counted and timed per transport and command (server/metrics.py).
+        self.metrics = server.metrics if server.metrics.enabled else None
+        self.code = 0          # the command of the frame being handled, once known
 
     def handle(self, client, header, body, now: int):
+        self.code = 0
         try:
-            return self._handle(client, header, body, now)
+            out = self._handle(client, header, body, now)
         except Exception:
             # A bug or an I/O failure must still answer this request, and only this one.
             log.exception("internal error handling a request from client %s", client.id)
             h = _wire.parse_request_header(header)
             op = h.operation if h.operation in OPERATION_COMMANDS or h.operation in (1, 2) else 2
-            return self._status(h, op, 1)
+            out = self._status(h, op, 1)
+        if self.metrics is None:
+            return out
+        return self.metrics.replied(client.transport, self.code, out, now)
 
     def _handle(self, client, header, body, now: int):
         h = _wire.parse_request_header(header)
@@ -148,6 +155,7 @@ class Dispatcher:
             code = OPERATION_COMMANDS[op]
         else:
             return self._status(h, reply_op, 3)
+        self.code = code if code in KNOWN_CODES else 0     # a bounded set of labels
         if not _wire.body_checksum_ok(h, body):
             return self._status(h, reply_op, 4)
         if code in LEGACY_LOGIN_CODES:
@@ -179,9 +187,17 @@ class Dispatcher:
         """Serve one typed request from a transport that decoded it itself (HTTP's JSON):
         the login gate and the service function, as for a binary frame. Returns the result
         or an awaitable of it; raises IggyError (Unauthenticated, 40, without a login)."""
-        if code in NEEDS_LOGIN and client.user_id is None:
-            raise Unauthenticated()
-        return COMMANDS[code].serve(Context(self.server, client, now), request)
+        metrics = self.metrics
+        try:
+            if code in NEEDS_LOGIN and client.user_id is None:
+                raise Unauthenticated()
+            result = COMMANDS[code].serve(Context(self.server, client, now), request)
+        except IggyError:
+            if metrics is not None:
+                metrics.count(client.transport, code, True, now)
+            raise
+        return result if metrics is None else metrics.called(client.transport, code, result,
+                                                             now)
 
     def _reply(self, h, op: int, encode, result) -> list:
         pieces = _pieces(encode(result)) if result is not None else []

@@ -114,6 +114,9 @@ class Partition:
         self.created_at = created_at
         self.log = log
         self.offsets = offsets
+        # What consumers polled since start (service/messages.py), for metrics; what was
+        # appended the log counts itself.
+        self.polled_messages = self.polled_bytes = 0
 
     @property
     def key(self) -> str:

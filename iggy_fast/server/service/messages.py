@@ -110,6 +110,8 @@ def _poll_reply(state, partition, ckey, start, req: rq.PollMessages) -> Polled:
     chunks, got, after = ([], 0, 0) if start is None else log.read(
         start, req.count, regions=True, max_bytes=state.max_poll_size)
     polled = Polled(partition.id, log.current_offset, got, chunks)
+    partition.polled_messages += got
+    partition.polled_bytes += sum(map(len, chunks))
     if req.auto_commit and got:
         # The reply, or an awaitable of it once the offset is on disk (durable offsets).
         return state.store_offset(partition, ckey, after - 1, polled)

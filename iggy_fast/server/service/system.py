@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import os
 import platform
-import resource
 import shutil
 import socket
-import time
 
 from iggy_fast.protocol import requests as rq
 from iggy_fast.protocol.codes import SERVER_VERSION, TOPIC_SCOPE
 from iggy_fast.protocol.results import ClusterMetadata, ClusterNode, OptionInfo, Stats
+from iggy_fast.server import metrics
 from iggy_fast.server import options as topic_options
 from iggy_fast.server.service import Context
 
@@ -35,15 +34,8 @@ def _meminfo() -> dict[str, int]:
     return info
 
 
-def _rss() -> int:
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except OSError:
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
 def _io() -> tuple[int, int]:
+    """Bytes this process made the storage layer read and write (/proc/self/io)."""
     read = written = 0
     try:
         with open("/proc/self/io") as f:
@@ -59,14 +51,16 @@ def _io() -> tuple[int, int]:
 
 
 def get_stats(ctx: Context, req: rq.GetStats) -> Stats:
+    """Iggy's Stats from the numbers the metrics keep and read (server/metrics.py): CPU use
+    over the last second (process: % of one core; machine: % of all cores), the process's
+    resident memory and threads, storage I/O, the data directory's filesystem, and the totals
+    of streams, topics, partitions, segments, messages, clients and consumer groups."""
     server = ctx.server
     server.authz.require_global(ctx.client, "read_servers")
     totals = server.state.totals()
     mem = _meminfo()
-    run_us = max(0, ctx.now - server.started_at)
-    # CPU time used by this process (a resource count, not the wall clock).
-    cpu = time.process_time() * 1e6 / run_us * 100 if run_us else 0.0
-    load = os.getloadavg()[0] / (os.cpu_count() or 1) * 100
+    cpu, total_cpu = server.metrics.cpu_usage()
+    proc = metrics.process_figures()
     read_bytes, written_bytes = _io()
     disk = shutil.disk_usage(server.data_dir)
     uname = platform.uname()
@@ -74,18 +68,20 @@ def get_stats(ctx: Context, req: rq.GetStats) -> Stats:
                  for t in s.topics.values())
     major, minor, patch = (int(x) for x in SERVER_VERSION.split("."))
     return Stats(
-        process_id=os.getpid(), cpu_usage=cpu, total_cpu_usage=load, memory_usage=_rss(),
-        total_memory=mem.get("MemTotal", 0), available_memory=mem.get("MemAvailable", 0),
-        run_time=run_us, start_time=server.started_at, read_bytes=read_bytes,
-        written_bytes=written_bytes, messages_size_bytes=totals["bytes"],
-        streams_count=totals["streams"], topics_count=totals["topics"],
-        partitions_count=totals["partitions"], segments_count=totals["segments"],
-        messages_count=totals["messages"], clients_count=len(server.clients),
-        consumer_groups_count=groups, hostname=socket.gethostname(), os_name=uname.system,
-        os_version=uname.release, kernel_version=uname.version, server_version=SERVER_VERSION,
+        process_id=os.getpid(), cpu_usage=cpu, total_cpu_usage=total_cpu,
+        memory_usage=proc["resident_memory"], total_memory=mem.get("MemTotal", 0),
+        available_memory=mem.get("MemAvailable", 0),
+        run_time=max(0, ctx.now - server.started_at), start_time=server.started_at,
+        read_bytes=read_bytes, written_bytes=written_bytes,
+        messages_size_bytes=totals["bytes"], streams_count=totals["streams"],
+        topics_count=totals["topics"], partitions_count=totals["partitions"],
+        segments_count=totals["segments"], messages_count=totals["messages"],
+        clients_count=len(server.clients), consumer_groups_count=groups,
+        hostname=socket.gethostname(), os_name=uname.system, os_version=uname.release,
+        kernel_version=uname.version, server_version=SERVER_VERSION,
         server_semver=major * 1_000_000 + minor * 1000 + patch,
-        threads_count=len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1,
-        free_disk_space=disk.free, total_disk_space=disk.total)
+        threads_count=proc["threads"], free_disk_space=disk.free,
+        total_disk_space=disk.total)
 
 
 def get_cluster_metadata(ctx: Context, req: rq.GetClusterMetadata) -> ClusterMetadata:
