@@ -119,6 +119,8 @@ def test_dashboard_logs_in_charts_a_producer_and_survives_expiry_and_outage(
         assert "session has expired" in text_of(browser, "banner")
 
         # Logged in again, then the server goes away: the banner says so.
+        assert browser.find_element("id", "password").get_attribute("value") == ""
+        browser.find_element("id", "username").clear()
         browser.find_element("id", "username").send_keys("iggy")
         browser.find_element("id", "password").send_keys("iggy")
         browser.find_element("id", "login-button").click()

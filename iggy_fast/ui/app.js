@@ -54,6 +54,8 @@ function showLogin(message) {
   $("dashboard").hidden = true;
   $("logout").hidden = true;
   $("login-view").hidden = false;
+  $("password").value = "";                 // secrets do not stay in the page
+  $("token").value = "";
   setBanner(message || "", false);
 }
 
@@ -221,7 +223,7 @@ function renderClients(clients) {
 function renderStats(stats) {
   if (!stats) return;
   $("server-line").textContent =
-    `${stats.hostname} · ${stats.server_version} · up ${Math.round(stats.run_time / 1e6)} s`;
+    `${stats.hostname} · iggy-fast ${stats.iggy_server_version} · up ${Math.round(stats.run_time / 1e6)} s`;
   const shown = ["messages_count", "messages_size_bytes", "streams_count", "topics_count",
                  "partitions_count", "segments_count", "clients_count",
                  "consumer_groups_count", "memory_usage", "cpu_usage", "free_disk_space"];

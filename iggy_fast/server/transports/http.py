@@ -44,6 +44,7 @@ from iggy_fast.protocol.codes import EVICTION_ERROR_CODES, EvictionReason
 from iggy_fast.protocol.errors import (Eviction, FeatureUnavailable, IggyError,
                                        Unauthenticated, UserInactive)
 from iggy_fast.server.jwt import JwtManager, as_list
+from iggy_fast import ui
 from iggy_fast.server.transports import Endpoint, http_metrics, tls
 from iggy_fast.server.transports.sockets import bind
 from iggy_fast.server.users import ACTIVE
@@ -180,6 +181,8 @@ class HttpEndpoint(Endpoint):
         add("DELETE", "/users/logout", self._logout)
         add("POST", "/snapshot", self._unavailable)
         http_metrics.add_routes(self)          # /metrics and /stats/rates
+        if http["web_ui"]:
+            ui.add_routes(self.app)            # the dashboard's static files at /ui
         self.sockets = bind(self.name, http["address"])
 
     # -- lifecycle -------------------------------------------------------------------------
