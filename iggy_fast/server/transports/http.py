@@ -49,6 +49,7 @@ from iggy_fast.protocol import json as js
 from iggy_fast.protocol.codes import EVICTION_ERROR_CODES, EvictionReason
 from iggy_fast.protocol.errors import (Eviction, FeatureUnavailable, IggyError,
                                        Unauthenticated, UserInactive)
+from iggy_fast import ui
 from iggy_fast.server.jwt import JwtManager, as_list
 from iggy_fast.server.transports import Endpoint, tls
 from iggy_fast.server.transports.sockets import bind
@@ -202,6 +203,8 @@ class HttpEndpoint(Endpoint):
         add("POST", "/snapshot", self._unavailable)
         for hook in ROUTE_HOOKS:
             hook(self)
+        if http["web_ui"]:
+            ui.add_routes(self.app)            # the dashboard's static files at /ui
         self.sockets = bind(self.name, http["address"])
 
     # -- lifecycle -------------------------------------------------------------------------
