@@ -12,7 +12,7 @@ import logging
 import sys
 
 # Modules of iggy_fast.cli, each adding its subcommands, in the order `--help` lists them.
-SUBCOMMANDS = ("server", "bench")
+SUBCOMMANDS = ("server", "bench", "certs")
 
 
 def main(argv=None) -> int:

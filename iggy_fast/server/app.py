@@ -35,12 +35,14 @@ from iggy_fast.server.core import Server, StartupError
 from iggy_fast.server.transports import Endpoint
 from iggy_fast.server.transports.sockets import os_reason
 from iggy_fast.server.transports.tcp import TcpEndpoint
+from iggy_fast.server.transports.websocket import WebSocketEndpoint
 
 log = logging.getLogger("iggy_fast")
 
 # The transports this server has, by configuration section (see transports/__init__.py).
 ENDPOINTS: dict[str, type[Endpoint]] = {
     "tcp": TcpEndpoint,
+    "websocket": WebSocketEndpoint,
 }
 
 
