@@ -63,6 +63,8 @@ class WebSocketConnection:
         self.reading = True
         self.closing = False         # the driver asked for a close (after queued replies)
         self.aborted = False         # the driver dropped the connection: nothing more is sent
+        self.receiving = False       # serve() is waiting for a message (so nothing is queued)
+        self.closer = None           # a close begun while serve() was receiving
         self.wake = asyncio.Event()  # something for serve() to do while it is not reading
         peer = request.transport.get_extra_info("peername") if request.transport else None
         self.address = f"{peer[0]}:{peer[1]}" if peer else "unknown"
@@ -81,7 +83,11 @@ class WebSocketConnection:
                     await self.wake.wait()
                     self.wake.clear()
                 else:
-                    msg = await ws.receive()
+                    self.receiving = True
+                    try:
+                        msg = await ws.receive()
+                    finally:
+                        self.receiving = False
                     if msg.type == WSMsgType.BINARY:
                         driver.feed(msg.data)
                     elif msg.type == WSMsgType.TEXT:
@@ -91,8 +97,9 @@ class WebSocketConnection:
                     elif msg.type == WSMsgType.ERROR:
                         # aiohttp has closed it already: a message over max_message_size (1009)
                         # or a broken WebSocket frame (1002).
-                        log.warning("closing WebSocket connection %s: %s", self.address,
-                                    msg.data)
+                        too_big = getattr(msg.data, "code", None) == WSCloseCode.MESSAGE_TOO_BIG
+                        log.warning("closing WebSocket connection %s: %s%s", self.address,
+                                    msg.data, " (websocket.max_message_size)" if too_big else "")
                     # CLOSE/CLOSING/CLOSED: the peer left; the loop ends with ws.closed.
         except ConnectionError as e:          # the socket went away under a send
             log.debug("WebSocket connection %s: %s", self.address, e)
@@ -135,7 +142,12 @@ class WebSocketConnection:
 
     def close(self) -> None:
         self.closing = True
-        self.wake.set()
+        if self.receiving:
+            # Nothing is queued, and serve() may wait long for a message: close now (aiohttp
+            # ends the pending receive with CLOSING).
+            self.closer = asyncio.ensure_future(self.ws.close())
+        else:
+            self.wake.set()
 
     def abort(self) -> None:
         self.aborted = True
