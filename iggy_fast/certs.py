@@ -13,12 +13,13 @@
 A directory that already holds ca_cert.pem and ca_key.pem keeps its CA: only the server
 certificate is made anew, so clients that trust the CA need nothing new when it is renewed.
 
-Why a CA rather than one self-signed certificate: verifiers built on webpki (rustls, which the
-official SDK uses) refuse a certificate that is its own issuer as a server certificate, and
-browsers want a trust anchor apart from the end entity. So the CA is marked a CA (basic
+Why a CA rather than one self-signed certificate: clients trust the CA once, and server
+certificates can then be renewed, or made for further hosts, without touching them; the key
+that signs stays apart from the one every server holds. The CA is marked a CA (basic
 constraints, keyCertSign) and the server certificate is an end entity for serverAuth with the
-subjectAltNames verifiers match against (none of them reads the common name). Its validity
-defaults to 397 days, within what browsers accept of a server certificate.
+subjectAltNames verifiers match against (rustls, which the official SDK uses, and browsers
+read no common name). Its validity defaults to 397 days, within what browsers accept of a
+server certificate.
 """
 
 from __future__ import annotations
@@ -74,7 +75,10 @@ def _key_pem(key) -> bytes:
 
 def _make_ca(now: datetime.datetime):
     key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "iggy-fast local CA")])
+    # A name of its own: a verifier holding another generated CA then says "unknown CA"
+    # rather than trying that CA's key on this one's signature ("decrypt error").
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME,
+                                         f"iggy-fast local CA {os.urandom(4).hex()}")])
     public = key.public_key()
     cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
             .public_key(public).serial_number(x509.random_serial_number())

@@ -78,6 +78,7 @@ class ServerProcess:
         cmd = [self.python, "-m", "iggy_fast.cli", "server", *where,
                "--with-default-root-credentials", *self.args]
         self._log = open(self.log_path, "ab")
+        logged_before = self._log.seek(0, os.SEEK_END)     # a restart appends to the log
         self.proc = subprocess.Popen(cmd, env=self.env, stdout=self._log, stderr=self._log,
                                      preexec_fn=self._limit if self.nofile else None,
                                      cwd=self.cwd)
@@ -87,9 +88,17 @@ class ServerProcess:
                 raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log()}")
             try:
                 with socket.create_connection(("127.0.0.1", self.tcp_port), timeout=0.2):
-                    return self
+                    pass
             except OSError:
                 time.sleep(0.05)
+                continue
+            # TCP listens first; the other transports (a self-signed certificate to make)
+            # and the signal handlers are ready once this line is logged.
+            with open(self.log_path, "rb") as f:
+                f.seek(logged_before)
+                if b"iggy-fast started" in f.read():
+                    return self
+            time.sleep(0.02)
         raise RuntimeError(f"server did not listen in {timeout}s:\n{self.log()}")
 
     def _limit(self) -> None:
