@@ -164,3 +164,33 @@ async def test_websocket_link(server):
     assert link.closed
     with pytest.raises(ConnectionError):
         await link.request(1)
+
+
+async def test_connection_limits_and_the_login_deadline_apply(tmp_path):
+    """[connections] holds for WebSocket as for TCP: a connection over max_total is closed at
+    once (1013, try again later), and one that does not log in in time is dropped."""
+    srv = ServerProcess(tmp_path / "limits", env={"IGGY_CONNECTIONS_MAX_TOTAL": "1",
+                                                  "IGGY_CONNECTIONS_LOGIN_TIMEOUT": "1 s"})
+    srv.start()
+    try:
+        url = f"ws://127.0.0.1:{srv.websocket_port}"
+        async with aiohttp.ClientSession() as session:
+            async with session.ws_connect(url) as first:
+                async with session.ws_connect(url) as second:
+                    msg = await asyncio.wait_for(second.receive(), 10)
+                    assert msg.type == aiohttp.WSMsgType.CLOSE
+                    assert second.close_code == 1013
+                # The first never logs in: it is dropped after the deadline.
+                msg = await asyncio.wait_for(first.receive(), 10)
+                assert msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED,
+                                    aiohttp.WSMsgType.ERROR)
+        assert wait_for(lambda: "not logged in in time" in srv.log(), 5), srv.log()
+        # The slot is free again: a client that logs in is served.
+        link = WebSocketLink(url, timeout=10)
+        await link.connect()
+        await link.login(*ROOT)
+        await link.request(1)
+        await link.close()
+    finally:
+        assert srv.stop() == 0
+    assert "Traceback" not in srv.log(), srv.log()
