@@ -222,7 +222,7 @@ class WebSocketEndpoint(Endpoint):
                     server.connections.login_timeout / 1e6))
         port = self.sockets[0].getsockname()[1]
         server.listen_ports["websocket"] = port
-        log.info("WebSocket listening on %s://%s:%d", "wss" if self.tls else "ws",
+        log.info("WebSocket%s listening on %s:%d", " (TLS)" if self.tls else "",
                  split_address(address)[0], port)
 
     def close(self) -> None:
