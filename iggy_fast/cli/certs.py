@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 DEFAULT_HOSTS = ["localhost", "127.0.0.1"]
@@ -12,7 +13,8 @@ def _generate(args) -> int:
 
     hosts = args.host or DEFAULT_HOSTS
     try:
-        made = generate(args.out, hosts, args.days or SERVER_DAYS)
+        # Absolute paths: the lines printed below are to be used from anywhere.
+        made = generate(os.path.abspath(args.out), hosts, args.days or SERVER_DAYS)
     except (OSError, ValueError) as e:
         print(f"iggy-fast: cannot generate certificates in {args.out}: {e}", file=sys.stderr)
         return 2
@@ -20,7 +22,8 @@ def _generate(args) -> int:
           f"(key {made.ca_key})")
     print(f"wrote the server certificate {made.server_cert} (key {made.server_key}) "
           f"for {', '.join(hosts)}")
-    print("serve with it, e.g. for TCP (likewise [websocket.tls], [http.tls], [quic]):")
+    print("serve with it, e.g. over TCP (likewise IGGY_WEBSOCKET_TLS_*, IGGY_HTTP_TLS_*, "
+          "IGGY_QUIC_CERTIFICATE_*):")
     print(f"  IGGY_TCP_TLS_ENABLED=true IGGY_TCP_TLS_CERT_FILE={made.server_cert} "
           f"IGGY_TCP_TLS_KEY_FILE={made.server_key}")
     print("clients trust the CA, e.g. the SDK: "
