@@ -194,3 +194,29 @@ async def test_connection_limits_and_the_login_deadline_apply(tmp_path):
     finally:
         assert srv.stop() == 0
     assert "Traceback" not in srv.log(), srv.log()
+
+
+def test_the_harness_chooses_a_taken_port_anew_on_first_start_only():
+    """Another process may take a port between free_port() and the server's bind (test runs in
+    parallel on one machine); ServerProcess then picks new ports, but never on a restart, which
+    must come back where clients know it."""
+    import socket
+
+    srv = ServerProcess()
+    try:
+        with socket.socket() as holder:
+            holder.bind(("127.0.0.1", srv.websocket_port))
+            holder.listen()
+            taken = srv.websocket_port
+            srv.start()
+            assert srv.websocket_port != taken
+        assert srv.stop() == 0
+        with socket.socket() as holder:
+            holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            holder.bind(("127.0.0.1", srv.websocket_port))
+            holder.listen()
+            with pytest.raises(RuntimeError, match="address already in use"):
+                srv.start()
+    finally:
+        srv.stop()
+        srv.cleanup()
