@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import resource
 import signal
 import socket
@@ -21,8 +22,28 @@ import tempfile
 import time
 
 
+def _ephemeral_low() -> int:
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port(kind: int = socket.SOCK_STREAM) -> int:
-    """A port free on 127.0.0.1 now (for TCP, or for UDP with kind=socket.SOCK_DGRAM)."""
+    """A port free on 127.0.0.1 now (for TCP, or for UDP with kind=socket.SOCK_DGRAM), taken
+    below the ephemeral range: a port from that range can become the local port of any
+    process's outgoing connection before the server binds it (or between a stop and a
+    restart), and the bind then fails with "address already in use"."""
+    high = _ephemeral_low()
+    for _ in range(50):
+        port = random.randrange(10000, high)
+        with socket.socket(socket.AF_INET, kind) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
     with socket.socket(socket.AF_INET, kind) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
