@@ -22,19 +22,31 @@ import tempfile
 import time
 
 
+def _ephemeral_low() -> int:
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port(kind: int = socket.SOCK_STREAM) -> int:
-    """A port free on 127.0.0.1 now (for TCP, or for UDP with kind=socket.SOCK_DGRAM), below
-    the kernel's ephemeral range: a server restarted on its ports must find them free, and a
-    port in that range can be taken meanwhile as the local port of any outgoing connection."""
-    for _ in range(200):
-        port = random.randint(10_000, 32_767)      # 32768: the start of Linux's default range
+    """A port free on 127.0.0.1 now (for TCP, or for UDP with kind=socket.SOCK_DGRAM), taken
+    below the ephemeral range: a port from that range can become the local port of any
+    process's outgoing connection before the server binds it (or between a stop and a
+    restart), and the bind then fails with "address already in use"."""
+    high = _ephemeral_low()
+    for _ in range(50):
+        port = random.randrange(10000, high)
         with socket.socket(socket.AF_INET, kind) as s:
             try:
                 s.bind(("127.0.0.1", port))
             except OSError:
                 continue
             return port
-    raise RuntimeError("no free port below 32768")
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def other_transport_env() -> dict[str, str]:
@@ -52,6 +64,10 @@ def clean_env(**extra) -> dict[str, str]:
             **other_transport_env(), **extra}
 
 
+class _PortTaken(RuntimeError):
+    """The server could not bind a port chosen for it: another process took it first."""
+
+
 class ServerProcess:
     """One `iggy-fast server` process; restartable on the same ports and data dir."""
 
@@ -64,41 +80,79 @@ class ServerProcess:
         self.nofile = nofile        # RLIMIT_NOFILE (soft and hard) for the server, if set
         self.python = python        # another build's interpreter, to compare two builds
         self.cwd = cwd
+        self.extra_env = env or {}
+        self.args = list(args)
+        # by_env: the address and data dir go in as IGGY_TCP_ADDRESS / IGGY_SYSTEM_PATH, not flags.
+        self.by_env = by_env
+        self._choose_ports()
+        self.started = False        # once started, restarts keep the ports
+        self.proc = None
+        self.log_path = os.path.join(self.data_dir + ".log")
+
+    def _choose_ports(self) -> None:
         self.tcp_port = free_port()
         # Every transport is on by default: each gets a free port of its own.
         ports = other_transport_env()
         self.quic_port, self.http_port, self.websocket_port = (
             int(ports[name].rpartition(":")[2]) for name in ports)
-        self.env = {**os.environ, **ports, **(env or {})}
-        self.args = list(args)
-        # by_env: the address and data dir go in as IGGY_TCP_ADDRESS / IGGY_SYSTEM_PATH, not flags.
-        self.by_env = by_env
-        if by_env:
+        self.env = {**os.environ, **ports, **self.extra_env}
+        if self.by_env:
             self.env.update(IGGY_TCP_ADDRESS=self.address, IGGY_SYSTEM_PATH=self.data_dir)
-        self.proc = None
-        self.log_path = os.path.join(self.data_dir + ".log")
 
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.tcp_port}"
 
     def start(self, timeout: float = 20.0) -> "ServerProcess":
+        """Start and wait until it serves. A port this object chose that another process
+        took between free_port() and the server's bind (other test runs on the machine) is
+        chosen anew, on the first start only."""
+        attempts = 0
+        while True:
+            try:
+                self._start(timeout)
+            except _PortTaken:
+                attempts += 1
+                if self.started or attempts == 3:
+                    raise
+                self._choose_ports()
+                continue
+            self.started = True
+            return self
+
+    def _start(self, timeout: float) -> None:
         where = [] if self.by_env else ["--data-dir", self.data_dir, "--tcp-address", self.address]
         cmd = [self.python, "-m", "iggy_fast.cli", "server", *where,
                "--with-default-root-credentials", *self.args]
         self._log = open(self.log_path, "ab")
+        logged_before = self._log.seek(0, os.SEEK_END)     # a restart appends to the log
         self.proc = subprocess.Popen(cmd, env=self.env, stdout=self._log, stderr=self._log,
                                      preexec_fn=self._limit if self.nofile else None,
                                      cwd=self.cwd)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log()}")
+                message = f"server exited with {self.proc.returncode}:\n{self.log()}"
+                ours = {self.tcp_port, self.quic_port, self.http_port, self.websocket_port}
+                if any(f"cannot listen on 127.0.0.1:{port}: address already in use" in message
+                       for port in ours):
+                    self.proc = None
+                    self._log.close()
+                    raise _PortTaken(message)
+                raise RuntimeError(message)
             try:
                 with socket.create_connection(("127.0.0.1", self.tcp_port), timeout=0.2):
-                    return self
+                    pass
             except OSError:
                 time.sleep(0.05)
+                continue
+            # TCP listens first; the other transports (a self-signed certificate to make)
+            # and the signal handlers are ready once this line is logged.
+            with open(self.log_path, "rb") as f:
+                f.seek(logged_before)
+                if b"iggy-fast started" in f.read():
+                    return
+            time.sleep(0.02)
         raise RuntimeError(f"server did not listen in {timeout}s:\n{self.log()}")
 
     def _limit(self) -> None:

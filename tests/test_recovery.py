@@ -330,7 +330,7 @@ async def test_fsync_enforced_concurrent_producers_all_acknowledged(tmp_path):
     await c.create_topic(stream="s", name="t", partitions_count=1,
                          options={"enforce_fsync": "true"})
     topic = await c.get_topic("s", "t")
-    assert topic.options.to_scalar_dict()["enforce_fsync"] == "true"
+    assert topic.options.to_scalar_dict()["enforce_fsync"] is True     # shown typed
 
     async def producer(k):
         p = IggyClient(srv.address)

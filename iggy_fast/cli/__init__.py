@@ -14,7 +14,7 @@ import sys
 from iggy_fast import __version__
 
 # Modules of iggy_fast.cli, each adding its subcommands, in the order `--help` lists them.
-SUBCOMMANDS = ("server", "bench", "admin", "contexts", "top", "cluster")
+SUBCOMMANDS = ("server", "bench", "admin", "contexts", "top", "certs", "cluster")
 
 
 def main(argv=None) -> int:

@@ -36,13 +36,16 @@ from iggy_fast.server.transports import Endpoint, http_metrics
 from iggy_fast.server.transports.http import ROUTE_HOOKS, HttpEndpoint
 from iggy_fast.server.transports.sockets import os_reason
 from iggy_fast.server.transports.tcp import TcpEndpoint
+from iggy_fast.server.transports.websocket import WebSocketEndpoint
 
 log = logging.getLogger("iggy_fast")
 
-# The transports this server has, by configuration section (see transports/__init__.py).
+# The transports this server has, by configuration section (see transports/__init__.py), in
+# the order they start: TCP last, so that once TCP accepts, every transport is up.
 ENDPOINTS: dict[str, type[Endpoint]] = {
-    "tcp": TcpEndpoint,
     "http": HttpEndpoint,
+    "websocket": WebSocketEndpoint,
+    "tcp": TcpEndpoint,
 }
 # Routes other parts of the server add to the HTTP endpoint.
 ROUTE_HOOKS.append(http_metrics.add_routes)          # /metrics, /stats/rates

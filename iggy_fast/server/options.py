@@ -4,7 +4,8 @@ A TLV entry is [key_kind u8][key_len u32][key][value_kind u8][value_len u32][val
 (PROTOCOL.md §3); the block's codec is the protocol's (protocol/binary.py), and this
 module takes the entries it decodes. Known keys are checked and resolved to typed settings;
 a numeric key may come typed (Uint64, ...) or as a String ("7 days", "1 GiB"), as the
-official SDK's `options={...}` dict sends them. Unknown keys are kept and echoed, so newer clients work.
+official SDK's `options={...}` dict sends them, and is kept and shown in the catalog's kind
+whichever way it came. Unknown keys are kept and echoed verbatim, so newer clients work.
 
 A refusal's message names the key and the value (the reply carries only the code; the service
 logs the message). A topic's segment_size obeys the same rule as the server-wide
@@ -171,8 +172,9 @@ def resolve(entries, defaults: dict, current: dict | None = None,
             updatable_only: bool = False) -> tuple[dict, list]:
     """Apply option entries on top of `current` (or the defaults).
 
-    Returns (settings, explicit entries to keep). Sentinels: 0 means "server default" for
-    message_expiry and max_topic_size, as on the wire.
+    Returns (settings, explicit entries to keep: catalog keys in their catalog kind, see
+    `canonical`). Sentinels: 0 means "server default" for message_expiry and
+    max_topic_size, as on the wire.
     """
     settings = dict(current or defaults)
     seen = set()
@@ -214,7 +216,21 @@ def resolve(entries, defaults: dict, current: dict | None = None,
     if settings["max_topic_size"] != NEVER and settings["max_topic_size"] < settings["segment_size"]:
         raise InvalidTopicSize(f"option 'max_topic_size': {settings['max_topic_size']} is "
                                f"smaller than one segment ({settings['segment_size']} bytes)")
-    return settings, kept
+    return settings, canonical(kept, settings)
+
+
+def canonical(entries, settings: dict) -> list:
+    """Explicit entries as GetTopic shows them: a catalog key with its resolved value in the
+    catalog's kind (what DescribeOptions declares: `enforce_fsync` a Bool, `segment_size`
+    a Uint64 of bytes), whether the client sent it typed or as a String ("true", "1 GiB"),
+    as Iggy does; other keys verbatim."""
+    out = []
+    for key_kind, key, value_kind, value in entries:
+        spec = CATALOG.get(key.decode("utf-8", "replace")) if key_kind == STRING else None
+        if spec is not None:
+            value_kind, value = spec[0], spec[4](settings[spec[1]])
+        out.append((key_kind, key, value_kind, value))
+    return out
 
 
 def derived_entries(settings: dict, explicit_keys: set[str]) -> list:

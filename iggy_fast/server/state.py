@@ -66,7 +66,8 @@ _KINDS = {"streams", "topics", "partitions"}
 
 
 def _check_name(name: str, error: type[IggyError]) -> str:
-    if not 1 <= len(name.encode()) <= 255 or name.strip() != name or not name:
+    # Any name of 1..255 bytes, as Iggy: spaces included, leading, trailing or only.
+    if not 1 <= len(name.encode()) <= 255:
         raise error()
     return name
 
@@ -136,7 +137,7 @@ class Topic:
         self.created_at = created_at
         self.name = ""
         self.settings: dict = {}
-        self.explicit: list = []            # option TLV entries the client set, verbatim
+        self.explicit: list = []            # option TLV entries the client set (options.canonical)
         self.partitions: dict[int, Partition] = {}
         self.round_robin = 0                # cursor for Balanced partitioning
         self.extra: dict = {}               # room for other subsystems (consumer groups)
@@ -264,8 +265,11 @@ class State:
                 stream.topics[existing.id] = self.by_identity[identity] = existing
             existing.name = v["name"]
             existing.settings = {**self.defaults, **v["settings"]}
-            existing.explicit = [(k, bytes.fromhex(key_hex), vk, bytes.fromhex(v_hex))
-                                 for k, key_hex, vk, v_hex in v["explicit"]]
+            # Canonical: a record written before explicit options were kept typed shows
+            # them typed too.
+            existing.explicit = topic_options.canonical(
+                [(k, bytes.fromhex(key_hex), vk, bytes.fromhex(v_hex))
+                 for k, key_hex, vk, v_hex in v["explicit"]], existing.settings)
         elif existing is None:      # a partition's record never changes once created
             topic = self.by_identity[parent]
             path = self._partition_dir(topic.path, identity)
