@@ -8,13 +8,18 @@ from __future__ import annotations
 
 import asyncio
 import os
+import struct
 
 import pytest
 
-from iggy_fast import (Consumer, IggyClient, PollingStrategy, SendMessage, SyncIggyClient)
+from iggy_fast import Consumer, IggyClient, PollingStrategy, SendMessage, SyncIggyClient, _wire
+from iggy_fast._json import polled_json, send_json
+from iggy_fast.client.types import build_batch, encode_headers
 from iggy_fast.protocol import errors
-from iggy_fast.protocol.json_client import size
+from iggy_fast.protocol import json as js
 from iggy_fast.protocol.json import byte_size
+from iggy_fast.protocol.json_client import polled_payload, size
+from iggy_fast.protocol.models import PolledMessages
 from iggy_fast.server.transports.tls import self_signed
 
 pytestmark = pytest.mark.timeout(120)
@@ -257,3 +262,32 @@ async def test_https_with_a_verified_certificate(spawn, tmp_path, unique):
 def test_byte_sizes_read_back():
     for n in (0, 1, 999, 1000, 69_092, 123_456_789, 10**15):
         assert abs(size(byte_size(n)) - n) <= n / 1000
+
+
+def test_send_json_is_what_the_server_reads_back():
+    """The link's send body, parsed by the server's route decoder, is the client's batch."""
+    batch, count = build_batch([b"", b"x" * 1000, SendMessage(b"h", {"k": "v", "n": 7}, 2**100),
+                                SendMessage("s", None, 5)])
+    origin = int.from_bytes(batch[24:32], "little")
+    body = send_json(b'{"kind":"partition_id","value":"AQAAAA=="}', batch)
+    req = js.decode_request(lambda p, q, b: js.decode_send(p, q, b, origin),
+                            {"stream_id": "s", "topic_id": "t"}, {}, bytes(body))
+    assert (req.partitioning, req.partitioning_value, req.count) == (2, b"\x01\0\0\0", count)
+    assert bytes(req.batch) == bytes(batch)
+    with pytest.raises(errors.InvalidCommand):
+        send_json(b"{}", batch[:-1])
+
+
+def test_poll_json_reads_back_as_the_binary_reply():
+    """Stored batches written as the server's poll JSON come back as the same messages."""
+    stored = []
+    for base, timestamp, rows in ((10, 1_000, [(2**127 + 1, b"a", b"", 0), (7, b"", b"", 3)]),
+                                  (12, 2_000, [(8, b"c" * 300, encode_headers({"k": 1}), 0)])):
+        b = bytearray(_wire.build_batch(rows, 500))
+        b[8:24] = base.to_bytes(8, "little") + timestamp.to_bytes(8, "little")
+        stored.append(bytes(b))
+    binary = PolledMessages(struct.pack("<IQI", 3, 12, 3) + b"".join(stored))
+    via_json = PolledMessages(polled_payload(bytes(polled_json(3, 12, stored))))
+    assert (via_json.partition_id, via_json.current_offset, via_json.count) == (3, 12, 3)
+    assert list(via_json) == list(binary)
+    assert list(PolledMessages(polled_payload(bytes(polled_json(0, 0, []))))) == []

@@ -17,12 +17,12 @@ What JSON loses on the way: byte sizes arrive human-readable ("69.092 KB") and c
 the bytes that text stands for (to 3 significant decimals); topic options arrive as text, so
 their entries come back as String values.
 
-Messages: a send's batch becomes its JSON by the compiled `_json.polled_json` (it writes the
-messages array, header ids, base64 payloads and user headers straight from the batch; the
-server's send route reads that shape), and a poll's JSON becomes stored batches by the
-compiled `_json.batch_from_messages`, one batch per run of messages that share a server
-timestamp (a stored batch), with the offsets and timestamps set in its header. Neither makes a
-Python object per message beyond the dicts orjson parses.
+Messages: a send's batch becomes its JSON by the compiled `_json.send_json` (ids, base64
+payloads and user headers written straight from the batch: no Python object per message). A
+poll's JSON becomes stored batches by the compiled `_json.batch_from_messages`, one batch per
+run of messages that share a server timestamp (a stored batch), with the offsets and
+timestamps set in its header; the dicts orjson parses are the only per-message objects, and a
+short Python loop per message finds the runs (and puts back u128 ids orjson read as floats).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from urllib.parse import quote
 
 import orjson
 
-from iggy_fast._json import batch_from_messages, polled_json
+from iggy_fast._json import batch_from_messages, send_json
 from iggy_fast.protocol import binary
 from iggy_fast.protocol import binary as bn
 from iggy_fast.protocol import json as js
@@ -142,16 +142,13 @@ def _delete_offset_call(r) -> Call:
     return Call("DELETE", f"{_t(r)}/consumer-offsets/{seg(r.consumer)}", query)
 
 
-def send_body(r, batch) -> bytes:
-    """The JSON of a send: the partitioning, and the messages written from the batch by the
-    compiled poll writer (`{"partition_id":…,"messages":[…]}`, whose extra keys the server's
-    route ignores)."""
+def send_body(r, batch) -> bytearray:
+    """The JSON of a send: its partitioning, then the messages written from the producer
+    batch by the compiled `_json.send_json` (id, base64 payload, user headers if any)."""
     partitioning = {"kind": _PARTITIONING_NAMES.get(r.partitioning, "balanced")}
     if r.partitioning_value:
         partitioning["value"] = js.b64encode(bytes(r.partitioning_value))
-    messages = polled_json(0, 0, (batch,))
-    return b"".join((b'{"partitioning":', orjson.dumps(partitioning), b",",
-                     memoryview(messages)[1:]))
+    return send_json(orjson.dumps(partitioning), batch)
 
 
 # -- reply JSON -> binary payload --------------------------------------------------------------
@@ -258,13 +255,15 @@ def _sent(s) -> bytes:
 
 
 _RUN = struct.Struct("<QQQQ")       # partition_id, base_offset, base_timestamp, origin
+_FRAME, _DELTA = struct.Struct("<Q"), struct.Struct("<I")    # checksum @0, timestamp delta @28
 _IDS = re.compile(rb'"id":(\d+)')   # message ids in order (base64 has no quotes or colons)
 
 
 def polled_payload(raw: bytes) -> bytearray:
     """A poll reply's JSON as the binary PolledMessages payload (§7.5): the 16-byte head, then
     one batch per run of messages stored together (same server timestamp, consecutive
-    offsets), each message's origin timestamp kept as its delta from the run's first.
+    offsets), each message's origin timestamp kept as its delta from the run's first and its
+    checksum as the server reported it.
 
     orjson reads an integer past 64 bits as a float, and message ids are u128 (the server's
     own are random ones): such an id is put back from the raw text."""
@@ -291,10 +290,11 @@ def polled_payload(raw: bytes) -> bytearray:
                                   js.InexactInteger)
         _RUN.pack_into(run, 0, doc["partition_id"], offset, timestamp, origin)
         pos = 256
-        for m in messages[start:end]:
+        for m in messages[start:end]:       # the stored checksum, and the origin's delta
             h = m["header"]
+            _FRAME.pack_into(run, pos, h["checksum"])
             if h["origin_timestamp"] != origin:
-                struct.pack_into("<I", run, pos + 28, h["origin_timestamp"] - origin)
+                _DELTA.pack_into(run, pos + 28, h["origin_timestamp"] - origin)
             pos += 48 + h["payload_length"] + h["user_headers_length"]
         out += run
         start = end
