@@ -291,3 +291,22 @@ def test_poll_json_reads_back_as_the_binary_reply():
     assert (via_json.partition_id, via_json.current_offset, via_json.count) == (3, 12, 3)
     assert list(via_json) == list(binary)
     assert list(PolledMessages(polled_payload(bytes(polled_json(0, 0, []))))) == []
+
+
+async def test_reconnect_after_server_restart(fresh_server):
+    """The server's restart ends its tokens (a new signing secret): the link notices the lost
+    connection, and the client reconnects and logs in again."""
+    srv = fresh_server.start()
+    async with IggyClient(http_url(srv), reconnection_interval=0.2,
+                          heartbeat_interval=0.5) as c:
+        await c.create_stream("before")
+        srv.stop()
+        with pytest.raises((errors.Disconnected, errors.NotConnected,
+                            errors.CannotEstablishConnection)):
+            await c.get_streams()
+            await asyncio.sleep(1)
+            await c.get_streams()
+        srv.start()
+        assert [s.name for s in await c.get_streams()] == ["before"]
+        assert c.reconnects == 1
+        await c.create_stream("after")

@@ -164,8 +164,10 @@ class HttpLink(Link):
             raise RequestTimeout(f"no answer to {method} {path} from {self.address} within "
                                  f"{self.timeout} s; connection closed (is the server "
                                  f"overloaded, or the timeout too short?)") from None
-        except aiohttp.ClientConnectorError:
-            raise                                   # an OSError: connect() reports it
+        except aiohttp.ClientConnectorError as e:   # nothing was sent
+            await self._lost(e)
+            raise Disconnected(f"cannot reach {self.url} for {method} {path} "
+                               f"({type(e).__name__}: {e})") from None
         except aiohttp.ClientError as e:
             await self._lost(e)
             raise Disconnected(f"connection to {self.address} lost during {method} {path} "
