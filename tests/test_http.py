@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import socket
 import struct
 
 import aiohttp
@@ -14,9 +15,23 @@ import jwt as pyjwt
 import pytest
 from apache_iggy import Consumer, IggyClient, PollingStrategy, SendMessage
 
-from conftest import ServerProcess
+from conftest import ServerProcess, wait_for
 
 pytestmark = pytest.mark.timeout(120)
+
+
+def started(srv: ServerProcess) -> ServerProcess:
+    """`srv` once HTTP accepts too: start() waits for TCP only, and HTTP starts after it."""
+    assert wait_for(lambda: _accepts(srv.http_port)), srv.log()
+    return srv
+
+
+def _accepts(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+        return True
+    except OSError:
+        return False
 
 
 def b64(data: bytes) -> str:
@@ -62,6 +77,7 @@ class Api:
 
 @pytest.fixture
 async def http(server):
+    started(server)
     async with aiohttp.ClientSession() as session:
         yield Api(session, f"http://127.0.0.1:{server.http_port}")
 
@@ -183,8 +199,8 @@ async def test_wrong_password_and_malformed_login(http, server):
 
 
 async def test_expired_token_is_401(tmp_path):
-    srv = ServerProcess(tmp_path / "exp", env={"IGGY_HTTP_JWT_ACCESS_TOKEN_EXPIRY": "1 s",
-                                               "IGGY_HTTP_JWT_CLOCK_SKEW": "0 s"}).start()
+    env = {"IGGY_HTTP_JWT_ACCESS_TOKEN_EXPIRY": "1 s", "IGGY_HTTP_JWT_CLOCK_SKEW": "0 s"}
+    srv = started(ServerProcess(tmp_path / "exp", env=env).start())
     try:
         async with aiohttp.ClientSession() as session:
             api = await Api(session, f"http://127.0.0.1:{srv.http_port}").login()
@@ -453,7 +469,8 @@ async def test_malformed_json_wrong_types_and_unknown_routes(root, http):
 
 
 async def test_request_body_over_the_limit_is_413(tmp_path):
-    srv = ServerProcess(tmp_path / "lim", env={"IGGY_HTTP_MAX_REQUEST_SIZE": "10 KB"}).start()
+    env = {"IGGY_HTTP_MAX_REQUEST_SIZE": "10 KB"}
+    srv = started(ServerProcess(tmp_path / "lim", env=env).start())
     try:
         async with aiohttp.ClientSession() as session:
             api = await Api(session, f"http://127.0.0.1:{srv.http_port}").login()
@@ -472,7 +489,7 @@ async def test_request_body_over_the_limit_is_413(tmp_path):
 async def test_cors_preflight_and_headers(tmp_path):
     env = {"IGGY_HTTP_CORS_ALLOWED_ORIGINS": "https://ui.example, https://two.example",
            "IGGY_HTTP_CORS_EXPOSED_HEADERS": "iggy-durability"}
-    srv = ServerProcess(tmp_path / "cors", env=env).start()
+    srv = started(ServerProcess(tmp_path / "cors", env=env).start())
     try:
         async with aiohttp.ClientSession() as session:
             base = f"http://127.0.0.1:{srv.http_port}"

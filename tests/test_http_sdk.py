@@ -13,12 +13,14 @@ from apache_iggy import (Consumer, GlobalPermissions, HttpConfig, IggyClient, Pe
                          PollingStrategy, SendMessage, UserStatus)
 
 from conftest import ServerProcess
+from test_http import started
 from iggy_fast.server.transports.tls import self_signed
 
 pytestmark = pytest.mark.timeout(120)
 
 
 async def http_client(srv, credentials="iggy:iggy") -> IggyClient:
+    started(srv)
     c = IggyClient.from_connection_string(
         f"iggy+http://{credentials}@127.0.0.1:{srv.http_port}")
     await c.connect()
@@ -107,6 +109,7 @@ async def test_sdk_http_and_tcp_share_the_data(server):
 
 
 async def test_sdk_uses_the_jwt_of_a_personal_access_token_login(server):
+    started(server)
     async with aiohttp.ClientSession() as session:
         base = f"http://127.0.0.1:{server.http_port}"
         async with session.post(base + "/users/login",
@@ -136,9 +139,9 @@ async def test_sdk_uses_the_jwt_of_a_personal_access_token_login(server):
 
 async def test_https_with_a_certificate_made_here(tmp_path):
     cert, key = self_signed(str(tmp_path / "tls"))
-    srv = ServerProcess(tmp_path / "https", env={"IGGY_HTTP_TLS_ENABLED": "true",
-                                                 "IGGY_HTTP_TLS_CERT_FILE": cert,
-                                                 "IGGY_HTTP_TLS_KEY_FILE": key}).start()
+    srv = started(ServerProcess(tmp_path / "https", env={"IGGY_HTTP_TLS_ENABLED": "true",
+                                                         "IGGY_HTTP_TLS_CERT_FILE": cert,
+                                                         "IGGY_HTTP_TLS_KEY_FILE": key}).start())
     try:
         ctx = ssl.create_default_context(cafile=cert)
         async with aiohttp.ClientSession() as session:
