@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import struct
 
 import pytest
 
+from conftest import wait_for
 from iggy_fast import Consumer, IggyClient, PollingStrategy, SendMessage, SyncIggyClient, _wire
 from iggy_fast._json import polled_json, send_json
 from iggy_fast.client.types import build_batch, encode_headers
@@ -29,9 +31,21 @@ def http_url(srv, user: str = "iggy:iggy", options: str = "") -> str:
     return f"iggy+http://{user}@127.0.0.1:{srv.http_port}{options}"
 
 
+def http_ready(srv):
+    """`srv` once HTTP accepts (ServerProcess.start() waits for TCP, and HTTP starts after)."""
+    def accepts() -> bool:
+        try:
+            socket.create_connection(("127.0.0.1", srv.http_port), timeout=0.5).close()
+            return True
+        except OSError:
+            return False
+    assert wait_for(accepts), srv.log()
+    return srv
+
+
 @pytest.fixture
 async def client(server):
-    async with IggyClient(http_url(server)) as c:
+    async with IggyClient(http_url(http_ready(server))) as c:
         yield c
 
 
@@ -205,6 +219,7 @@ async def test_http_to_tcp_and_back(server, client, unique):
 
 def test_sync_client_over_http(server, unique):
     stream = unique("s")
+    http_ready(server)
     with SyncIggyClient(http_url(server)) as client:
         client.create_stream(stream)
         client.create_topic(stream, "t")
@@ -216,8 +231,8 @@ def test_sync_client_over_http(server, unique):
 
 
 async def test_token_is_refreshed_before_it_expires(spawn, tmp_path):
-    srv = spawn(tmp_path / "server", env={"IGGY_HTTP_JWT_ACCESS_TOKEN_EXPIRY": "10 s",
-                                          "IGGY_HTTP_JWT_CLOCK_SKEW": "0 s"})
+    srv = http_ready(spawn(tmp_path / "server", env={"IGGY_HTTP_JWT_ACCESS_TOKEN_EXPIRY": "10 s",
+                                                     "IGGY_HTTP_JWT_CLOCK_SKEW": "0 s"}))
     async with IggyClient(http_url(srv), heartbeat_interval=0) as client:
         first = client._link.token
         await asyncio.sleep(8.3)               # past 80% of the token's 10 s
@@ -237,9 +252,9 @@ async def test_unreachable_server(unique):
 
 async def test_https_with_a_verified_certificate(spawn, tmp_path, unique):
     cert, key = self_signed(str(tmp_path))
-    srv = spawn(tmp_path / "server", env={"IGGY_HTTP_TLS_ENABLED": "true",
-                                          "IGGY_HTTP_TLS_CERT_FILE": cert,
-                                          "IGGY_HTTP_TLS_KEY_FILE": key})
+    srv = http_ready(spawn(tmp_path / "server", env={"IGGY_HTTP_TLS_ENABLED": "true",
+                                                     "IGGY_HTTP_TLS_CERT_FILE": cert,
+                                                     "IGGY_HTTP_TLS_KEY_FILE": key}))
     options = f"?tls=true&tls_ca_file={cert}&tls_domain=localhost"
     async with IggyClient(http_url(srv, options=options)) as client:
         stream = unique("s")
@@ -296,7 +311,7 @@ def test_poll_json_reads_back_as_the_binary_reply():
 async def test_reconnect_after_server_restart(fresh_server):
     """The server's restart ends its tokens (a new signing secret): the link notices the lost
     connection, and the client reconnects and logs in again."""
-    srv = fresh_server.start()
+    srv = http_ready(fresh_server.start())
     async with IggyClient(http_url(srv), reconnection_interval=0.2,
                           heartbeat_interval=0.5) as c:
         await c.create_stream("before")

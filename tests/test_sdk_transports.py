@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import socket
 
 import pytest
 
+from conftest import wait_for
 from iggy_fast import Consumer, IggyClient, PollingStrategy
 from iggy_fast.client import aio
 from iggy_fast.protocol import errors
@@ -18,6 +20,14 @@ pytestmark = pytest.mark.timeout(120)
 TRANSPORT_NAMES = {"tcp": "TCP", "quic": "QUIC", "ws": "WebSocket", "http": "HTTP"}
 AVAILABLE = [t for t, spec in aio.TRANSPORTS.items()
              if importlib.util.find_spec(spec.partition(":")[0]) is not None]
+
+
+def accepts(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+        return True
+    except OSError:
+        return False
 
 
 def url(srv, transport: str, tls: bool = False) -> str:
@@ -59,6 +69,8 @@ async def session_flow(client, stream: str, transport: str) -> None:
 
 @pytest.mark.parametrize("transport", AVAILABLE)
 async def test_every_transport(server, transport, unique):
+    if transport == "http":         # HTTP starts after TCP (which start() waits for)
+        assert wait_for(lambda: accepts(server.http_port)), server.log()
     async with IggyClient(url(server, transport)) as client:
         await session_flow(client, unique("s"), transport)
 
@@ -74,6 +86,7 @@ def tls_server(tmp_path_factory):
            "IGGY_HTTP_TLS_ENABLED": "true", "IGGY_HTTP_TLS_CERT_FILE": cert,
            "IGGY_HTTP_TLS_KEY_FILE": key}
     srv = ServerProcess(data_dir, env=env).start()
+    assert wait_for(lambda: accepts(srv.http_port)), srv.log()
     yield srv
     assert srv.stop() == 0
 
