@@ -4,9 +4,9 @@ JSON back to the binary payload the client's decoders read.
 The async client speaks binary (protocol/client_codec.py) whatever the transport, so an HTTP
 link translates with the codecs that exist rather than a second client codec:
 
-    request body --binary.decode_*--> typed request --to_http()--> method, path, query, JSON
-    reply JSON --from_json()--> typed result (duck-typed as binary.py reads results)
-               --binary.encode_*--> reply payload
+    request body --binary.decode_*--> typed request --Route.call--> method, path, query, JSON
+    reply JSON --Route.reply: orjson, then the typed result (duck-typed as binary.py reads
+               results)--binary.encode_*--> reply payload
 
 `ROUTES` maps each command code to the binary decoder of its body, the HTTP call a typed
 request becomes (the inverse of the server's route decoders in protocol/json.py) and the
@@ -36,7 +36,6 @@ from urllib.parse import quote
 import orjson
 
 from iggy_fast._json import batch_from_messages, send_json
-from iggy_fast.protocol import binary
 from iggy_fast.protocol import binary as bn
 from iggy_fast.protocol import json as js
 from iggy_fast.protocol.errors import FeatureUnavailable, InvalidFormat, UndecodableReply
@@ -62,7 +61,7 @@ class Call(NamedTuple):
 class Route(NamedTuple):
     decode: Callable                     # request body -> typed request (binary.py)
     call: Callable                       # typed request -> Call
-    reply: Callable | None = None        # parsed reply JSON -> binary payload; None: empty
+    reply: Callable | None = None        # reply JSON (bytes) -> binary payload; None: empty
 
 
 # -- paths ------------------------------------------------------------------------------------
@@ -221,7 +220,7 @@ def _client(c, groups=()) -> SimpleNamespace:
 
 def _client_details(c):
     groups = {(g["stream_id"], g["topic_id"], g["group_id"]) for g in c["consumer_groups"]}
-    return binary.encode_client_details(_client(c, groups))
+    return bn.encode_client_details(_client(c, groups))
 
 
 def _stats(s) -> bytes:
@@ -231,7 +230,7 @@ def _stats(s) -> bytes:
     fields.update({name: size(s[name]) for name in sizes},
                   server_version=s["iggy_server_version"],
                   server_semver=s["iggy_server_semver"])
-    return binary.encode_stats(Stats(**fields))
+    return bn.encode_stats(Stats(**fields))
 
 
 def _cluster(m) -> bytes:
@@ -239,21 +238,22 @@ def _cluster(m) -> bytes:
                                                 ("tcp", "quic", "http", "websocket")),
                          0 if n["role"] == "leader" else 1,
                          0 if n["status"] == "healthy" else 1) for n in m["nodes"]]
-    return binary.encode_cluster_metadata(ClusterMetadata(m["name"], nodes))
+    return bn.encode_cluster_metadata(ClusterMetadata(m["name"], nodes))
 
 
 def _options(entries) -> bytes:
-    return binary.encode_options([(e["key"], js.KIND_BY_NAME.get(e["kind"], 1),
+    return bn.encode_options([(e["key"], js.KIND_BY_NAME.get(e["kind"], 1),
                                    bytes(e["default_value"]), e["description"])
                                   for e in entries])
 
 
 def _sent(s) -> bytes:
     c = s["confirmations"][0]
-    return binary.encode_sent(Sent(c["stream_id"], c["topic_id"], c["partition_id"],
+    return bn.encode_sent(Sent(c["stream_id"], c["topic_id"], c["partition_id"],
                                    c["base_offset"]))
 
 
+_POLL_HEAD = struct.Struct("<IQI")  # partition_id, current_offset, count
 _RUN = struct.Struct("<QQQQ")       # partition_id, base_offset, base_timestamp, origin
 _FRAME, _DELTA = struct.Struct("<Q"), struct.Struct("<I")    # checksum @0, timestamp delta @28
 _IDS = re.compile(rb'"id":(\d+)')   # message ids in order (base64 has no quotes or colons)
@@ -270,7 +270,7 @@ def polled_payload(raw: bytes) -> bytearray:
     doc = orjson.loads(raw)
     messages = doc["messages"]
     n = len(messages)
-    out = bytearray(binary._POLL_HEAD.pack(doc["partition_id"], doc["current_offset"], n))
+    out = bytearray(_POLL_HEAD.pack(doc["partition_id"], doc["current_offset"], n))
     ids = None
     start = 0
     while start < n:
@@ -323,7 +323,7 @@ def session_payload(raw: bytes) -> tuple[bytes, str, int]:
     """A login's IdentityInfo JSON: (the binary login reply, the JWT, its expiry in unix s)."""
     doc = orjson.loads(raw)
     token = doc["access_token"]
-    return (bytes(binary.encode_session(Session(doc["user_id"], 0))), token["token"],
+    return (bytes(bn.encode_session(Session(doc["user_id"], 0))), token["token"],
             token["expiry"])
 
 
