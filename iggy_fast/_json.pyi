@@ -18,3 +18,8 @@ def batch_from_messages(messages: list, origin_timestamp: int, header_block: Cal
     `_wire.build_batch` makes of the same messages; `header_block` turns user headers into
     their TLV block, `bad(field, why)` makes the error for a malformed message, `inexact` is
     raised for an id the JSON parser read as a float."""
+
+def send_json(partitioning: bytes, batch: Buffer) -> bytearray:
+    """An HTTP send's body: `{"partitioning":<partitioning>,"messages":[{id, payload:
+    base64, user_headers?}, ...]}` written from the producer `batch` in one pass (the client
+    direction of batch_from_messages). InvalidCommand for a truncated batch."""

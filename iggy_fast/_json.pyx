@@ -368,3 +368,53 @@ def batch_from_messages(list messages, uint64_t origin_timestamp, header_block, 
     st32(o + 48, <uint32_t>count)
     st64(o + 40, _wire.batch_checksum(out))
     return out
+
+
+def send_json(bytes partitioning, batch) -> bytearray:
+    """The body of an HTTP send (the client direction of `batch_from_messages`): the
+    partitioning's JSON as given, then each message of the producer `batch` as
+    {"id":…,"payload":"<base64>"} (with "user_headers":[…] when it has any), the leanest
+    shape the send route reads. InvalidCommand for a truncated batch."""
+    cdef const uint8_t[::1] view = memoryview(batch).cast("B")
+    cdef Py_ssize_t n = view.shape[0], fpos = HDR
+    cdef const uint8_t *f
+    cdef uint32_t count, i, hlen, plen
+    cdef size_t bound = 40 + len(partitioning)
+    if n < HDR or <Py_ssize_t>ld64(&view[0] + 32) != n:
+        raise InvalidCommand("truncated batch")
+    count = ld32(&view[0] + 48)
+    for i in range(count):             # pass 1: check the framing, bound the size
+        if fpos + MSG_HDR > n:
+            raise InvalidCommand("truncated message")
+        f = &view[0] + fpos
+        hlen = ld32(f + 32)
+        plen = ld32(f + 36)
+        if fpos + MSG_HDR + <Py_ssize_t>hlen + plen > n:
+            raise InvalidCommand("truncated message")
+        bound += 80 + b64_size(plen) + HEADERS_FACTOR * <size_t>hlen
+        fpos += MSG_HDR + hlen + plen
+    out = PyByteArray_FromStringAndSize(NULL, bound)
+    cdef char *start = PyByteArray_AS_STRING(out)
+    cdef char *w = iggy_lit(start, b'{"partitioning":', 16)
+    w = iggy_lit(w, partitioning, len(partitioning))
+    w = iggy_lit(w, b',"messages":[', 13)
+    fpos = HDR
+    for i in range(count):             # pass 2: write
+        f = &view[0] + fpos
+        hlen = ld32(f + 32)
+        plen = ld32(f + 36)
+        if i:
+            w = iggy_lit(w, b",", 1)
+        w = iggy_lit(w, b'{"id":', 6)
+        w = iggy_u128(w, ld64(f + 8), ld64(f + 16))
+        w = iggy_lit(w, b',"payload":"', 12)
+        w = iggy_b64(w, f + MSG_HDR, plen)
+        w = iggy_lit(w, b'"', 1)
+        if hlen:
+            w = iggy_lit(w, b',"user_headers":', 16)
+            w = write_headers(w, f + MSG_HDR + plen, hlen)
+        w = iggy_lit(w, b"}", 1)
+        fpos += MSG_HDR + hlen + plen
+    w = iggy_lit(w, b"]}", 2)
+    PyByteArray_Resize(out, w - start)
+    return out

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import socket
 
 import pytest
 
+from conftest import wait_for
 from iggy_fast import Consumer, IggyClient, PollingStrategy
 from iggy_fast.client import aio
 from iggy_fast.protocol import errors
@@ -18,6 +20,14 @@ pytestmark = pytest.mark.timeout(120)
 TRANSPORT_NAMES = {"tcp": "TCP", "quic": "QUIC", "ws": "WebSocket", "http": "HTTP"}
 AVAILABLE = [t for t, spec in aio.TRANSPORTS.items()
              if importlib.util.find_spec(spec.partition(":")[0]) is not None]
+
+
+def accepts(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+        return True
+    except OSError:
+        return False
 
 
 def url(srv, transport: str, tls: bool = False) -> str:
@@ -31,7 +41,11 @@ def url(srv, transport: str, tls: bool = False) -> str:
 
 
 async def session_flow(client, stream: str, transport: str) -> None:
-    assert (await client.get_me()).transport == TRANSPORT_NAMES[transport]
+    # HTTP has no session: no GetMe, no group membership (test_sdk_http.py checks that they
+    # raise FeatureUnavailable).
+    session = transport != "http"
+    if session:
+        assert (await client.get_me()).transport == TRANSPORT_NAMES[transport]
     await client.create_stream(stream)
     await client.create_topic(stream, "t", partitions_count=2)
     sent = await client.send_messages(stream, "t", 1, [b"one", "two", memoryview(b"three")])
@@ -42,10 +56,11 @@ async def session_flow(client, stream: str, transport: str) -> None:
                                         polling_strategy=PollingStrategy.First())
     assert [m.payload for m in polled] == big
     await client.create_consumer_group(stream, "t", "g")
-    await client.join_consumer_group(stream, "t", "g")
-    assert sorted((await client.sync_consumer_group(stream, "t", "g")).partitions) == [0, 1]
-    group_poll = await client.poll_messages(stream, "t", partition_id=1,
-                                            consumer=Consumer.group("g"), auto_commit=True)
+    if session:
+        await client.join_consumer_group(stream, "t", "g")
+        assert sorted((await client.sync_consumer_group(stream, "t", "g")).partitions) == [0, 1]
+    group_poll = await client.poll_messages(stream, "t", partition_id=1, auto_commit=True,
+                                            consumer=Consumer.group("g") if session else 9)
     assert [m.payload for m in group_poll] == [b"one", b"two", b"three"]
     with pytest.raises(errors.TopicIdNotFound):
         await client.delete_topic(stream, "missing")
@@ -54,6 +69,8 @@ async def session_flow(client, stream: str, transport: str) -> None:
 
 @pytest.mark.parametrize("transport", AVAILABLE)
 async def test_every_transport(server, transport, unique):
+    if transport == "http":         # HTTP starts after TCP (which start() waits for)
+        assert wait_for(lambda: accepts(server.http_port)), server.log()
     async with IggyClient(url(server, transport)) as client:
         await session_flow(client, unique("s"), transport)
 
@@ -61,14 +78,22 @@ async def test_every_transport(server, transport, unique):
 @pytest.fixture(scope="module")
 def tls_server(tmp_path_factory):
     from conftest import ServerProcess
-    env = {"IGGY_TCP_TLS_ENABLED": "true", "IGGY_WEBSOCKET_TLS_ENABLED": "true"}
-    srv = ServerProcess(tmp_path_factory.mktemp("tls") / "server", env=env).start()
+    from iggy_fast.server.transports.tls import self_signed
+    data_dir = tmp_path_factory.mktemp("tls") / "server"
+    # HTTPS takes certificate files: the ones the server would make itself for TCP and wss.
+    cert, key = self_signed(str(data_dir))
+    env = {"IGGY_TCP_TLS_ENABLED": "true", "IGGY_WEBSOCKET_TLS_ENABLED": "true",
+           "IGGY_HTTP_TLS_ENABLED": "true", "IGGY_HTTP_TLS_CERT_FILE": cert,
+           "IGGY_HTTP_TLS_KEY_FILE": key}
+    srv = ServerProcess(data_dir, env=env).start()
+    assert wait_for(lambda: accepts(srv.http_port)), srv.log()
     yield srv
     assert srv.stop() == 0
 
 
-@pytest.mark.parametrize("transport", [t for t in AVAILABLE if t in ("tcp", "ws", "quic")])
+@pytest.mark.parametrize("transport", [t for t in AVAILABLE if t in ("tcp", "ws", "quic", "http")])
 async def test_every_transport_with_tls(tls_server, transport, unique):
-    """With the server's certificate verified against its CA (QUIC is always TLS)."""
+    """With the server's certificate verified against its CA (QUIC is always TLS; HTTP is
+    HTTPS)."""
     async with IggyClient(url(tls_server, transport, tls=True)) as client:
         await session_flow(client, unique("s"), transport)
