@@ -34,6 +34,7 @@ from iggy_fast.config import TRANSPORTS
 from iggy_fast.server.core import Server, StartupError
 from iggy_fast.server.transports import Endpoint
 from iggy_fast.server.transports.sockets import os_reason
+from iggy_fast.server.transports.quic import QuicEndpoint
 from iggy_fast.server.transports.tcp import TcpEndpoint
 
 log = logging.getLogger("iggy_fast")
@@ -41,6 +42,7 @@ log = logging.getLogger("iggy_fast")
 # The transports this server has, by configuration section (see transports/__init__.py).
 ENDPOINTS: dict[str, type[Endpoint]] = {
     "tcp": TcpEndpoint,
+    "quic": QuicEndpoint,
 }
 
 
