@@ -50,9 +50,9 @@ from iggy_fast.server.transports import Endpoint, tls
 from iggy_fast.server.transports.sockets import bind
 
 log = logging.getLogger("iggy_fast.quic")
-# aioquic logs a few INFO lines per connection (version, ALPN, close) to "quic": our own line
-# per failed connection says what matters.
-logging.getLogger("quic").setLevel(logging.WARNING)
+# aioquic logs a few INFO lines per connection (version, ALPN, close) and a WARNING per
+# protocol error to "quic": our own line per failed connection (with the peer) says it once.
+logging.getLogger("quic").setLevel(logging.ERROR)
 
 HEADER_SIZE = 256
 HIGH_WATER = 4 * 1024 * 1024     # unacknowledged reply bytes above which the driver waits
