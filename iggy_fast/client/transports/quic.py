@@ -51,9 +51,10 @@ class QuicLink(FramedLink):
     """One QUIC connection to a server (see the module docstring)."""
 
     def __init__(self, address: str, timeout: float = 30.0, server_name: str = "localhost",
-                 tls_ca_file: str | None = None):
+                 tls_ca_file: str | None = None, max_datagram_size: int = 1200):
         super().__init__(address, timeout)
         self.server_name = server_name
+        self.max_datagram_size = max_datagram_size      # what we send; 1200 passes any path
         self.tls_ca_file = tls_ca_file
         self.protocol: _Protocol | None = None
         self.transport = None
@@ -69,7 +70,8 @@ class QuicLink(FramedLink):
                                                          type=socket.SOCK_DGRAM))[0]
         configuration = QuicConfiguration(
             is_client=True, server_name=self.server_name, max_data=WINDOW,
-            max_stream_data=WINDOW, idle_timeout=max(self.timeout, 10.0))
+            max_stream_data=WINDOW, max_datagram_size=self.max_datagram_size,
+            idle_timeout=max(self.timeout, 10.0))
         if self.tls_ca_file:
             configuration.load_verify_locations(self.tls_ca_file)
         else:

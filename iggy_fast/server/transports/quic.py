@@ -44,7 +44,7 @@ from aioquic.quic import events
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.packet import QuicErrorCode
 
-from iggy_fast.config import ConfigError, parse_duration_us, split_address
+from iggy_fast.config import ConfigError, parse_duration_us, parse_size, split_address
 from iggy_fast.server.connection import Connection, reply_bytes
 from iggy_fast.server.transports import Endpoint, tls
 from iggy_fast.server.transports.sockets import bind
@@ -58,6 +58,7 @@ HEADER_SIZE = 256
 HIGH_WATER = 4 * 1024 * 1024     # unacknowledged reply bytes above which the driver waits
 LOW_WATER = 1024 * 1024
 WINDOW = 16 * 1024 * 1024        # initial connection and stream flow-control windows
+MIN_DATAGRAM, MAX_DATAGRAM = 1200, 65527     # QUIC's bounds on a UDP payload (RFC 9000 §14)
 
 
 class QuicClientConnection(QuicConnectionProtocol):
@@ -228,8 +229,12 @@ class QuicEndpoint(Endpoint):
         super().__init__(cfg)
         quic = cfg["quic"]
         cert_cfg = quic["certificate"]
+        mtu = parse_size(quic["initial_mtu"])
+        if not MIN_DATAGRAM <= mtu <= MAX_DATAGRAM:
+            raise ConfigError(f"quic.initial_mtu {quic['initial_mtu']} is outside "
+                              f"{MIN_DATAGRAM}..{MAX_DATAGRAM} bytes")
         self.configuration = QuicConfiguration(
-            is_client=False, max_data=WINDOW, max_stream_data=WINDOW,
+            is_client=False, max_data=WINDOW, max_stream_data=WINDOW, max_datagram_size=mtu,
             idle_timeout=parse_duration_us(quic["max_idle_timeout"]) / 1e6)
         self.keep_alive = parse_duration_us(quic["keep_alive_interval"]) / 1e6
         # Checks the files (or that a self-signed one is allowed), naming what is wrong.
