@@ -272,3 +272,20 @@ def test_an_unusable_quic_certificate_is_named(tmp_path):
     line = one_line(done)
     assert line.startswith("iggy-fast: configuration error: quic.certificate") and str(bad) in line
     assert not (tmp_path / "d").exists()
+
+
+def test_a_datagram_size_quic_cannot_use_is_named(tmp_path):
+    done = start_failing(tmp_path / "d", env={"IGGY_QUIC_INITIAL_MTU": "1000 B"})
+    line = one_line(done)
+    assert line == ("iggy-fast: configuration error: quic.initial_mtu 1000 B is outside "
+                    "1200..65527 bytes"), line
+
+
+async def test_the_sdk_takes_larger_datagrams(tmp_path):
+    """quic.initial_mtu 1452 B: the official SDK (which accepts up to 1472 B) is served."""
+    srv = ServerProcess(tmp_path / "data", env={"IGGY_QUIC_INITIAL_MTU": "1452 B"}).start()
+    try:
+        c = await quic_client(srv)
+        await round_trip(c, "large-datagrams")
+    finally:
+        assert srv.stop() == 0
