@@ -17,7 +17,9 @@ from apache_iggy import (AutoLogin, Consumer, IggyClient, PollingStrategy, QuicC
 
 from conftest import ROOT, ServerProcess, wait_for
 from iggy_fast._wire import Reader, Writer
+from iggy_fast.bench.actors import make_batch
 from iggy_fast.client import BlockingClient
+from iggy_fast.client.core import send_messages_body
 from iggy_fast.client.transports.quic import QuicLink
 from iggy_fast.protocol.errors import IggyError
 from test_startup import one_line, start_failing
@@ -214,6 +216,27 @@ async def test_quic_link_logs_in_and_pipelines_requests_in_order(srv):
     assert e.value.code == 1009
     await link.close()
     assert link.closed
+
+
+async def test_pipelined_fsync_sends_are_answered_in_order(tmp_path):
+    """With fsync enforced each send's reply is awaited, so the driver stops reading: the
+    requests that arrive meanwhile on other streams wait and are served in order after it."""
+    srv = ServerProcess(tmp_path / "data",
+                        env={"IGGY_SYSTEM_PARTITION_ENFORCE_FSYNC": "true"}).start()
+    try:
+        link = QuicLink(f"127.0.0.1:{srv.quic_port}", timeout=30)
+        await link.connect()
+        await link.login(*ROOT)
+        await link.request(202, Writer().name("fsynced").getvalue())
+        await link.request(302, Writer().identifier("fsynced").u32(1).name("t").getvalue())
+        batch = make_batch(10, 100)
+        body = send_messages_body("fsynced", "t", 0, 10)
+        replies = await asyncio.gather(*[link.request(101, body, (batch,)) for _ in range(12)])
+        assert [int.from_bytes(r[16:24], "little") for r in replies] == list(range(0, 120, 10))
+        await link.close()
+    finally:
+        assert srv.stop() == 0
+    assert "Traceback" not in srv.log()
 
 
 # -- bad input --------------------------------------------------------------------------------

@@ -97,7 +97,9 @@ class QuicLink(FramedLink):
         quic = self.protocol._quic
         sid = quic.get_next_available_stream_id()
         self.order.append(sid)
-        quic.send_stream_data(sid, b"".join(pieces), end_stream=True)
+        for piece in pieces:         # aioquic copies each into the stream's buffer: no join
+            quic.send_stream_data(sid, piece)
+        quic.send_stream_data(sid, b"", end_stream=True)
         self.protocol.transmit()
 
     def _stream_data(self, sid: int, data: bytes, end: bool) -> None:

@@ -17,11 +17,17 @@ data arrives, not as it is consumed, so the bound on what a client can make the 
 the number of streams it may open (aioquic's 128 at a time, renewed as streams end) times the
 frame limit above. Received requests are fed only while the driver reads: when it pauses
 (a reply being awaited, an fsync'd send; or replies not yet acknowledged above HIGH_WATER
-bytes), completed requests wait in a FIFO of their own and are fed when it resumes, so the
+bytes), completed requests wait here (by stream id) and are fed when it resumes, so the
 driver's receive buffer is never reused under an awaited request. The write side is measured
 as the reply bytes aioquic still holds unacknowledged on our streams; once above HIGH_WATER the
 driver stops dispatching, and each datagram received (carrying ACKs) checks whether it fell to
 LOW_WATER. Windows are large (WINDOW) so one 1 MB batch is not throttled by credit round trips.
+
+Order: requests are fed in stream-id order (0, 4, 8, ...: the order the client opened its
+streams, which QUIC keeps), not in the order their FINs happen to arrive, so a client that
+pipelines requests on several streams has them served as sent, as on TCP. A stream opened but
+never finished therefore holds back the later ones of its connection (only), until the idle
+timeout closes it.
 
 Failures: a connection that ends with an error (a failed handshake, a protocol error, a peer
 that closed with an error code) is logged as one line with the peer's address; a datagram that
@@ -45,7 +51,8 @@ from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.packet import QuicErrorCode
 
 from iggy_fast.config import ConfigError, parse_duration_us, parse_size, split_address
-from iggy_fast.server.connection import Connection, reply_bytes
+from iggy_fast._log import FileRegion
+from iggy_fast.server.connection import Connection
 from iggy_fast.server.transports import Endpoint, tls
 from iggy_fast.server.transports.sockets import bind
 
@@ -73,7 +80,8 @@ class QuicClientConnection(QuicConnectionProtocol):
         self.address = None          # "host:port" of the peer, from its first datagram
         self.incoming: dict[int, list] = {}      # stream id -> chunks until its FIN
         self.incoming_size: dict[int, int] = {}
-        self.held = deque()          # complete requests (stream id, frame) not fed yet
+        self.held: dict[int, bytes] = {}         # stream id -> complete request not fed yet
+        self.next_sid = 0            # the stream whose request is fed next (ids 0, 4, 8, ...)
         self.awaiting = deque()      # stream ids fed to the driver, in order, not answered
         self.unacked: list = []      # our reply streams aioquic may still hold data of
         self.reading = True          # the driver reads (not paused)
@@ -128,16 +136,17 @@ class QuicClientConnection(QuicConnectionProtocol):
                 or int.from_bytes(frame[48:52], "little") != len(frame)):
             self._fail(f"stream {sid} holds {len(frame)} bytes, not one request frame")
             return
-        self.held.append((sid, frame))
+        self.held[sid] = frame
         self._feed()
 
     def _feed(self) -> None:
-        """Hand held requests to the driver while it reads."""
+        """Hand held requests to the driver in stream order, while it reads."""
         held, driver = self.held, self.driver
-        while held and self.reading and not self.ended:
-            sid, frame = held.popleft()
+        while self.reading and self.next_sid in held and not self.ended:
+            sid = self.next_sid
+            self.next_sid += 4
             self.awaiting.append(sid)
-            driver.feed(frame)
+            driver.feed(held.pop(sid))
 
     def _terminated(self, event) -> None:
         if not self.ended:
@@ -180,7 +189,12 @@ class QuicClientConnection(QuicConnectionProtocol):
             self._fail("a reply without a request stream")
             return
         sid = self.awaiting.popleft()
-        self._quic.send_stream_data(sid, reply_bytes(pieces), end_stream=True)
+        send = self._quic.send_stream_data
+        # Piece by piece: aioquic copies each into the stream's buffer, so joining them first
+        # would copy a poll reply twice. Stored batches are read in (no sendfile into QUIC).
+        for piece in pieces:
+            send(sid, piece.read() if type(piece) is FileRegion else piece)
+        send(sid, b"", end_stream=True)
         self.unacked.append(sid)
         self._transmit_soon()
 
