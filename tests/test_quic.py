@@ -19,7 +19,7 @@ from conftest import ROOT, ServerProcess, wait_for
 from iggy_fast._wire import Reader, Writer
 from iggy_fast.bench.actors import make_batch
 from iggy_fast.client import BlockingClient
-from iggy_fast.client.core import send_messages_body
+from iggy_fast.client.core import poll_body, send_messages_body
 from iggy_fast.client.transports.quic import QuicLink
 from iggy_fast.protocol.errors import IggyError
 from test_startup import one_line, start_failing
@@ -237,6 +237,27 @@ async def test_pipelined_fsync_sends_are_answered_in_order(tmp_path):
     finally:
         assert srv.stop() == 0
     assert "Traceback" not in srv.log()
+
+
+async def test_pipelined_large_polls_pass_the_write_high_water_mark(srv):
+    """Eight 1 MB polls in flight: more than the server lets wait unacknowledged (4 MiB), so it
+    stops dispatching until the client's ACKs come back, then serves the rest, in order."""
+    link = QuicLink(f"127.0.0.1:{srv.quic_port}", timeout=60)
+    await link.connect()
+    await link.login(*ROOT)
+    await link.request(202, Writer().name("large-polls").getvalue())
+    await link.request(302, Writer().identifier("large-polls").u32(1).name("t").getvalue())
+    batch = make_batch(1000, 1000)
+    body = send_messages_body("large-polls", "t", 0, 1000)
+    for _ in range(8):
+        await link.request(101, body, (batch,))
+    polls = await asyncio.gather(*[link.request(100, poll_body(
+        "large-polls", "t", 0, 1, offset, 1000, False)) for offset in range(0, 8000, 1000)])
+    for offset, reply in zip(range(0, 8000, 1000), polls):
+        assert int.from_bytes(reply[12:16], "little") == 1000      # messages in the reply
+        assert len(reply) > 1000 * 1000
+        assert int.from_bytes(reply[24:32], "little") == offset    # its batch's base offset
+    await link.close()
 
 
 # -- bad input --------------------------------------------------------------------------------
