@@ -168,7 +168,10 @@ class QuicClientConnection(QuicConnectionProtocol):
         self.transmit()
 
     def _unacked_bytes(self) -> int:
-        """Reply bytes aioquic still holds (unsent or unacknowledged) on our streams."""
+        """Reply bytes aioquic still holds (unsent or unacknowledged) on our streams.
+
+        aioquic has no public measure of this: it reads the connection's stream table and each
+        sender's buffer, which drops a stream's bytes as the peer acknowledges them."""
         streams = self._quic._streams
         total = 0
         live = []
