@@ -50,8 +50,8 @@ from aioquic.quic import events
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.packet import QuicErrorCode
 
-from iggy_fast.config import ConfigError, parse_duration_us, parse_size, split_address
 from iggy_fast._log import FileRegion
+from iggy_fast.config import ConfigError, parse_duration_us, parse_size, split_address
 from iggy_fast.server.connection import Connection
 from iggy_fast.server.transports import Endpoint, tls
 from iggy_fast.server.transports.sockets import bind
@@ -103,16 +103,25 @@ class QuicClientConnection(QuicConnectionProtocol):
         kind = type(event)
         if kind is events.StreamDataReceived:
             self._stream_data(event)
-        elif kind is events.HandshakeCompleted:
-            self.driver = Connection(self.server, self, "QUIC", self.address or "unknown")
+        elif kind is events.HandshakeCompleted and self.driver is None:
+            self._connect()
         elif kind is events.ConnectionTerminated:
             self._terminated(event)
         elif kind is events.StreamReset:
             self._fail(f"the client reset stream {event.stream_id}")
 
+    def _connect(self) -> None:
+        """The connection becomes a client (or is refused, over a connection limit)."""
+        self.driver = Connection(self.server, self, "QUIC", self.address or "unknown")
+
     def _stream_data(self, event) -> None:
         sid = event.stream_id
-        if self.driver is None or self.ended or not self.driver.open:
+        if self.ended:
+            return
+        if self.driver is None:
+            # 1-RTT data can be decrypted, and so arrive, just before the client's Finished.
+            self._connect()
+        if not self.driver.open:
             return
         if sid & 3:                  # not a client-initiated bidirectional stream
             self._fail(f"stream {sid} is not a client-initiated bidirectional stream")
