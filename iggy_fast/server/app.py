@@ -40,9 +40,11 @@ from iggy_fast.server.transports.tcp import TcpEndpoint
 log = logging.getLogger("iggy_fast")
 
 # The transports this server has, by configuration section (see transports/__init__.py).
+# Started in this order: TCP last, so that a TCP port accepting (what tests and scripts wait
+# for) means every endpoint is up.
 ENDPOINTS: dict[str, type[Endpoint]] = {
-    "tcp": TcpEndpoint,
     "quic": QuicEndpoint,
+    "tcp": TcpEndpoint,
 }
 
 
