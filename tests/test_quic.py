@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import os
+import random
 import socket
 
 import pytest
@@ -265,7 +266,7 @@ async def test_pipelined_large_polls_pass_the_write_high_water_mark(srv):
 async def test_garbage_datagrams_disturb_no_client(srv):
     quic, tcp = await quic_client(srv), await tcp_client(srv)
     await quic.create_stream("before-garbage")
-    rng = __import__("random").Random(9)
+    rng = random.Random(9)
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         for size in (0, 1, 5, 20, 100, 1199, 1200, 1350, 1500, 9000):
             for first in (0x00, 0x40, 0xC0, 0xFF):       # short and long header forms
