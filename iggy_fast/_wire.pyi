@@ -114,3 +114,15 @@ def build_batch(messages: list[tuple[int, Buffer, Buffer, int]], origin_timestam
     """Encode (id, payload, user_headers, timestamp_delta) tuples as one producer batch."""
 def iter_messages(batches: Buffer) -> list[tuple[int, int, int, int, bytes, bytes, int]]:
     """(offset, timestamp, origin_timestamp, id, payload, user_headers, checksum) per message."""
+
+def encode_batch(payloads: list[Buffer | str], origin_timestamp: int,
+                 headers: Buffer | list[Buffer | None] | None = None,
+                 ids: list[int] | Buffer | None = None) -> bytearray:
+    """One producer batch from payloads (bytes, str as UTF-8, buffers), each copied once in C;
+    `headers` one encoded block for all or one per message; `ids` one int per message, 16
+    random bytes per message (UUIDv4 ids), or None (all 0)."""
+def poll_summary(body: Buffer) -> tuple[int, int, int, int, int, int]:
+    """(partition_id, current_offset, count, first_offset, last_offset, payload_bytes) of a
+    PollMessages reply body, every frame bound checked (offsets -1 when empty)."""
+def poll_payloads(body: Buffer) -> list[memoryview]:
+    """Each payload of a PollMessages reply body, as a memoryview slice of it (no copy)."""

@@ -23,7 +23,9 @@ Nothing here does I/O or reads a clock. Frames are parsed where they sit in the 
 buffer; a batch is validated and stamped in place and never copied message by message.
 """
 
-from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING
+from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
+from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING, PyBytes_GET_SIZE
+from cpython.unicode cimport PyUnicode_AsUTF8AndSize
 from iggy_fast._bytes cimport ld32, ld64, st32, st64
 from libc.stdint cimport uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport malloc, free
@@ -31,7 +33,8 @@ from libc.string cimport memcpy, memmove, memset
 
 import sys
 
-from iggy_fast.protocol.errors import InvalidCommand, PartitionNotFound, ProtocolViolation
+from iggy_fast.protocol.errors import (InvalidCommand, InvalidMessagesCount, PartitionNotFound,
+                                       ProtocolViolation, TooBigMessagePayload)
 
 if sys.byteorder != "little":  # pragma: no cover
     raise ImportError("iggy_fast._wire supports little-endian hosts only")
@@ -739,5 +742,194 @@ def iter_messages(const uint8_t[::1] batches not None):
                 ld64(f),
             ))
             fpos += MSG_HDR + hlen + plen
+        pos = end
+    return out
+
+
+# ----------------------------------------------------------------------------------------
+# The client's data path: a batch encoded from the caller's payloads, a poll reply read
+# where it lies.
+
+cdef enum:
+    MAX_PAYLOAD = 64000000          # the SDK's limit on one payload (PROTOCOL.md §7.8)
+    MAX_USER_HEADERS = 100000
+
+
+cdef int data_of(object obj, const char **data, Py_ssize_t *size, Py_buffer *view) except -1:
+    """Point at the bytes of a payload: bytes and str (its UTF-8, cached by CPython) directly,
+    anything else through the buffer protocol. Returns 1 when `view` must be released."""
+    if type(obj) is bytes:
+        data[0] = PyBytes_AS_STRING(obj)
+        size[0] = PyBytes_GET_SIZE(obj)
+        return 0
+    if type(obj) is str:
+        data[0] = PyUnicode_AsUTF8AndSize(obj, size)
+        return 0
+    PyObject_GetBuffer(obj, view, PyBUF_SIMPLE)
+    data[0] = <const char *>view.buf
+    size[0] = view.len
+    return 1
+
+
+def encode_batch(list payloads not None, uint64_t origin_timestamp, headers=None, ids=None):
+    """Encode payloads (bytes, str as UTF-8, or any buffer) as one producer batch.
+
+    Each payload is copied once, by C, into its frame of the batch; no Python object is made
+    per message. `headers` is None, one encoded user-header block for every message, or a
+    list with a block (or None) per message. `ids` is None (every id 0), a list of ints, or
+    16 random bytes per message (e.g. os.urandom), which become UUIDv4 ids as the official
+    SDK mints for messages sent without one.
+    """
+    cdef Py_ssize_t n = len(payloads), i, total = HDR, size, hsize, pos = HDR
+    cdef Py_ssize_t shared = 0
+    cdef const char *data
+    cdef const char *hdata = NULL
+    cdef Py_buffer view, hview
+    cdef int held, hheld = 0
+    cdef bint each = type(headers) is list
+    cdef uint8_t *o
+    cdef object ident
+    cdef const uint8_t[::1] random = None
+    if n == 0:
+        raise InvalidMessagesCount("a batch needs at least one message")
+    if ids is not None and type(ids) is not list:
+        random = ids
+        ids = None
+        if random.shape[0] != 16 * n:
+            raise ValueError("random ids need 16 bytes per payload")
+    if each and len(<list>headers) != n or ids is not None and len(ids) != n:
+        raise ValueError("headers and ids, when lists, need one entry per payload")
+    if headers is not None and not each:
+        hheld = data_of(headers, &hdata, &shared, &hview)
+        if hheld:
+            PyBuffer_Release(&hview)
+        if shared > MAX_USER_HEADERS:
+            raise TooBigMessagePayload(f"user headers of {shared} bytes (limit {MAX_USER_HEADERS})")
+    for i in range(n):
+        held = data_of(payloads[i], &data, &size, &view)
+        if held:
+            PyBuffer_Release(&view)
+        if size > MAX_PAYLOAD:
+            raise TooBigMessagePayload(f"message {i}: payload of {size} bytes (limit {MAX_PAYLOAD})")
+        hsize = shared
+        if each and (<list>headers)[i] is not None:
+            held = data_of((<list>headers)[i], &hdata, &hsize, &view)
+            if held:
+                PyBuffer_Release(&view)
+            if hsize > MAX_USER_HEADERS:
+                raise TooBigMessagePayload(
+                    f"message {i}: user headers of {hsize} bytes (limit {MAX_USER_HEADERS})")
+        total += MSG_HDR + size + hsize
+    out = bytearray(total)
+    o = out
+    if headers is not None and not each:
+        hheld = data_of(headers, &hdata, &shared, &hview)
+    try:
+        for i in range(n):
+            held = data_of(payloads[i], &data, &size, &view)
+            memcpy(o + pos + MSG_HDR, data, size)
+            if held:
+                PyBuffer_Release(&view)
+            hsize = shared
+            if each:
+                hsize = 0
+                if (<list>headers)[i] is not None:
+                    held = data_of((<list>headers)[i], &hdata, &hsize, &view)
+                    memcpy(o + pos + MSG_HDR + size, hdata, hsize)
+                    if held:
+                        PyBuffer_Release(&view)
+            elif shared:
+                memcpy(o + pos + MSG_HDR + size, hdata, shared)
+            if ids is not None:
+                ident = ids[i]
+                st64(o + pos + 8, <uint64_t>(ident & 0xFFFFFFFFFFFFFFFF))
+                st64(o + pos + 16, <uint64_t>(ident >> 64))
+            elif random is not None:
+                # The u128 little-endian: version 4 in bits 76..79, variant 0b10 in 62..63.
+                memcpy(o + pos + 8, &random[16 * i], 16)
+                o[pos + 8 + 9] = (o[pos + 8 + 9] & 0x0F) | 0x40
+                o[pos + 8 + 7] = (o[pos + 8 + 7] & 0x3F) | 0x80
+            st32(o + pos + 24, <uint32_t>i)
+            st32(o + pos + 32, <uint32_t>hsize)
+            st32(o + pos + 36, <uint32_t>size)
+            st64(o + pos, iggy_xxh3_64(o + pos + 8, MSG_HDR - 8 + size + hsize))
+            pos += MSG_HDR + size + hsize
+    finally:
+        if hheld:
+            PyBuffer_Release(&hview)
+    st64(o + 24, origin_timestamp)
+    st64(o + 32, total)
+    st32(o + 48, <uint32_t>n)
+    st64(o + 40, batch_checksum_at(o))
+    return out
+
+
+cdef Py_ssize_t check_poll_reply(const uint8_t[::1] body, uint64_t *first, uint64_t *last,
+                                 uint64_t *payload) except -1:
+    """Check that every batch and frame of a PollMessages reply body lies inside it; return
+    the number of messages and set the first and last offsets and the payload bytes."""
+    cdef Py_ssize_t pos = 16, n = body.shape[0], end, fpos, count = 0
+    cdef uint32_t i, frames
+    cdef const uint8_t *b
+    cdef const uint8_t *f
+    if n < 16:
+        raise ProtocolViolation(f"poll reply of {n} bytes, shorter than its 16-byte header")
+    while pos < n:
+        if pos + HDR > n:
+            raise ProtocolViolation(f"poll reply: {n - pos} stray bytes after its batches")
+        b = &body[0] + pos
+        end = pos + <Py_ssize_t>ld64(b + 32)
+        if end > n or end < pos + HDR:
+            raise ProtocolViolation(f"poll reply: batch at {pos} runs past the reply")
+        frames = ld32(b + 48)
+        fpos = pos + HDR
+        for i in range(frames):
+            if fpos + MSG_HDR > end:
+                raise ProtocolViolation(f"poll reply: message frame past its batch at {pos}")
+            f = &body[0] + fpos
+            payload[0] += ld32(f + 36)
+            fpos += MSG_HDR + <Py_ssize_t>ld32(f + 32) + <Py_ssize_t>ld32(f + 36)
+            if fpos > end:
+                raise ProtocolViolation(f"poll reply: message frame past its batch at {pos}")
+            if count == 0:
+                first[0] = ld64(b + 8) + ld32(f + 24)
+            last[0] = ld64(b + 8) + ld32(f + 24)
+            count += 1
+        pos = end
+    return count
+
+
+def poll_summary(const uint8_t[::1] body not None):
+    """`(partition_id, current_offset, count, first_offset, last_offset, payload_bytes)` of a
+    PollMessages reply body, after checking that every frame lies inside it (offsets -1 when
+    empty)."""
+    cdef uint64_t first = 0, last = 0, payload = 0
+    cdef Py_ssize_t count = check_poll_reply(body, &first, &last, &payload)
+    if count == 0:
+        return ld32(&body[0]), ld64(&body[0] + 4), 0, -1, -1, 0
+    return ld32(&body[0]), ld64(&body[0] + 4), count, first, last, payload
+
+
+
+def poll_payloads(object body):
+    """Every payload of a PollMessages reply body, in order, each a memoryview slice of `body`
+    (no copy). Run poll_summary on the body first: it checks the bounds this walk trusts."""
+    cdef const uint8_t[::1] raw = body
+    cdef Py_ssize_t pos = 16, n = raw.shape[0], end, fpos, size
+    cdef uint32_t i, frames
+    cdef const uint8_t *f
+    cdef object view = memoryview(body)
+    cdef list out = []
+    while pos + HDR <= n:
+        end = pos + <Py_ssize_t>ld64(&raw[0] + pos + 32)
+        frames = ld32(&raw[0] + pos + 48)
+        fpos = pos + HDR
+        for i in range(frames):
+            f = &raw[0] + fpos
+            size = ld32(f + 36)
+            if fpos + MSG_HDR + size > end or end > n:
+                raise ProtocolViolation(f"poll reply: message frame past its batch at {pos}")
+            out.append(view[fpos + MSG_HDR:fpos + MSG_HDR + size])
+            fpos += MSG_HDR + size + <Py_ssize_t>ld32(f + 32)
         pos = end
     return out

@@ -253,16 +253,20 @@ DESCRIPTIONS: dict[str, str] = {
     "http.web_ui": "Serve the web dashboard at `/ui`.",
     "http.cors.enabled": "Answer CORS preflights and add CORS headers to replies.",
     "http.cors.allowed_methods": "Methods a cross-origin request may use.",
-    "http.cors.allowed_origins": "Origins allowed to call the API (`*`: any).",
+    "http.cors.allowed_origins": "Origins allowed to call the API (`*`: any; in an `IGGY_*` "
+                                "variable, a comma-separated list).",
     "http.cors.allowed_headers": "Request headers a cross-origin request may send.",
     "http.cors.exposed_headers": "Reply headers a cross-origin page may read.",
     "http.cors.allow_credentials": "Allow cross-origin requests with credentials.",
     "http.jwt.algorithm": "Signing algorithm of the access tokens (HS256, HS384, HS512).",
     "http.jwt.issuer": "The `iss` claim of issued tokens.",
     "http.jwt.audience": "The `aud` claim of issued tokens.",
-    "http.jwt.valid_issuers": "Issuers accepted when a token is checked.",
-    "http.jwt.valid_audiences": "Audiences accepted when a token is checked.",
-    "http.jwt.access_token_expiry": "How long an access token is valid.",
+    "http.jwt.valid_issuers": "Issuers accepted when a token is checked (empty: `issuer`).",
+    "http.jwt.valid_audiences": "Audiences accepted when a token is checked (empty: "
+                                "`audience`).",
+    "http.jwt.access_token_expiry": "How long an access token is valid (`never`: about 31 "
+                                    "years, as Iggy issues it); a logged-out token is refused "
+                                    "until then.",
     "http.jwt.clock_skew": "Leeway allowed when checking a token's times.",
     "http.jwt.not_before": "Delay before an issued token becomes valid.",
     "http.jwt.encoding_secret": "Secret that signs tokens (empty: a random one per start, so "

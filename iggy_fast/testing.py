@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import resource
 import signal
 import socket
@@ -22,10 +23,18 @@ import time
 
 
 def free_port(kind: int = socket.SOCK_STREAM) -> int:
-    """A port free on 127.0.0.1 now (for TCP, or for UDP with kind=socket.SOCK_DGRAM)."""
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port free on 127.0.0.1 now (for TCP, or for UDP with kind=socket.SOCK_DGRAM), below
+    the kernel's ephemeral range: a server restarted on its ports must find them free, and a
+    port in that range can be taken meanwhile as the local port of any outgoing connection."""
+    for _ in range(200):
+        port = random.randint(10_000, 32_767)      # 32768: the start of Linux's default range
+        with socket.socket(socket.AF_INET, kind) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port below 32768")
 
 
 def other_transport_env() -> dict[str, str]:

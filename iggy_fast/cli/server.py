@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import sys
@@ -52,4 +53,7 @@ def add_parser(sub) -> None:
     srv.add_argument("--tcp-address", help="host:port for the TCP listener")
     srv.add_argument("--with-default-root-credentials", action="store_true",
                      help="root user iggy/iggy unless IGGY_ROOT_PASSWORD says otherwise")
+    # Also after `server` (`iggy-fast server --log-level debug`); SUPPRESS keeps the top-level
+    # value when it is not given here.
+    srv.add_argument("--log-level", default=argparse.SUPPRESS, help="DEBUG, INFO, WARNING, ...")
     srv.set_defaults(func=_server)

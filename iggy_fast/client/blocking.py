@@ -1,4 +1,18 @@
-"""A blocking socket driver over ClientCore: for tools, tests and the benchmark's actors.
+"""Blocking clients: `SyncIggyClient` (every typed method of IggyClient) and `BlockingClient`
+(a raw, lock-step socket driver over ClientCore for tools, tests and the benchmark's actors).
+
+SyncIggyClient runs an IggyClient on an event loop in a background thread and waits for each
+call's answer. That keeps one implementation of everything a real client needs (failover,
+reconnect with backoff, heartbeats, every transport's Link) instead of a second, blocking
+copy of it; the price is a thread hand-off per call (tens of µs), small next to a round trip,
+and the poll answer is still the zero-copy view. All SyncIggyClients of a process share that
+one loop thread: a hundred clients (locust users) cost one thread, not a hundred, and under
+gevent (locust monkey-patches threads into greenlets of one OS thread, where only one asyncio
+loop can run) the one loop runs as a greenlet whose select yields to the others. Every wait
+is bounded: each call by the client's own timeouts, and the hand-off by `timeout` plus a
+margin as a backstop.
+
+BlockingClient:
 
 Plain TCP or TCP over TLS (`tls=True`, as the server's `[tcp.tls]` listener expects). The
 driver only moves bytes: each request goes out in one vectored write of the core's pieces,
@@ -18,13 +32,18 @@ benchmark can report wire throughput next to payload throughput.
 
 from __future__ import annotations
 
+import asyncio
+import functools
+import inspect
 import socket
 import ssl
+import threading
 
 from iggy_fast import _wire
 from iggy_fast.client.core import (ClientCore, Failure, Pending, Reply, poll_body,
                                    send_messages_body)
-from iggy_fast.protocol.errors import IggyError, ProtocolViolation
+from iggy_fast.client.aio import IggyClient
+from iggy_fast.protocol.errors import IggyError, ProtocolViolation, RequestTimeout
 
 
 def _nbytes(piece) -> int:
@@ -159,3 +178,83 @@ class BlockingClient:
         """Poll and decode: [(offset, timestamp, origin_timestamp, id, payload, headers, checksum)]."""
         reply = self.poll(*args, **kwargs)
         return _wire.iter_messages(reply.body[16:])
+
+
+_shared_loop: asyncio.AbstractEventLoop | None = None
+_shared_lock = threading.Lock()
+
+
+def _background_loop() -> asyncio.AbstractEventLoop:
+    """The event loop every SyncIggyClient of this process runs on (started on first use)."""
+    global _shared_loop
+    with _shared_lock:
+        if _shared_loop is None:
+            _shared_loop = asyncio.new_event_loop()
+            threading.Thread(target=_shared_loop.run_forever, daemon=True,
+                             name="iggy-fast-client").start()
+        return _shared_loop
+
+
+class SyncIggyClient:
+    """IggyClient's methods, blocking (see the module docstring); same arguments, same
+    results, same exceptions. `with SyncIggyClient(url) as client:` connects and closes."""
+
+    def __init__(self, conn=None, **options):
+        self._client = IggyClient(conn, **options)
+        self.config = self._client.config
+        c = self.config
+        # A backstop only: each call is bounded by the client's own timeouts well before it.
+        self._bound = 2 * c.timeout + c.connect_timeout * len(c.addresses) + 5.0
+        self._loop = _background_loop()
+
+    def _run(self, coro):
+        future = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        try:
+            return future.result(self._bound)
+        except TimeoutError:
+            future.cancel()
+            raise RequestTimeout(f"no answer within {self._bound} s") from None
+
+    @property
+    def identity(self):
+        return self._client.identity
+
+    @property
+    def address(self) -> str | None:
+        return self._client.address
+
+    @property
+    def connected(self) -> bool:
+        return self._client.connected
+
+    @property
+    def reconnects(self) -> int:
+        return self._client.reconnects
+
+    def close(self) -> None:
+        """Close the connection (the shared loop thread stays for other clients)."""
+        self._run(self._client.close())
+
+    disconnect = close
+
+    def __enter__(self) -> "SyncIggyClient":
+        self.connect()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _blocking(name: str):
+    method = getattr(IggyClient, name)
+
+    @functools.wraps(method)
+    def call(self, *args, **kwargs):
+        return self._run(getattr(self._client, name)(*args, **kwargs))
+    return call
+
+
+for _name, _method in vars(IggyClient).items():
+    if (not _name.startswith("_") and inspect.iscoroutinefunction(_method)
+            and _name not in vars(SyncIggyClient)):
+        setattr(SyncIggyClient, _name, _blocking(_name))

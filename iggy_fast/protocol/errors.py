@@ -69,6 +69,20 @@ class LocalProtocolError(IggyError):
     name = "local_protocol_error"
 
 
+class ProducerBufferFull(IggyError):
+    """A background producer's buffer stayed full (no room at once, or none within the
+    timeout): nothing of that send was accepted. Raise the buffer limits, slow down, or
+    check why sends are not completing (the producer's metrics and error callback say)."""
+
+    name = "producer_buffer_full"
+
+
+class ProducerClosed(IggyError):
+    """A send to a producer that is closing or closed; nothing was accepted."""
+
+    name = "producer_closed"
+
+
 class GenericError(IggyError):
     code = 1
     name = "error"
@@ -333,6 +347,10 @@ class InvalidMessagesCount(IggyError):
     code = 4009
     name = "invalid_messages_count"
 
+class TooBigUserHeaders(IggyError):
+    code = 4017
+    name = "too_big_user_headers"
+
 class TooBigMessagePayload(IggyError):
     code = 4022
     name = "too_big_message_payload"
@@ -396,6 +414,44 @@ class InvalidSession(IggyError):
 class IncompatibleProtocolVersion(IggyError):
     code = 14003
     name = "incompatible_protocol_version"
+
+
+# -- raised by the client itself (codes as the Rust SDK numbers them) ----------------------
+# Each also derives from the built-in a generic handler would catch (ConnectionError,
+# TimeoutError, ValueError), and its message names what went wrong and what to check.
+
+class Disconnected(IggyError, ConnectionError):
+    """The server closed the connection (or it broke) before answering a request."""
+    code = 8
+    name = "disconnected"
+
+class CannotEstablishConnection(IggyError, ConnectionError):
+    """No address given to the client accepted a connection (and a login, if configured)."""
+    code = 9
+    name = "cannot_establish_connection"
+
+class NotConnected(IggyError, ConnectionError):
+    """A request on a client that is not connected (never connected, or closed)."""
+    code = 61
+    name = "not_connected"
+
+class InvalidConnectionString(IggyError, ValueError):
+    code = 8000
+    name = "invalid_connection_string"
+
+class RequestTimeout(IggyError, TimeoutError):
+    """No answer within the client's request timeout (the connection is dropped: a late
+    answer could no longer be matched to its request)."""
+    code = 12001
+    name = "request_timeout"
+
+class RequestTooLarge(InvalidFormat):
+    """A request bigger than a frame may be (64 MiB): refused before anything is sent."""
+    name = "request_too_large"
+
+class UndecodableReply(InvalidFormat):
+    """A reply whose body does not parse as its command's layout (PROTOCOL.md §5)."""
+    name = "undecodable_reply"
 
 
 def error_name(code: int) -> str:

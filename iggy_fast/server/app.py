@@ -34,6 +34,7 @@ from iggy_fast.config import TRANSPORTS
 from iggy_fast.server.core import Server, StartupError
 from iggy_fast.server.transports import Endpoint
 from iggy_fast.server.transports.sockets import os_reason
+from iggy_fast.server.transports.http import HttpEndpoint
 from iggy_fast.server.transports.quic import QuicEndpoint
 from iggy_fast.server.transports.tcp import TcpEndpoint
 
@@ -44,6 +45,7 @@ log = logging.getLogger("iggy_fast")
 # for) means every endpoint is up.
 ENDPOINTS: dict[str, type[Endpoint]] = {
     "quic": QuicEndpoint,
+    "http": HttpEndpoint,
     "tcp": TcpEndpoint,
 }
 
