@@ -113,12 +113,13 @@ def test_an_iggy_server_toml_is_taken_as_it_is(tmp_path):
     assert cfg["tcp"]["address"] == "127.0.0.1:9999" and cfg["system"]["path"] == "from-the-file"
     assert cfg["system"]["segment"]["size"] == "64 MiB" and cfg["cluster"]["name"] == "mini-cluster"
     assert cfg["http"]["enabled"] is True and cfg["quic"]["enabled"] is False
+    assert cfg["quic"]["initial_mtu"] == "1200 B"
     # ...and every other Iggy key is accepted and reported, not kept.
     assert cfg["http"]["cors"]["allowed_methods"] == ["GET", "POST"]
     assert cfg["http"]["jwt"]["access_token_expiry"] == "1 h"
     assert not_applied == sorted([
         "tcp.ipv6", "tcp.socket.override_defaults",
-        "tcp.socket.nodelay", "quic.initial_mtu", "system.segment.archive_expired",
+        "tcp.socket.nodelay", "system.segment.archive_expired",
         "system.sharding.cpu_allocation", "cluster.nodes",
         "message_bus.max_message_size"])
     assert "socket" not in cfg["tcp"]

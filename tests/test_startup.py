@@ -146,7 +146,9 @@ async def test_configured_certificates_are_served_and_none_is_generated(tmp_path
     cert, key = self_signed(str(tmp_path / "mine"))
     srv = ServerProcess(tmp_path / "data", env={"IGGY_TCP_TLS_ENABLED": "true",
                                                "IGGY_TCP_TLS_CERT_FILE": cert,
-                                               "IGGY_TCP_TLS_KEY_FILE": key})
+                                               "IGGY_TCP_TLS_KEY_FILE": key,
+                                               # QUIC would make its own (test_quic.py)
+                                               "IGGY_QUIC_ENABLED": "false"})
     srv.start()
     try:
         c = await tls_client(srv.address, cert)      # validated against the configured one

@@ -35,6 +35,7 @@ from iggy_fast.server.core import Server, StartupError
 from iggy_fast.server.transports import Endpoint, http_metrics
 from iggy_fast.server.transports.http import ROUTE_HOOKS, HttpEndpoint
 from iggy_fast.server.transports.sockets import os_reason
+from iggy_fast.server.transports.quic import QuicEndpoint
 from iggy_fast.server.transports.tcp import TcpEndpoint
 from iggy_fast.server.transports.websocket import WebSocketEndpoint
 
@@ -43,6 +44,7 @@ log = logging.getLogger("iggy_fast")
 # The transports this server has, by configuration section (see transports/__init__.py), in
 # the order they start: TCP last, so that once TCP accepts, every transport is up.
 ENDPOINTS: dict[str, type[Endpoint]] = {
+    "quic": QuicEndpoint,
     "http": HttpEndpoint,
     "websocket": WebSocketEndpoint,
     "tcp": TcpEndpoint,
