@@ -163,6 +163,6 @@ async def test_https_with_a_certificate_made_here(tmp_path):
             with pytest.raises(aiohttp.ClientError):
                 async with session.get(f"http://127.0.0.1:{srv.http_port}/ping") as r:
                     assert r.status != 200
-        assert "HTTPS listening" in srv.log()
+        assert "HTTP (TLS) listening" in srv.log()
     finally:
         assert srv.stop() == 0

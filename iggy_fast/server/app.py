@@ -11,8 +11,7 @@ the command prints with exit code 2) before the next step writes anything:
 4. the metadata is loaded and the root user created; a generated password is logged at once,
    so no later failure can lose it;
 5. each transport makes its self-signed certificate if it is asked for one, starts listening
-   and logs one line saying where (and a warning names each enabled transport this version
-   does not have).
+   and logs one line saying where.
 
 `run()` sets the process umask to 077 first: everything the server creates (metadata,
 partitions, segments, certificates) is its owner's only. On SIGINT or SIGTERM the server stops
@@ -30,7 +29,6 @@ import signal
 import tempfile
 import time
 
-from iggy_fast.config import TRANSPORTS
 from iggy_fast.server.core import Server, StartupError
 from iggy_fast.server.transports import Endpoint, http_metrics
 from iggy_fast.server.transports.http import ROUTE_HOOKS, HttpEndpoint
@@ -134,10 +132,6 @@ async def _start(cfg: dict) -> tuple[Server, list[Endpoint]]:
 async def serve(cfg: dict, ready=None) -> None:
     server, endpoints = await _start(cfg)
     try:
-        for section, name in TRANSPORTS.items():
-            if cfg[section]["enabled"] and section not in ENDPOINTS:
-                log.info("%s transport is not available in this version; not listening on %s",
-                         name, cfg[section]["address"])
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):

@@ -44,12 +44,12 @@ from typing import Callable, NamedTuple
 
 from aiohttp import web
 
-from iggy_fast.config import parse_size
+from iggy_fast import ui
+from iggy_fast.config import parse_size, split_address
 from iggy_fast.protocol import json as js
 from iggy_fast.protocol.codes import EVICTION_ERROR_CODES, EvictionReason
 from iggy_fast.protocol.errors import (Eviction, FeatureUnavailable, IggyError,
                                        Unauthenticated, UserInactive)
-from iggy_fast import ui
 from iggy_fast.server.jwt import JwtManager, as_list
 from iggy_fast.server.transports import Endpoint, tls
 from iggy_fast.server.transports.sockets import bind
@@ -219,8 +219,8 @@ class HttpEndpoint(Endpoint):
             await web.SockSite(self.runner, sock, ssl_context=self.ssl).start()
         port = self.sockets[0].getsockname()[1]
         server.listen_ports[self.section] = port
-        log.info("HTTP%s listening on %s (port %d)", "S" if self.ssl else "",
-                 self.cfg["http"]["address"], port)
+        log.info("HTTP%s listening on %s:%d", " (TLS)" if self.ssl else "",
+                 split_address(self.cfg["http"]["address"])[0], port)
 
     def close(self) -> None:
         if self.runner is None:
