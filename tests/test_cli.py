@@ -183,7 +183,7 @@ def test_topic_create_with_settings(cli, unique):
     assert created["message_expiry"] == 5_400_000_000
     assert created["max_topic_size"] == 2 * 1024**3 and created["compression_algorithm"] == 2
     assert created["options"]["compression_algorithm"] == "gzip"
-    assert created["options"]["segment_size"] == "1GiB"
+    assert created["options"]["segment_size"] == 1024**3      # typed, as the catalog says
     got = cli("topic", "get", stream, name)
     assert [p["id"] for p in got["partitions"]] == [0, 1]
     assert got["message_expiry"] == 5_400_000_000
