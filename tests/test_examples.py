@@ -5,9 +5,14 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 from conftest import ServerProcess
+from iggy_fast import SyncIggyClient
+from iggy_fast.bench.actors import make_batch
+from iggy_fast.client.blocking import BlockingClient
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -50,6 +55,37 @@ def test_monitoring(server):
     assert any(line.startswith("consumer: ") and "received" in line for line in lines)
     final = lines[-1]
     assert final.startswith("sent ") and final.endswith("errors 0")
+
+
+def test_server_monitoring(server):
+    """The server's own rates per topic while a producer sends: a line a second, and the
+    topic's messages per second in above zero."""
+    with SyncIggyClient(f"iggy://iggy:iggy@{server.address}") as client:
+        client.create_stream("watched")
+        client.create_topic("watched", "events", partitions_count=1)
+    stop = threading.Event()
+
+    def produce():
+        with BlockingClient(server.address) as raw:
+            raw.login()
+            batch = make_batch(100, 100)
+            while not stop.is_set():
+                raw.send_batch("watched", "events", 0, batch, 100)
+                time.sleep(0.005)
+
+    producer = threading.Thread(target=produce)
+    producer.start()
+    try:
+        out = run("server_monitoring", server.address, "--http-address",
+                  f"127.0.0.1:{server.http_port}", "--seconds", "3.5")
+    finally:
+        stop.set()
+        producer.join()
+    lines = [line for line in out.splitlines() if "watched/events: in " in line]
+    assert len(lines) >= 3, out
+    rates = [float(line.split("watched/events: in ")[1].split(" msg/s")[0].replace(",", ""))
+             for line in lines]
+    assert max(rates) > 0, out
 
 
 def test_token_auth(server):
