@@ -262,7 +262,8 @@ DESCRIPTIONS: dict[str, str] = {
     "http.enabled": "Listen for clients over HTTP (the REST API, `/metrics`, the dashboard).",
     "http.address": "Host and port the HTTP listener binds.",
     "http.max_request_size": "The largest HTTP request body accepted (413 above it).",
-    "http.web_ui": "Serve the web dashboard at `/ui`.",
+    "http.web_ui": "Serve the web dashboard at `/ui` (on here; off in Iggy, whose web UI is "
+                   "a separate program).",
     "http.cors.enabled": "Answer CORS preflights and add CORS headers to replies.",
     "http.cors.allowed_methods": "Methods a cross-origin request may use.",
     "http.cors.allowed_origins": "Origins allowed to call the API (`*`: any; in an `IGGY_*` "
