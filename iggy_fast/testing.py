@@ -9,6 +9,7 @@ partition's files are (directories are named by identities, not by the ids clien
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -19,6 +20,7 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 
@@ -62,6 +64,40 @@ def clean_env(**extra) -> dict[str, str]:
     and WebSocket (other_transport_env), plus `extra`: for a server started by hand."""
     return {**{k: v for k, v in os.environ.items() if not k.startswith("IGGY_")},
             **other_transport_env(), **extra}
+
+
+@contextlib.contextmanager
+def producing(address: str, stream, topic, partition_id: int = 0, messages: int = 100,
+              pause: float = 0.005):
+    """A producer thread sending batches of `messages` 100-byte messages to one partition,
+    with `pause` seconds between them, for as long as the `with` block runs (so that rates
+    and charts have something to show). An error in it is raised at the block's end."""
+    from iggy_fast.bench.actors import make_batch
+    from iggy_fast.client.blocking import BlockingClient
+
+    stop = threading.Event()
+    failed: list[BaseException] = []
+
+    def produce():
+        try:
+            with BlockingClient(address) as client:
+                client.login()
+                batch = make_batch(messages, 100)
+                while not stop.is_set():
+                    client.send_batch(stream, topic, partition_id, batch, messages)
+                    time.sleep(pause)
+        except BaseException as e:      # handed to the test below, not swallowed
+            failed.append(e)
+
+    thread = threading.Thread(target=produce, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+    if failed:
+        raise failed[0]
 
 
 class _PortTaken(RuntimeError):

@@ -9,16 +9,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import threading
-import time
 import urllib.request
 
 import orjson
 import pytest
 
 from conftest import ServerProcess, wait_for
-from iggy_fast.client.blocking import BlockingClient
-from iggy_fast.bench.actors import make_batch
+from iggy_fast.testing import producing
 
 CHROMIUM = shutil.which("chromium")
 DRIVER = shutil.which("chromedriver")
@@ -78,28 +75,13 @@ def test_dashboard_logs_in_charts_a_producer_and_survives_expiry_and_outage(
             browser.page_source[-2000:]
 
         # A producer runs: the topic's line in the "in" chart leaves zero.
-        stop = threading.Event()
-
-        def produce():
-            with BlockingClient(srv.address) as client:
-                client.login()
-                batch = make_batch(100, 100)
-                while not stop.is_set():
-                    client.send_batch("shop", "orders", 1, batch, 100)
-                    time.sleep(0.01)
-
-        producer = threading.Thread(target=produce)
-        producer.start()
-        try:
+        with producing(srv.address, "shop", "orders", partition_id=1, pause=0.01):
             assert wait_for(lambda: int(browser.find_element("id", "chart-in")
                                         .get_attribute("data-points") or 0) >= 2, 30), \
                 text_of(browser, "banner")
             assert wait_for(lambda: any(
                 cell.text not in ("–", "0") for cell in browser.find_elements(
                     "css selector", "#topics tbody td:nth-child(7)")), 10)
-        finally:
-            stop.set()
-            producer.join()
         screenshot = tmp_path / "dashboard.png"
         browser.save_screenshot(str(screenshot))
         assert screenshot.stat().st_size > 10_000

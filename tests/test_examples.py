@@ -5,14 +5,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 from conftest import ServerProcess
 from iggy_fast import SyncIggyClient
-from iggy_fast.bench.actors import make_batch
-from iggy_fast.client.blocking import BlockingClient
+from iggy_fast.testing import producing
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -63,24 +60,9 @@ def test_server_monitoring(server):
     with SyncIggyClient(f"iggy://iggy:iggy@{server.address}") as client:
         client.create_stream("watched")
         client.create_topic("watched", "events", partitions_count=1)
-    stop = threading.Event()
-
-    def produce():
-        with BlockingClient(server.address) as raw:
-            raw.login()
-            batch = make_batch(100, 100)
-            while not stop.is_set():
-                raw.send_batch("watched", "events", 0, batch, 100)
-                time.sleep(0.005)
-
-    producer = threading.Thread(target=produce)
-    producer.start()
-    try:
+    with producing(server.address, "watched", "events"):
         out = run("server_monitoring", server.address, "--http-address",
                   f"127.0.0.1:{server.http_port}", "--seconds", "3.5")
-    finally:
-        stop.set()
-        producer.join()
     lines = [line for line in out.splitlines() if "watched/events: in " in line]
     assert len(lines) >= 3, out
     rates = [float(line.split("watched/events: in ")[1].split(" msg/s")[0].replace(",", ""))

@@ -7,7 +7,6 @@ connection; a QUIC port in use stops the server in one line."""
 from __future__ import annotations
 
 import asyncio
-import datetime
 import os
 import random
 import socket
@@ -23,6 +22,7 @@ from iggy_fast.client import BlockingClient
 from iggy_fast.client.core import poll_body, send_messages_body
 from iggy_fast.client.transports.quic import QuicLink
 from iggy_fast.protocol.errors import IggyError
+from iggy_fast.server.transports import tls
 from test_startup import one_line, start_failing
 
 
@@ -113,33 +113,10 @@ async def test_sdk_over_quic_with_the_self_signed_certificate(srv):
 
 
 def make_certificate(directory) -> tuple[str, str]:
-    """A certificate for localhost and its key, made here. ECDSA P-256: the official SDK, with
-    certificate validation off (its default), accepts no other signature scheme (Iggy's
-    skip_server_verification.rs), whatever the server."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(days=1))
-            .not_valid_after(now + datetime.timedelta(days=30))
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]),
-                           critical=False)
-            .sign(key, hashes.SHA256()))
-    os.makedirs(directory, exist_ok=True)
-    cert_path, key_path = os.path.join(directory, "cert.pem"), os.path.join(directory, "key.pem")
-    with open(cert_path, "wb") as f:
-        f.write(cert.public_bytes(serialization.Encoding.PEM))
-    with open(key_path, "wb") as f:
-        f.write(key.private_bytes(serialization.Encoding.PEM,
-                                  serialization.PrivateFormat.TraditionalOpenSSL,
-                                  serialization.NoEncryption()))
-    return cert_path, key_path
+    """A certificate for localhost and its key, made in `directory` (the server's own
+    self-signed maker: ECDSA P-256, which the official SDK needs with certificate validation
+    off, its default: Iggy's skip_server_verification.rs accepts no other scheme)."""
+    return tls.self_signed(str(directory))
 
 
 async def test_sdk_over_quic_with_a_configured_certificate(tmp_path):
