@@ -29,6 +29,11 @@ holds over the run. Producers then also report the latency from each batch's due
 reply, which counts the time a batch waited for a slow predecessor (no coordinated omission),
 and end-to-end runs take the due time as the messages' origin.
 
+--transport: tcp, tls (TCP over TLS), quic, ws (WebSocket) or http; the actors reach the server
+over it (bench/links.py: TCP and TLS over the raw-frame BlockingClient, the others over the
+async client's Link), and a started server is reached on that transport's listener.
+consumer-group is refused over HTTP, whose REST API has no group membership.
+
 --duration: producers send for that many seconds instead of --batches. With pinned-consumer
 the streams are first filled with --batches batches, then each consumer polls for the duration,
 starting again at offset 0 whenever it has read everything. consumer-group,
@@ -437,8 +442,11 @@ def print_report(report: dict, out=sys.stdout) -> None:
             out.write(f"{title}\n{'actor':<16}{'samples':>11}{'':>29}{percentiles}\n")
             for name, lat in measured:
                 out.write(f"{name:<16}{lat['samples']:>11,}{'':>29}{_latency_cells(lat)}\n")
-    out.write("payload MB/s = messages x message size; wire MB/s = bytes on the actors' "
-              "sockets (frames and headers included); MB = 10^6 bytes\n")
+    wire = ("bytes on the actors' sockets (frames and headers included)"
+            if settings.get("transport", "tcp") in ("tcp", "tls", "tcp-tls") else
+            "the Iggy frames the actors carried (header and body; not the transport's own "
+            "framing)")
+    out.write(f"payload MB/s = messages x message size; wire MB/s = {wire}; MB = 10^6 bytes\n")
 
 
 def add_arguments(parser) -> None:
