@@ -110,6 +110,32 @@ def test_tls_transport_against_a_started_server():
     assert report["totals"]["consumer"]["end_to_end_us"]["samples"] == BATCHES * PER_BATCH
 
 
+@pytest.mark.parametrize("transport", ["tcp", "tls", "quic", "ws", "http"])
+def test_cli_bench_over_every_transport(server, tmp_path, transport):
+    # `iggy-fast bench` as a user runs it: one producer and one consumer over the transport
+    # (the shared server's listener for it; TLS-TCP needs a TLS listener: the bench starts one).
+    out = tmp_path / "report.json"
+    address = [] if transport == "tls" else \
+        ["--address", runner.local_address(server, transport)]
+    proc = subprocess.run(
+        [sys.executable, "-m", "iggy_fast.cli", "bench", "pinned-producer-and-consumer",
+         "--transport", transport, *address, "--batches", "5", "--messages-per-batch", "100",
+         "--message-size", "100", "--quiet", "--output", str(out)],
+        capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert f"transport {transport}" in proc.stdout
+    report = json.loads(out.read_text())
+    for role in ("producer", "consumer"):
+        assert report["totals"][role]["messages"] == 500
+        assert report["totals"][role]["latency_us"]["samples"] >= 5
+        assert report["totals"][role]["wire_bytes"] > 500 * 100
+
+
+def test_consumer_group_over_http_is_refused():
+    with pytest.raises(SystemExit, match="no group membership"):
+        runner.run(args_for("consumer-group", "127.0.0.1:1", transport="http"))
+
+
 def test_a_server_that_does_not_start_says_why(monkeypatch):
     # The server's own one-line error reaches the benchmark's user instead of being
     # deleted with the temporary directory.
@@ -180,7 +206,7 @@ def test_help_documents_every_option():
                           capture_output=True, text=True, timeout=60)
     for option in ("--producers", "--consumers", "--streams", "--partitions", "--message-size",
                    "--messages-per-batch", "--batches", "--duration", "--transport", "--fsync",
-                   "--address", "--output", "tcp-tls", "--tls-ca-file", "--rate-limit"):
+                   "--address", "--output", "tls", "quic", "ws", "http", "--tls-ca-file", "--rate-limit"):
         assert option in proc.stdout
 
 

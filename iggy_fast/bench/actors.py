@@ -1,10 +1,11 @@
 """Benchmark actors: each runs in its own process with its own connection.
 
-A producer sends one prebuilt batch over and over (the server stamps offsets, so re-sending the
-same bytes is valid and the client copies nothing per send); a consumer polls by offset until
-it has read its share, or for a set time. Each records the latency of every batch round trip,
-in microseconds, and the bytes it moved: payload (messages x message size) and wire (what its
-socket carried, frame headers included). In end-to-end runs the producer stamps each batch
+Each actor connects over the run's transport (bench/links.py). A producer sends one prebuilt
+batch over and over (the server stamps offsets, so re-sending the same bytes is valid and the
+client copies nothing per send); a consumer polls by offset until it has read its share, or
+for a set time. Each records the latency of every batch round trip, in microseconds, and the
+bytes it moved: payload (messages x message size) and wire (what its socket carried, frame
+headers included; over QUIC, WebSocket and HTTP the Iggy frames, see links.py). In end-to-end runs the producer stamps each batch
 with the time it sends it (with a rate limit: the time it was due), and the consumer records
 one latency per message received: arrival time minus the message's origin timestamp.
 """
@@ -18,18 +19,10 @@ from itertools import repeat
 from operator import sub
 
 from iggy_fast import _wire
-from iggy_fast.client import BlockingClient
+from iggy_fast.bench.links import connect
 from iggy_fast.client.core import origin_timestamps
 
 OFFSET, NEXT = 1, 5
-
-
-def connect(spec: dict) -> BlockingClient:
-    client = BlockingClient(spec["address"], tls=spec.get("tls", False),
-                            tls_ca_file=spec.get("tls_ca_file"),
-                            tls_domain=spec.get("tls_domain", "localhost"))
-    client.login()
-    return client
 
 
 def make_batch(messages: int, size: int, origin_us: int = 1) -> bytearray:

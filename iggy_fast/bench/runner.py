@@ -29,6 +29,11 @@ holds over the run. Producers then also report the latency from each batch's due
 reply, which counts the time a batch waited for a slow predecessor (no coordinated omission),
 and end-to-end runs take the due time as the messages' origin.
 
+--transport: tcp, tls (TCP over TLS), quic, ws (WebSocket) or http; the actors reach the server
+over it (bench/links.py: TCP and TLS over the raw-frame BlockingClient, the others over the
+async client's Link), and a started server is reached on that transport's listener.
+consumer-group is refused over HTTP, whose REST API has no group membership.
+
 --duration: producers send for that many seconds instead of --batches. With pinned-consumer
 the streams are first filled with --batches batches, then each consumer polls for the duration,
 starting again at offset 0 whenever it has read everything. consumer-group,
@@ -48,13 +53,13 @@ import threading
 import time
 
 from iggy_fast import _wire
-from iggy_fast.client import BlockingClient
+from iggy_fast.bench import links
 from iggy_fast.config import parse_size
 from iggy_fast.testing import ServerProcess
 
 KINDS = ("pinned-producer", "pinned-consumer", "pinned-producer-and-consumer",
          "balanced-producer", "consumer-group", "end-to-end")
-TRANSPORTS = ("tcp", "tcp-tls")
+TRANSPORTS = ("tcp", "tls", "quic", "ws", "http", "tcp-tls")     # tcp-tls: the old name of tls
 PERCENTILES = (50, 90, 95, 99, 99.9)
 
 
@@ -130,6 +135,7 @@ class LocalServer(ServerProcess):
     """
 
     def __init__(self, fsync: bool, tls: bool = False, env: dict | None = None):
+        """`tls`: TCP speaks TLS (self-signed); QUIC always does, with its own certificate."""
         super().__init__(env={"IGGY_SYSTEM_PARTITION_ENFORCE_FSYNC": "true" if fsync else "false",
                               "IGGY_TCP_TLS_ENABLED": "true" if tls else "false",
                               **(env or {})})
@@ -148,15 +154,13 @@ class LocalServer(ServerProcess):
 
 
 def _connection(args) -> dict:
-    """How actors and setup reach the server (BlockingClient keyword arguments)."""
-    return {"tls": args.transport == "tcp-tls", "tls_ca_file": args.tls_ca_file or None,
-            "tls_domain": args.tls_domain}
+    """How actors and setup reach the server (what links.connect reads from a spec)."""
+    return {"transport": args.transport, "address": args.address,
+            "tls_ca_file": args.tls_ca_file or None, "tls_domain": args.tls_domain}
 
 
-def _client(args) -> BlockingClient:
-    client = BlockingClient(args.address, **_connection(args))
-    client.login()
-    return client
+def _client(args):
+    return links.connect(_connection(args))
 
 
 def _setup(args) -> list[tuple[str, str]]:
@@ -278,8 +282,11 @@ def _check(args) -> None:
                          f"was produced once; use --batches")
     if args.duration < 0 or args.batches < 1 or args.messages_per_batch < 1:
         raise SystemExit("--duration must be >= 0, --batches and --messages-per-batch >= 1")
-    if args.transport != "tcp-tls" and args.tls_ca_file:
-        raise SystemExit("--tls-ca-file needs --transport tcp-tls")
+    if args.transport in ("tcp", "ws", "http") and args.tls_ca_file:
+        raise SystemExit("--tls-ca-file needs --transport tls or quic")
+    if args.transport == "http" and args.kind == "consumer-group":
+        raise SystemExit("consumer-group over HTTP: the REST API has no group membership "
+                         "(join, assignment); use tcp, tls, quic or ws")
     if args.rate_limit and args.kind in ("pinned-consumer", "consumer-group"):
         raise SystemExit(f"--rate-limit paces producers; {args.kind} measures consumers only")
     batch_interval(args)
@@ -290,8 +297,8 @@ def run(args) -> dict:
     server = None
     args.started_server = not args.address
     if not args.address:
-        server = LocalServer(args.fsync, tls=args.transport == "tcp-tls")
-        args.address = server.address
+        server = LocalServer(args.fsync, tls=args.transport in ("tls", "tcp-tls"))
+        args.address = local_address(server, args.transport)
         if server.ca_file:
             args.tls_ca_file = server.ca_file
     try:
@@ -301,8 +308,15 @@ def run(args) -> dict:
             server.stop()
 
 
+def local_address(server, transport: str) -> str:
+    """The host:port of `transport`'s listener on a ServerProcess."""
+    port = {"quic": server.quic_port, "ws": server.websocket_port,
+            "http": server.http_port}.get(transport, server.tcp_port)
+    return f"127.0.0.1:{port}"
+
+
 def _spec(args, name, targets, **extra):
-    spec = {"name": name, "address": args.address, "targets": targets,
+    spec = {"name": name, "targets": targets,
             "messages_per_batch": args.messages_per_batch, "message_size": args.message_size,
             "batches": args.batches, "duration": args.duration, "end_to_end": False,
             "idle_timeout": 10.0, **_connection(args)}
@@ -428,8 +442,11 @@ def print_report(report: dict, out=sys.stdout) -> None:
             out.write(f"{title}\n{'actor':<16}{'samples':>11}{'':>29}{percentiles}\n")
             for name, lat in measured:
                 out.write(f"{name:<16}{lat['samples']:>11,}{'':>29}{_latency_cells(lat)}\n")
-    out.write("payload MB/s = messages x message size; wire MB/s = bytes on the actors' "
-              "sockets (frames and headers included); MB = 10^6 bytes\n")
+    wire = ("bytes on the actors' sockets (frames and headers included)"
+            if settings.get("transport", "tcp") in ("tcp", "tls", "tcp-tls") else
+            "the Iggy frames the actors carried (header and body; not the transport's own "
+            "framing)")
+    out.write(f"payload MB/s = messages x message size; wire MB/s = {wire}; MB = 10^6 bytes\n")
 
 
 def add_arguments(parser) -> None:
@@ -452,14 +469,15 @@ def add_arguments(parser) -> None:
                              "second (50MB, 10MiB), sent on a fixed timeline; adds latency "
                              "from each batch's due time (default: as fast as possible)")
     parser.add_argument("--transport", choices=TRANSPORTS, default="tcp",
-                        help="tcp, or tcp-tls (a started server gets a self-signed "
-                             "certificate, which the actors validate); QUIC, HTTP and "
-                             "WebSocket are separate issues")
+                        help="tcp; tls (TCP over TLS: a started server gets a self-signed "
+                             "certificate, which the actors validate); quic; ws (WebSocket); "
+                             "http (REST; no consumer-group). --address is then that "
+                             "transport's listener")
     parser.add_argument("--tls-ca-file", default="",
-                        help="with tcp-tls and --address: CA file to validate the server's "
-                             "certificate (without one it is not checked)")
+                        help="with tls or quic and --address: CA file to validate the "
+                             "server's certificate (without one it is not checked)")
     parser.add_argument("--tls-domain", default="localhost",
-                        help="with tcp-tls: the name the server's certificate must carry")
+                        help="with tls or quic: the name the server's certificate must carry")
     parser.add_argument("--fsync", action="store_true",
                         help="enforce fsync on the benchmark topics (ack after fdatasync)")
     parser.add_argument("--address", default="",
