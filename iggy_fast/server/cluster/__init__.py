@@ -29,12 +29,15 @@ The metadata itself lives in etcd behind the `MetadataStore` interface
     cluster/init                     held (under a lease) by the node creating the first
                                      metadata (the format marker, the root user)
 
-Not done yet (issue 12): no `min_in_sync_replicas` nor per-topic `replication_factor` option
-(the node's `replication_factor` applies); consumer groups are each node's own (their requests
+Topic options (server/options.py): `replication_factor` (default: the node's) and
+`min_in_sync_replicas`: a leader refuses a send (transient_not_accepted, nothing appended)
+while the partition's in-sync set is smaller (`Replication.check_in_sync`). GET
+/cluster/status on the HTTP transport (transports/http_cluster.py) is `Cluster.status()`.
+
+Not done yet (issue 12): consumer groups are each node's own (their requests
 are not forwarded), so members on different nodes do not share a group; a send retried after
 its leader died may be appended twice (no idempotent forwarding); no rebalancing onto new
-nodes (`cluster rebalance`) nor replacement of dead replicas; no HTTP status endpoint;
-truncation cuts only within the active segment (otherwise the replica copies the whole log
+nodes (`cluster rebalance`) nor replacement of dead replicas; truncation cuts only within the active segment (otherwise the replica copies the whole log
 again); a node that has not yet seen a stream's or topic's deletion may still answer for it
 for a few milliseconds (a name it does not know makes it catch up with etcd first); renames
 are not guarded across nodes (creations are, by the identity counter). The official SDK

@@ -87,6 +87,8 @@ class Cluster:
         if part is None:
             return None
         if self.replication.leads(part.identity):
+            if code == 101:
+                self.replication.check_in_sync(topic, part)
             return None
         body = bytes(body)      # the receive buffer is reused once this returns
         return self._route_later(client, code, request, pid, part, body)
@@ -125,15 +127,20 @@ class Cluster:
         return rows
 
     def status(self) -> dict:
-        """The admin view: nodes, the controller, every partition's placement."""
+        """The admin view: nodes, the controller, every partition's placement (with the log
+        end and high watermark of those this node leads); GET /cluster/status serves it."""
         state = self.server.state
         partitions = []
         for stream in state.streams.values():
             for topic in stream.topics.values():
                 for part in topic.partitions.values():
                     record = self.placements.of(part) or {}
-                    partitions.append({"stream": stream.id, "topic": topic.id,
-                                       "partition": part.id, **record})
+                    row = {"stream": stream.id, "topic": topic.id, "partition": part.id,
+                           **record}
+                    if record.get("leader") == self.node.name and hasattr(part, "log"):
+                        row["end"] = part.log.next_offset
+                        row["high_watermark"] = self.replication.high_watermark(part)
+                    partitions.append(row)
         return {"cluster": self.node.cluster, "node": self.node.name,
                 "controller": (self.node.controller or {}).get("name"),
                 "nodes": {name: {"live": name in self.node.nodes,
