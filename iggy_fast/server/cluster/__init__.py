@@ -37,15 +37,15 @@ while the partition's in-sync set is smaller (`Replication.check_in_sync`). GET
 Not done yet (issue 12): consumer groups are each node's own (their requests
 are not forwarded), so members on different nodes do not share a group; a send retried after
 its leader died may be appended twice (no idempotent forwarding); no rebalancing onto new
-nodes (`cluster rebalance`) nor replacement of dead replicas; truncation cuts only within the active segment (otherwise the replica copies the whole log
-again); a node that has not yet seen a stream's or topic's deletion may still answer for it
+nodes (`cluster rebalance`) nor replacement of dead replicas; truncation cuts only within
+the active segment (otherwise the replica copies the whole log again); a node that has not yet seen a stream's or topic's deletion may still answer for it
 for a few milliseconds (a name it does not know makes it catch up with etcd first); renames
 are not guarded across nodes (creations are, by the identity counter). The official SDK
 (0.9.0), once GetClusterMetadata lists several nodes, polls with auto-commit by code 103, whose
 body is PollMessages' (auto_commit set; the code appears in no Iggy source on this machine): it
 is served as PollMessages and forwarded like it. Even so, that SDK's `poll_messages(...,
 auto_commit=True)` raises InvalidCommand on its own side after receiving the answer (the
-server's reply is byte-identical to a code-100 reply, which it accepts; its raw
+server answers it as it answers code 100, which the SDK accepts; its raw
 `send_binary_request(103, ...)` works): with several nodes, poll without auto-commit and store
 offsets with `store_consumer_offset`. Its other requests work on any node.
 """
