@@ -4,7 +4,8 @@ What is shown here: nodes register and GetClusterMetadata lists them with the an
 the one to talk to; metadata created through one node is visible through every node, with
 dense unique ids under concurrent creates on different nodes; a topic's partitions are placed
 on `replication_factor` distinct nodes with leaders spread (read back with `iggy-fast cluster
-status`); a killed controller and partition leader are replaced within 10 s (epoch bumped, the
+status`); code 103 (the 0.9.0 SDK's auto-committing poll on a cluster) is served through any
+node; a killed controller and partition leader are replaced within 10 s (epoch bumped, the
 dead node out of the in-sync set) and the node restarted with its name and data directory
 rejoins at once; a second live node with the same name, and a data directory of another
 cluster, are refused with one line; a node started before etcd says so and comes up once etcd
