@@ -223,6 +223,8 @@ class Dispatcher:
         try:
             if code in NEEDS_LOGIN and client.user_id is None:
                 raise Unauthenticated()
+            if self.server.cluster is not None:     # refuses a partition another node leads
+                self.server.cluster.route(client, code, request, None)
             result = COMMANDS[code].serve(Context(self.server, client, now), request)
         except IggyError:
             if metrics is not None:

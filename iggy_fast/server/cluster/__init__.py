@@ -33,8 +33,9 @@ Topic options (server/options.py): `replication_factor` (default: the node's) an
 `min_in_sync_replicas`: a leader refuses a send (transient_not_accepted, nothing appended)
 while the partition's in-sync set is smaller (`Replication.check_in_sync`). GET
 /cluster/status on the HTTP transport (transports/http_cluster.py) is `Cluster.status()`.
-Only binary-protocol requests (TCP, QUIC, WebSocket) are forwarded and checked so; an HTTP
-REST request is served by the node it reaches, as on a single node.
+Only binary-protocol requests (TCP, QUIC, WebSocket) are forwarded; an HTTP REST request
+for a partition another node leads is refused (transient_not_accepted), so it never reads or
+writes a follower's copy.
 
 Not done yet (issue 12): consumer groups are each node's own (their requests
 are not forwarded), so members on different nodes do not share a group; a send retried after
