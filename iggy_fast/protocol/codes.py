@@ -59,6 +59,9 @@ COMMANDS: dict[int, Command] = {c.code: c for c in (
     Command(42, "create_personal_access_token", 146, True),
     Command(43, "delete_personal_access_token", 147, True),
     Command(100, "poll_messages", 2, True),
+    # The official SDK (0.9.0) sends its auto-committing polls under this code once
+    # GetClusterMetadata lists several nodes; the body is PollMessages' (auto_commit set).
+    Command(103, "poll_messages_auto_commit", 2, True),
     Command(101, "send_messages", 160, True),
     Command(102, "flush_unsaved_buffer", 2, True),
     Command(120, "get_consumer_offset", 2, True),

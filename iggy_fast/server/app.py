@@ -30,7 +30,7 @@ import tempfile
 import time
 
 from iggy_fast.server.core import Server, StartupError
-from iggy_fast.server.transports import Endpoint, http_metrics
+from iggy_fast.server.transports import Endpoint, http_cluster, http_metrics
 from iggy_fast.server.transports.http import ROUTE_HOOKS, HttpEndpoint
 from iggy_fast.server.transports.sockets import os_reason
 from iggy_fast.server.transports.quic import QuicEndpoint
@@ -49,6 +49,7 @@ ENDPOINTS: dict[str, type[Endpoint]] = {
 }
 # Routes other parts of the server add to the HTTP endpoint.
 ROUTE_HOOKS.append(http_metrics.add_routes)          # /metrics, /stats/rates
+ROUTE_HOOKS.append(http_cluster.add_routes)          # /cluster/status (a cluster's node)
 
 
 async def _every(seconds: float, task) -> None:

@@ -43,7 +43,7 @@ MAX_CONFLICT_RETRIES = 8
 # (server/cluster/replication.py): sends, polls and offsets of single consumers, flushes.
 # (A consumer group's requests are served where the member is connected: its membership is
 # that node's.)
-FORWARDED = frozenset({100, 101, 102, 120, 121, 122})
+FORWARDED = frozenset({100, 101, 102, 103, 120, 121, 122})
 # In a cluster, a request naming a stream, topic or partition this node does not know (yet)
 # is served again once the node has caught up with etcd.
 CATCH_UP_CODES = frozenset({StreamIdNotFound.code, TopicIdNotFound.code,
@@ -84,6 +84,7 @@ COMMANDS: dict[int, Command] = {
     43: Command(binary.decode_delete_personal_access_token, users.delete_personal_access_token,
                 None),
     100: Command(binary.decode_poll_messages, messages.poll_messages, binary.encode_polled),
+    103: Command(binary.decode_poll_messages, messages.poll_messages, binary.encode_polled),
     101: Command(binary.decode_send_messages, messages.send_messages, binary.encode_sent),
     102: Command(binary.decode_flush_unsaved_buffer, messages.flush_unsaved_buffer, None),
     120: Command(binary.decode_get_consumer_offset, messages.get_consumer_offset,
@@ -222,6 +223,8 @@ class Dispatcher:
         try:
             if code in NEEDS_LOGIN and client.user_id is None:
                 raise Unauthenticated()
+            if self.server.cluster is not None:     # refuses a partition another node leads
+                self.server.cluster.route(client, code, request, None)
             result = COMMANDS[code].serve(Context(self.server, client, now), request)
         except IggyError:
             if metrics is not None:

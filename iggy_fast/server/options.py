@@ -18,7 +18,8 @@ from __future__ import annotations
 import struct
 
 from iggy_fast.config import NEVER, ConfigError, parse_bool, parse_duration_us, parse_size
-from iggy_fast.protocol.errors import InvalidOptionValue, InvalidTopicSize, UnsupportedOptionKey
+from iggy_fast.protocol.errors import (InvalidOptionValue, InvalidReplicationFactor,
+                                      InvalidTopicSize, UnsupportedOptionKey)
 
 RAW, STRING, BOOL, UINT32, UINT64 = 1, 2, 3, 11, 12
 _INT_KINDS = {4: (1, True), 5: (2, True), 6: (4, True), 7: (8, True), 8: (16, True),
@@ -73,7 +74,8 @@ class TopicSettings:
     FIELDS = ("compression", "message_expiry", "max_topic_size", "segment_size",
               "enforce_fsync", "messages_required_to_save",
               "size_of_messages_required_to_save", "preallocate_segments",
-              "durability", "consumer_offset_durability")
+              "durability", "consumer_offset_durability", "replication_factor",
+              "min_in_sync_replicas")
 
     def __init__(self, **values):
         for field in self.FIELDS:
@@ -139,6 +141,10 @@ CATALOG = {
                    _durability_parser, lambda v: v.encode()),
     "consumer_offset_durability": (STRING, "consumer_offset_durability", "When an offset store is acknowledged: replicated or persisted.",
                                    _durability_parser, lambda v: v.encode()),
+    "replication_factor": (UINT32, "replication_factor", "Nodes each partition is placed on, in a cluster (1..255; fixed at creation).",
+                           _u64_parser(int), lambda v: struct.pack("<I", v)),
+    "min_in_sync_replicas": (UINT32, "min_in_sync_replicas", "Sends are refused (transient_not_accepted) while a partition has fewer in-sync replicas, in a cluster.",
+                             _u64_parser(int), lambda v: struct.pack("<I", v)),
 }
 
 # Keys UpdateTopic may change (others there are refused, as Iggy does).
@@ -165,6 +171,10 @@ def default_settings(cfg: dict) -> dict:
         "preallocate_segments": False,
         "durability": "replicated",
         "consumer_offset_durability": "replicated",
+        # A single node is one replica of everything (and always in sync with itself).
+        "replication_factor": int(cfg["cluster"]["replication_factor"])
+        if cfg["cluster"]["enabled"] else 1,
+        "min_in_sync_replicas": 1,
     }
 
 
@@ -211,11 +221,20 @@ def resolve(entries, defaults: dict, current: dict | None = None,
                 raise InvalidOptionValue(f"option {name!r}: {shown} {refused}")
         if field == "messages_required_to_save" and parsed < 1:
             raise InvalidOptionValue(f"option {name!r}: {shown} must be at least 1")
+        if field == "replication_factor" and not 1 <= parsed <= 255:
+            raise InvalidReplicationFactor(f"option {name!r}: {shown} must be 1..255")
+        if field == "min_in_sync_replicas" and parsed < 1:
+            raise InvalidOptionValue(f"option {name!r}: {shown} must be at least 1")
         settings[field] = parsed
         kept.append((key_kind, key, value_kind, value))
     if settings["max_topic_size"] != NEVER and settings["max_topic_size"] < settings["segment_size"]:
         raise InvalidTopicSize(f"option 'max_topic_size': {settings['max_topic_size']} is "
                                f"smaller than one segment ({settings['segment_size']} bytes)")
+    if settings["min_in_sync_replicas"] > settings["replication_factor"]:
+        raise InvalidOptionValue(f"option 'min_in_sync_replicas': "
+                                 f"{settings['min_in_sync_replicas']} is more than the topic's "
+                                 f"replication_factor ({settings['replication_factor']}): no "
+                                 f"send could ever be accepted")
     return settings, canonical(kept, settings)
 
 

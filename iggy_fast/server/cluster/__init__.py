@@ -29,16 +29,26 @@ The metadata itself lives in etcd behind the `MetadataStore` interface
     cluster/init                     held (under a lease) by the node creating the first
                                      metadata (the format marker, the root user)
 
-Not done yet (issue 12): no `min_in_sync_replicas` nor per-topic `replication_factor` option
-(the node's `replication_factor` applies); consumer groups are each node's own (their requests
+Topic options (server/options.py): `replication_factor` (default: the node's) and
+`min_in_sync_replicas`: a leader refuses a send (transient_not_accepted, nothing appended)
+while the partition's in-sync set is smaller (`Replication.check_in_sync`). GET
+/cluster/status on the HTTP transport (transports/http_cluster.py) is `Cluster.status()`.
+Only binary-protocol requests (TCP, QUIC, WebSocket) are forwarded; an HTTP REST request
+for a partition another node leads is refused (transient_not_accepted), so it never reads or
+writes a follower's copy.
+
+Not done yet (issue 12): consumer groups are each node's own (their requests
 are not forwarded), so members on different nodes do not share a group; a send retried after
 its leader died may be appended twice (no idempotent forwarding); no rebalancing onto new
-nodes (`cluster rebalance`) nor replacement of dead replicas; no HTTP status endpoint;
-truncation cuts only within the active segment (otherwise the replica copies the whole log
-again); a node that has not yet seen a stream's or topic's deletion may still answer for it
+nodes (`cluster rebalance`) nor replacement of dead replicas; truncation cuts only within
+the active segment (otherwise the replica copies the whole log again); a node that has not yet seen a stream's or topic's deletion may still answer for it
 for a few milliseconds (a name it does not know makes it catch up with etcd first); renames
 are not guarded across nodes (creations are, by the identity counter). The official SDK
-(0.9.0), once GetClusterMetadata lists several nodes, polls with auto-commit by a command
-(code 103) that PROTOCOL.md does not describe and this server answers with InvalidCommand;
-its other requests work on any node.
+(0.9.0), once GetClusterMetadata lists several nodes, polls with auto-commit by code 103, whose
+body is PollMessages' (auto_commit set; the code appears in no Iggy source on this machine): it
+is served as PollMessages and forwarded like it. Even so, that SDK's `poll_messages(...,
+auto_commit=True)` raises InvalidCommand on its own side after receiving the answer (the
+server answers it as it answers code 100, which the SDK accepts; its raw
+`send_binary_request(103, ...)` works): with several nodes, poll without auto-commit and store
+offsets with `store_consumer_offset`. Its other requests work on any node.
 """

@@ -65,7 +65,10 @@ class Cluster:
 
     def route(self, client, code: int, request, body):
         """None when this node serves a partition request itself, else an awaitable of the
-        leader's encoded answer (the request forwarded over the replication address)."""
+        leader's encoded answer (the request forwarded over the replication address).
+        `body` None (a request that came typed, over HTTP, with no binary body to forward):
+        TransientNotAccepted instead of forwarding, so a node never serves a partition
+        another node leads."""
         if code not in FORWARDED:
             return None
         from iggy_fast.server.service.messages import _route
@@ -77,6 +80,8 @@ class Cluster:
         try:
             topic = state.topic(request.stream, request.topic)
         except (StreamIdNotFound, TopicIdNotFound):
+            if body is None:
+                return None     # served here: not found (the HTTP path does not catch up)
             # Made on another node a moment ago? Look again once caught up with etcd.
             return self._caught_up(client, code, request, bytes(body))
         if code == 101:
@@ -87,7 +92,13 @@ class Cluster:
         if part is None:
             return None
         if self.replication.leads(part.identity):
+            if code == 101:
+                self.replication.check_in_sync(topic, part)
             return None
+        if body is None:
+            raise TransientNotAccepted(f"partition {part.key} is led by another node: send "
+                                       f"this request to it (GET /cluster/status) or over the "
+                                       f"binary protocol")
         body = bytes(body)      # the receive buffer is reused once this returns
         return self._route_later(client, code, request, pid, part, body)
 
@@ -125,15 +136,20 @@ class Cluster:
         return rows
 
     def status(self) -> dict:
-        """The admin view: nodes, the controller, every partition's placement."""
+        """The admin view: nodes, the controller, every partition's placement (with the log
+        end and high watermark of those this node leads); GET /cluster/status serves it."""
         state = self.server.state
         partitions = []
         for stream in state.streams.values():
             for topic in stream.topics.values():
                 for part in topic.partitions.values():
                     record = self.placements.of(part) or {}
-                    partitions.append({"stream": stream.id, "topic": topic.id,
-                                       "partition": part.id, **record})
+                    row = {"stream": stream.id, "topic": topic.id, "partition": part.id,
+                           **record}
+                    if record.get("leader") == self.node.name and hasattr(part, "log"):
+                        row["end"] = part.log.next_offset
+                        row["high_watermark"] = self.replication.high_watermark(part)
+                    partitions.append(row)
         return {"cluster": self.node.cluster, "node": self.node.name,
                 "controller": (self.node.controller or {}).get("name"),
                 "nodes": {name: {"live": name in self.node.nodes,

@@ -501,6 +501,19 @@ class Replication:
         record = self.placements.records.get(identity)
         return record is not None and record.get("leader") == self.node.name and ready(record)
 
+    def check_in_sync(self, topic, part) -> None:
+        """Refuse a send this leader could not acknowledge safely: fewer in-sync replicas
+        than the topic's `min_in_sync_replicas` (nothing is appended, so a retry is clean)."""
+        need = int(topic.settings.get("min_in_sync_replicas", 1))
+        record = self.placements.records.get(part.identity) or {}
+        have = len(record.get("isr", ()))
+        if have < need:
+            message = (f"partition {part.key}: {have} in-sync replica(s) "
+                       f"({', '.join(record.get('isr', ())) or 'none'}), the topic's "
+                       f"min_in_sync_replicas is {need}; send refused")
+            log.warning("%s", message)
+            raise TransientNotAccepted(message)
+
     def forward(self, client, code: int, request, pid: int, identity: int, record: dict,
                 body: bytes):
         """An awaitable of the leader's encoded answer to `request` (a list of pieces)."""
@@ -541,6 +554,10 @@ class Replication:
             if code == 101 and h.get("pid") is not None:
                 request = request._replace(partitioning=PARTITION_ID,
                                            partitioning_value=int(h["pid"]).to_bytes(4, "little"))
+            if code == 101:
+                part = self._partition(int(h["p"]))
+                if part is not None:
+                    self.check_in_sync(part.topic, part)
             pieces = await self.serve_encoded(client, code, request)
         except IggyError as e:
             return frame({"status": e.code})
