@@ -147,6 +147,23 @@ async def test_not_connected_before_connect(server):
     assert "connect()" in str(info.value)
 
 
+async def outlive_a_restart(c, srv) -> None:
+    """Stop and restart `srv` under the connected client `c`: the loss is noticed (by a
+    request or the heartbeat), the client reconnects with backoff once the server is back and
+    logs in again, so what was there before is read and writes work."""
+    await c.create_stream("before")
+    srv.stop()
+    with pytest.raises((errors.Disconnected, errors.NotConnected,
+                        errors.CannotEstablishConnection)):
+        await c.get_streams()
+        await asyncio.sleep(1)
+        await c.get_streams()
+    srv.start()
+    assert [s.name for s in await c.get_streams()] == ["before"]
+    assert c.reconnects == 1
+    await c.create_stream("after")
+
+
 async def test_reconnect_after_server_restart(fresh_server):
     srv = fresh_server.start()
     reconnected = []
@@ -157,19 +174,8 @@ async def test_reconnect_after_server_restart(fresh_server):
     async with IggyClient(f"iggy://iggy:iggy@{srv.address}", reconnection_interval=0.2,
                           heartbeat_interval=0.5) as c:
         c.on_reconnect.append(on_reconnect)
-        await c.create_stream("before")
-        srv.stop()
-        # The connection's loss is noticed (by a request or the heartbeat) and the client
-        # keeps trying with backoff until the server is back.
-        with pytest.raises((errors.Disconnected, errors.NotConnected,
-                            errors.CannotEstablishConnection)):
-            await c.get_streams()
-            await asyncio.sleep(1)
-            await c.get_streams()
-        srv.start()
-        assert [s.name for s in await c.get_streams()] == ["before"]
-        assert c.reconnects == 1 and reconnected and reconnected[0].user_id == 0
-        await c.create_stream("after")                   # logged in again: writes work
+        await outlive_a_restart(c, srv)
+        assert reconnected and reconnected[0].user_id == 0
 
 
 async def test_heartbeat_keeps_an_idle_connection(tmp_path):

@@ -14,6 +14,7 @@ import struct
 import pytest
 
 from conftest import wait_for
+from test_sdk_connection import outlive_a_restart
 from iggy_fast import Consumer, IggyClient, PollingStrategy, SendMessage, SyncIggyClient, _wire
 from iggy_fast._json import polled_json, send_json
 from iggy_fast.client.types import build_batch, encode_headers
@@ -314,14 +315,4 @@ async def test_reconnect_after_server_restart(fresh_server):
     srv = http_ready(fresh_server.start())
     async with IggyClient(http_url(srv), reconnection_interval=0.2,
                           heartbeat_interval=0.5) as c:
-        await c.create_stream("before")
-        srv.stop()
-        with pytest.raises((errors.Disconnected, errors.NotConnected,
-                            errors.CannotEstablishConnection)):
-            await c.get_streams()
-            await asyncio.sleep(1)
-            await c.get_streams()
-        srv.start()
-        assert [s.name for s in await c.get_streams()] == ["before"]
-        assert c.reconnects == 1
-        await c.create_stream("after")
+        await outlive_a_restart(c, srv)
