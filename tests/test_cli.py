@@ -315,7 +315,8 @@ def test_pat_create_prints_a_token_that_logs_in(server, home, unique):
     assert rc == 0, err
     token = out.strip()
     assert token and "\n" not in token
-    rc, out, err = run("me", "--address", server.address, "-t", token, "--output", "json",
+    rc, out, err = run("me", "--address", server.address, f"--token={token.strip()}",
+                       "--output", "json",
                        home=home)
     assert rc == 0, err
     assert json.loads(out)["user_id"] == 0
@@ -525,8 +526,9 @@ def test_context_with_a_token(server, home, unique):
     rc, token, err = run("pat", "create", unique("p")[:20], "--address", server.address, *ROOT,
                          home=home)
     assert rc == 0, err
-    rc, _, err = run("context", "create", "bot", "--address", server.address, "-t",
-                     token.strip(), home=home)
+    # `--token=` form: a token may begin with "-", which argparse would take for an option.
+    rc, _, err = run("context", "create", "bot", "--address", server.address,
+                     f"--token={token.strip()}", home=home)
     assert rc == 0, err
     rc, out, err = run("me", "--context", "bot", "--output", "json", home=home)
     assert rc == 0, err
