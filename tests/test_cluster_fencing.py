@@ -21,8 +21,8 @@ import time
 
 import pytest
 
-from cluster_helpers import (ETCD, Producer, connect, read_partition, segments, start_cluster,
-                             stop_cluster)
+from cluster_helpers import (ETCD, Producer, connect, name_of, read_partition, segments,
+                             start_cluster, stop_cluster)
 from conftest import wait_for
 from test_cluster import status
 
@@ -112,4 +112,47 @@ async def test_a_paused_leader_acknowledges_nothing_after_losing_leadership(tmp_
         for p in producers:
             if p._task is not None and not p._task.done():
                 await p.stop()
+        stop_cluster(etcd, nodes)
+
+
+async def test_an_acknowledged_offset_survives_its_leaders_death_at_once(tmp_path):
+    """A stored consumer offset is acknowledged only once the in-sync follower has it: the
+    leader killed the moment it acknowledged, the new leader has the offset (and a poll with
+    auto-commit, acknowledged likewise, too). (Offsets used to reach the follower with its
+    next fetch, up to half a second later when the partition was idle, so one committed just
+    before its leader died was lost and the consumer got those messages again.)"""
+    etcd, nodes = start_cluster(tmp_path, "offs", 2, lease_ttl=f"{TTL} s")
+    try:
+        admin = await connect(nodes["node1"])
+        await admin.create_stream("o")
+        await admin.create_topic("o", "t", partitions_count=1)
+
+        def whole():
+            ps = status(etcd, "offs")["partitions"]
+            return ps and sorted(ps[0]["isr"]) == ["node1", "node2"]
+        assert await wait(whole, 20)
+        record = status(etcd, "offs")["partitions"][0]
+        leader = nodes[record["leader"]]
+        follower = next(n for name, n in nodes.items() if name != record["leader"])
+        to_leader = await connect(leader)
+        await to_leader.send_messages("o", "t", 0, [f"m{i}".encode() for i in range(50)])
+        await asyncio.sleep(1.0)           # idle: the follower's fetch is long-polling
+        polled = await to_leader.poll_messages("o", "t", partition_id=0, count=10,
+                                               auto_commit=True, consumer=8)
+        assert [m.offset for m in polled] == list(range(10))
+        await to_leader.store_consumer_offset("o", "t", 41, 0, consumer=7)
+        leader.proc.send_signal(signal.SIGKILL)       # at once: no fetch can follow
+
+        assert await wait(lambda: status(etcd, "offs")["partitions"][0]["leader"]
+                          == name_of(follower), 15)
+        to_new = await connect(follower)
+        for _ in range(100):        # the new leader takes office
+            try:
+                stored = await to_new.get_consumer_offset("o", "t", 0, consumer=7)
+                break
+            except Exception:
+                await asyncio.sleep(0.1)
+        assert stored is not None and stored.stored_offset == 41, stored
+        assert (await to_new.get_consumer_offset("o", "t", 0, consumer=8)).stored_offset == 9
+    finally:
         stop_cluster(etcd, nodes)
