@@ -137,6 +137,13 @@ def frame(header: dict, payload: bytes = b"") -> bytes:
     return FRAME.pack(len(head) + len(payload), len(head)) + head + payload
 
 
+def frame_pieces(header: dict, pieces: list) -> list:
+    """A frame as pieces to write one after another: a fetch's batches (a megabyte each at
+    full speed) go to the socket without being joined into one buffer first."""
+    head = orjson.dumps(header)
+    return [FRAME.pack(len(head) + sum(map(len, pieces)), len(head)) + head, *pieces]
+
+
 class Peer:
     """One lock-step connection to another node's replication address."""
 
@@ -354,7 +361,10 @@ class Replication:
                     reply = await self._forwarded(header, payload)
                 else:
                     raise PeerGarbage(f"unknown operation {header.get('op')!r}")
-                writer.write(reply)
+                if isinstance(reply, list):
+                    writer.writelines(reply)
+                else:
+                    writer.write(reply)
                 await writer.drain()
         except PeerGarbage as e:
             log.warning("replication peer %s refused: it sent %s", where, e)
@@ -365,7 +375,7 @@ class Replication:
         finally:
             writer.close()
 
-    async def _fetch(self, h: dict) -> bytes:
+    async def _fetch(self, h: dict) -> bytes | list:
         identity, offset, follower = int(h["p"]), int(h["offset"]), str(h["node"])
         record = self.placements.records.get(identity)
         part = self._partition(identity)
@@ -404,8 +414,8 @@ class Replication:
         if h.get("offsets") != offsets_digest(part):
             reply["offsets"] = part.offsets.values
             reply["ov"] = [record["epoch"], self._ov.get(identity, 0)]
-        return frame(reply,
-                     b"".join(bytes(c) for c in chunks))
+        # bytes(): a chunk may be a view of a buffer the log reuses.
+        return frame_pieces(reply, [bytes(c) for c in chunks])
 
     def _follower_at(self, identity: int, follower: str, offset: int, end: int) -> None:
         self._ends.setdefault(identity, {})[follower] = offset
