@@ -94,6 +94,7 @@ class Producer:
     async def stop(self) -> None:
         self._stop.set()
         await self._task
+        await self.client.close()
 
     async def _run(self) -> None:
         while not self._stop.is_set():

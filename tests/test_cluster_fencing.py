@@ -93,6 +93,7 @@ async def test_a_paused_leader_acknowledges_nothing_after_losing_leadership(tmp_
 
         reader = await connect(F)
         log = await read_partition(reader, "f", "t", 0)
+        await reader.close()
         assert [offset for offset, _ in log] == list(range(len(log)))        # dense
         stored = {payload for _, payload in log}
         assert len(stored) == len(log)          # no payload twice (no send retried)
@@ -106,7 +107,9 @@ async def test_a_paused_leader_acknowledges_nothing_after_losing_leadership(tmp_
             {k: len(v) for k, v in segments(L).items()},
             {k: len(v) for k, v in segments(F).items()})
         # It follows now: a read through it is forwarded to F and sees F's log.
-        through_l = await read_partition(await connect(L), "f", "t", 0)
+        via_l = await connect(L)
+        through_l = await read_partition(via_l, "f", "t", 0)
+        await via_l.close()
         assert through_l[:len(log)] == log
     finally:
         for p in producers:
