@@ -622,7 +622,7 @@ class Replication:
             raise TransientNotAccepted(f"the leader at {address} did not answer in time"
                                        ) from None
         except (OSError, asyncio.IncompleteReadError) as e:
-            log.info("forwarding to the leader at %s failed: %s", address, e)
+            log.debug("forwarding to the leader at %s failed: %s", address, e)
             raise Moved(f"the leader at {address} is unreachable") from None
         except PeerGarbage as e:
             log.warning("the leader at %s answered a forwarded request with %s", address, e)
