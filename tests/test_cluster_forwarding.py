@@ -5,7 +5,8 @@ stored exactly once, even when its leader is killed with SIGKILL mid-run and the
 node sends it again to the next leader: under load from several official clients (every
 acknowledged message there once, offsets dense, no id twice), and deterministically, for a
 batch the next leader had already copied when the old leader died unacknowledged (the retry
-is answered with the offset the batch has). HTTP REST requests for a partition another node
+is answered with the offset the batch has); a forwarded send with no leader to go to fails
+after a bounded time. HTTP REST requests for a partition another node
 leads are forwarded too: the official SDK's HTTP client and ours, connected to nodes that do
 not lead, send, poll and store offsets, and the data reads back through other nodes over
 TCP. GetStats describes the node that answers it. Skipped only without `etcd`.
@@ -27,6 +28,8 @@ from iggy_fast import IggyClient as OurClient
 from iggy_fast import _wire
 from iggy_fast import PollingStrategy as OurStrategy
 from iggy_fast.client.blocking import BlockingClient
+from iggy_fast.protocol.codes import FIRST
+from iggy_fast.protocol.errors import TransientNotAccepted
 from iggy_fast.server.cluster.dev import EtcdProcess, find_etcd, node
 from test_cluster import live, status
 from test_sdk_http import http_ready
@@ -96,7 +99,7 @@ async def test_forwarded_sends_are_stored_once_when_the_leader_is_killed_under_l
                 try:
                     await producer.send_messages("once", "t", 0, [Message(p) for p in payloads])
                     acked.extend(payloads)
-                except Exception as e:      # counted: sends may fail while nothing leads
+                except Exception as e:
                     failed.append(e)
                     await asyncio.sleep(0.1)
                 i += 1
@@ -116,6 +119,8 @@ async def test_forwarded_sends_are_stored_once_when_the_leader_is_killed_under_l
         stop_sending.set()
         await asyncio.gather(*tasks)
         assert len(acked) > settled + 200, (failed, status(etcd, "once"))
+        # The forwarding node rode through the failover: no send failed, each waited.
+        assert not failed, failed
 
         for through in (follower, bystander):       # the new leader, and forwarded
             msgs = await read_all(nodes[through], "once", "t")
@@ -172,6 +177,47 @@ async def test_a_retried_send_the_next_leader_already_has_is_not_appended_again(
         assert [m.payload() for m in msgs] == [b"before-0", b"before-1", b"before-2",
                                                b"replicated-unacknowledged", b"after"]
         assert [m.offset() for m in msgs] == [0, 1, 2, 3, 4]
+    finally:
+        stop(nodes, etcd)
+
+
+async def test_a_forwarded_send_with_no_leader_to_go_to_fails_after_a_bounded_time(tmp_path):
+    """The partition's only replica is dead: the forwarding node waits for a leader for
+    `forward_for` (replica_lag_max + 3 lease TTLs: 2 + 9 s here), then answers
+    transient_not_accepted, and stores nothing."""
+    etcd = EtcdProcess(ETCD).start()
+    nodes = {f"node{i}": node(f"node{i}", etcd.endpoint, cluster="bounded", lease_ttl="3 s",
+                              data_dir=str(tmp_path / f"node{i}"),
+                              env={"IGGY_CLUSTER_REPLICA_LAG_MAX": "2 s"})
+             for i in range(1, 3)}
+    try:
+        start(etcd, nodes, "bounded")
+        admin = await connect(nodes["node1"])
+        await admin.create_stream("b")
+        await admin.create_topic(stream="b", name="t", partitions_count=1,
+                                 options={"replication_factor": "1"})
+        assert wait_for(lambda: status(etcd, "bounded")["partitions"], 10)
+        only = status(etcd, "bounded")["partitions"][0]["leader"]
+        forwarder = next(n for n in nodes if n != only)
+        client = BlockingClient(nodes[forwarder].address)
+        client.login()
+
+        def send(payload: bytes) -> int:
+            batch = _wire.encode_batch([payload], time.time_ns() // 1000, ids=os.urandom(16))
+            return client.send_batch("b", "t", 0, batch, 1)
+
+        assert send(b"first") == 0
+        nodes[only].stop(signal.SIGKILL)
+        loop = asyncio.get_running_loop()
+        began = time.monotonic()
+        with pytest.raises(TransientNotAccepted):
+            await loop.run_in_executor(None, send, b"nowhere to go")
+        assert 10 < time.monotonic() - began < 25
+        nodes[only].start()         # the send that failed was not stored
+        msgs = await loop.run_in_executor(None, client.poll_messages, "b", "t", 0, FIRST, 0,
+                                          100)
+        assert [m[4] for m in msgs] == [b"first"]
+        client.close()
     finally:
         stop(nodes, etcd)
 
