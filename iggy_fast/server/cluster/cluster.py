@@ -8,7 +8,8 @@ import logging
 import struct
 import time
 
-from iggy_fast.protocol.errors import StreamIdNotFound, TopicIdNotFound, TransientNotAccepted
+from iggy_fast.protocol.errors import (PartitionNotFound, StreamIdNotFound, TopicIdNotFound,
+                                       TransientNotAccepted)
 from iggy_fast.server.cluster.controller import Controller, Placements
 from iggy_fast.server.cluster.node import Node
 from iggy_fast.protocol import client_codec as cc
@@ -79,7 +80,7 @@ class Cluster:
             return None if forwarded is None else _typed(code, forwarded)
         return self._route(client, code, request, body)
 
-    def _route(self, client, code: int, request, body):
+    def _route(self, client, code: int, request, body, caught_up: bool = False):
         from iggy_fast.server.service.messages import _route
         from iggy_fast.server.state import GROUP
 
@@ -89,6 +90,8 @@ class Cluster:
         try:
             topic = state.topic(request.stream, request.topic)
         except (StreamIdNotFound, TopicIdNotFound):
+            if caught_up:
+                return None     # served here: not found
             # Made on another node a moment ago? Look again once caught up with etcd.
             return self._caught_up(client, code, request, _body(code, request, body))
         if code == 101:
@@ -107,7 +110,7 @@ class Cluster:
 
     async def _caught_up(self, client, code, request, body: bytes) -> list:
         await self.store.catch_up()
-        forwarded = self._route(client, code, request, body)
+        forwarded = self._route(client, code, request, body, caught_up=True)
         if forwarded is not None:
             return await forwarded
         return await self.replication.serve_encoded(client, code, request)
@@ -121,6 +124,8 @@ class Cluster:
         since = time.time_ns() // 1000
         tried, why = False, "the partition has no leader now"
         while loop.time() < deadline:
+            if not self.server.state.live(part):
+                raise PartitionNotFound()       # deleted meanwhile
             record = self.placements.of(part)
             # The leader, which may be this node now that the placement is known (the
             # request then goes through this node's own replication address, as any
