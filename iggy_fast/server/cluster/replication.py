@@ -22,10 +22,11 @@ the answer is awaited; it gives up after `forward_for` (about the longest a fail
 with transient_not_accepted. Polls, flushes and offsets may simply go again. A send may not:
 its first attempt may have been appended, and even replicated to the next leader, with the
 answer lost. So a retried send carries "retry", the wall-clock time (µs) its first attempt
-went out, and the leader appends it only if its log lacks it: it compares the batch with the
-batches it stamped since then (less CLOCK_SKEW_US), all but the fields the leader stamps
-(partition id, base offset, base timestamp, checksum), the frames by a 64-bit XXH3, and an
-identical one is answered with its offsets once the in-sync replicas have it (`stored_at`).
+went out, and the leader appends it only if its log lacks it (`stored_at`): it compares the
+batch with each batch it stamped since then (less CLOCK_SKEW_US) on everything but the fields
+a leader stamps (partition id, base offset, base timestamp, checksum): length and origin
+timestamp as they are, the frames by a 64-bit XXH3. A batch found is answered with its
+offsets, once the in-sync replicas have it, and not appended again.
 Why the log itself and no window of batch identities: every replica already holds the same
 batches (a follower that becomes leader can answer a retry of a batch it only copied), so
 nothing is kept in memory, rebuilt at start or lost when a busy window overflows before the
@@ -589,7 +590,7 @@ class Replication:
         the request must go again, to whichever node leads then: the leader is unreachable,
         it no longer leads, or the placement names another leader while waiting for it.
         `since` (µs, wall clock) is when the first attempt went out; `retry` marks a later
-        attempt, a send the leader first looks for in its log (`_stored_at`)."""
+        attempt, a send the leader first looks for in its log (`_send_once`)."""
         address = self.leader_address(record)
         if address is None:
             raise Moved("the partition's leader is not live")
