@@ -214,6 +214,7 @@ async def test_a_forwarded_send_with_no_leader_to_go_to_fails_after_a_bounded_ti
         with pytest.raises(TransientNotAccepted):
             await loop.run_in_executor(None, send, b"nowhere to go")
         assert 10 < time.monotonic() - began < 25
+        assert "forwarded request given up after 11 s" in nodes[forwarder].log()
         nodes[only].start()         # the send that failed was not stored
         msgs = await loop.run_in_executor(None, client.poll_messages, "b", "t", 0, FIRST, 0,
                                           100)

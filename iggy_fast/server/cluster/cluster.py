@@ -139,6 +139,8 @@ class Cluster:
                     tried, why = True, str(e)
                     log.debug("partition %s: forwarding again: %s", part.key, e)
             await asyncio.sleep(0.1)
+        log.warning("partition %s: a forwarded request given up after %.0f s: %s", part.key,
+                    self.replication.forward_for, why)
         raise TransientNotAccepted(f"partition {part.key}: {why}")
 
     def nodes(self, answering: str) -> list[tuple[str, str, dict, int, int]]:

@@ -618,10 +618,9 @@ class Replication:
         try:
             answer, payload = call.result()
         except asyncio.TimeoutError:
-            log.warning("the leader at %s did not answer a forwarded request in time",
-                        address)
-            raise TransientNotAccepted(f"the leader at {address} did not answer in time"
-                                       ) from None
+            # Not connected within Peer's connect timeout, or no answer by the deadline
+            # (then _route_later gives up with this as the reason).
+            raise Moved(f"the leader at {address} did not answer in time") from None
         except (OSError, asyncio.IncompleteReadError) as e:
             log.debug("forwarding to the leader at %s failed: %s", address, e)
             raise Moved(f"the leader at {address} is unreachable") from None
