@@ -37,7 +37,9 @@ A partition request for a partition another node leads is forwarded to the leade
 every transport (an HTTP REST request is encoded to its binary body to travel and its answer
 decoded back to JSON), and forwarded again to the next leader while leadership moves, for
 about as long as a failover takes; a forwarded send is appended once even then (a retried
-send is looked for in the new leader's log first: replication.py, "Forwarding").
+send is looked for in the new leader's log first: replication.py, "Forwarding"). Only the
+forwarding node's own retries are recognised: a client that sends again itself (having lost
+its connection or its patience) stores a second copy, as with a single node.
 
 Not done yet (issue 12): consumer groups are each node's own (their requests
 are not forwarded), so members on different nodes do not share a group; no rebalancing onto new
