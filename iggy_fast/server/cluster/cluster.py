@@ -8,12 +8,12 @@ import logging
 import struct
 import time
 
+from iggy_fast.protocol import client_codec as cc
 from iggy_fast.protocol.errors import (PartitionNotFound, StreamIdNotFound, TopicIdNotFound,
                                        TransientNotAccepted)
+from iggy_fast.protocol.results import Polled, Sent, StoredOffset
 from iggy_fast.server.cluster.controller import Controller, Placements
 from iggy_fast.server.cluster.node import Node
-from iggy_fast.protocol import client_codec as cc
-from iggy_fast.protocol.results import Polled, Sent, StoredOffset
 from iggy_fast.server.cluster.replication import Moved, Replication, ready
 from iggy_fast.server.dispatch import FORWARDED
 from iggy_fast.server.metadata.etcd import EtcdMetadataStore
