@@ -11,8 +11,9 @@ and its connection closed.
              from `offset` (whole batches, at most FETCH_BYTES) and {"end", "hw"}; when the
              follower is caught up the leader holds the request up to LONG_POLL seconds for a
              new append.
-    forward  {"op", "code", "user", "pid"} + the request body -> {"status"} + the encoded
-             result, exactly as this node would have answered it.
+    forward  {"op", "code", "user", "pid", "node", "client"} + the request body -> {"status"}
+             + the encoded result, exactly as this node would have answered it (a consumer
+             group member is known by its node and client id: cluster/groups.py).
 
 Followers. For every partition whose record names this node a replica and another node the
 leader, a task fetches from the leader at the follower's log end and appends each batch with
@@ -520,15 +521,16 @@ class Replication:
         address = self.leader_address(record)
         if address is None:
             raise TransientNotAccepted("the partition's leader is not reachable")
-        return self._forward(address, client.user_id, code, pid, identity, body)
+        return self._forward(address, client, code, pid, identity, body)
 
-    async def _forward(self, address, user, code, pid, identity, body) -> list:
+    async def _forward(self, address, client, code, pid, identity, body) -> list:
         # One lock-step link per request in flight: an idle one if there is, else a new one.
         idle = self._idle.setdefault(address, [])
         peer = idle.pop() if idle else Peer(address)
         try:
             header, payload = await peer.call(
-                {"op": "forward", "code": code, "user": user, "pid": pid, "p": identity}, body,
+                {"op": "forward", "code": code, "user": client.user_id, "pid": pid, "p": identity,
+                 "node": self.node.name, "client": client.id}, body,
                 timeout=self.lag_max + 10)
             idle.append(peer)
         except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, PeerGarbage) as e:
@@ -547,7 +549,8 @@ class Replication:
             return frame({"status": 3})
         if code == 101 and not self.leads(int(h["p"])):
             return frame({"status": TransientNotAccepted.code})
-        client = Client(0, "replication", "peer")
+        # The requester as its node knows it (a consumer group member is its node and client).
+        client = Client(int(h.get("client", 0)), "replication", str(h.get("node", "peer")))
         client.user_id = h["user"]
         try:
             request = cmd.decode(memoryview(body))
