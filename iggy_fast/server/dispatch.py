@@ -41,8 +41,8 @@ KNOWN_CODES = frozenset(PROTOCOL_COMMANDS)
 MAX_CONFLICT_RETRIES = 8
 # Partition requests a cluster node that does not lead the partition forwards to its leader
 # (server/cluster/replication.py): sends, polls and offsets of single consumers, flushes.
-# (A consumer group's requests are served where the member is connected: its membership is
-# that node's.)
+# A consumer group's too: the leader checks the member owns the partition (the member is
+# known cluster-wide: server/cluster/groups.py).
 FORWARDED = frozenset({100, 101, 102, 103, 120, 121, 122})
 # In a cluster, a request naming a stream, topic or partition this node does not know (yet)
 # is served again once the node has caught up with etcd.
