@@ -24,6 +24,7 @@ from apache_iggy import SendMessage as Message
 from conftest import wait_for
 from iggy_fast._wire import Writer
 from iggy_fast.server.cluster.dev import EtcdProcess, find_etcd, node
+from sdk_errors import expect_code
 from test_cluster import live, status
 
 ETCD = find_etcd()
@@ -80,11 +81,12 @@ async def commit(c: IggyClient, group: str, stream: str, topic: str, pid: int,
     await c.send_binary_request(121, body)
 
 
-async def poll(c: IggyClient, stream: str, topic: str, group: str, count: int = 10) -> list:
+async def poll(c: IggyClient, stream: str, topic: str, group: str, count: int = 10,
+               auto_commit: bool = False) -> list:
     """One group poll (the SDK picks the partition from its assignment)."""
     return await c.poll_messages(stream=stream, topic=topic, consumer=Consumer.Group(group),
                                  polling_strategy=PollingStrategy.Next(), count=count,
-                                 auto_commit=False)
+                                 auto_commit=auto_commit)
 
 
 async def settled(members, stream, topic, group, partitions: int, timeout: float = 10):
@@ -149,7 +151,63 @@ async def test_a_member_leaving_or_logging_out_gives_its_partitions_to_the_other
     assert group.members_count == 1
 
 
+async def test_the_sdk_polls_with_auto_commit_on_a_cluster(cluster):
+    """SDK 0.9.0 routes auto-committing polls when it sees several nodes (RoutePoll 103,
+    BindPollRoute 14, RoutedPoll 104: service/routing.py); it used to fail with
+    InvalidCommand on its own side, reading a poll's answer to 103 as a route."""
+    etcd, nodes = cluster
+    clients = [await connect(nodes[name]) for name in sorted(nodes)]
+    await clients[0].create_stream("autocommit")
+    await clients[0].create_topic(stream="autocommit", name="t", partitions_count=2)
+    sent = sorted(f"{pid}-{k:02}" for pid in range(2) for k in range(12))
+    for pid in range(2):
+        await clients[0].send_messages("autocommit", "t", pid,
+                                       [Message(f"{pid}-{k:02}".encode()) for k in range(12)])
+    # A single consumer through every node in turn: each continues where the last committed.
+    poll_body = (b"\x01\x01\x04" + struct.pack("<I", 3) + b"\x02\x0aautocommit" + b"\x02\x01t"
+                 + b"\x01" + struct.pack("<I", 0) + b"\x05" + struct.pack("<QI", 0, 4) + b"\x01")
+    got = []
+    for c in clients:
+        msgs = await c.poll_messages(stream="autocommit", topic="t", partition_id=0,
+                                     consumer=Consumer.Single(3),
+                                     polling_strategy=PollingStrategy.Next(), count=4,
+                                     auto_commit=True)
+        got += [m.payload().decode() for m in msgs]
+    assert got == [f"0-{k:02}" for k in range(12)]
+    # A group member committing as it polls, then another on another node once it has left:
+    # the second starts where the first committed.
+    await clients[0].create_consumer_group("autocommit", "t", "g")
+    first, second = clients[1], clients[2]
+    delivered = []
+
+    async def drain(member, polls: int) -> None:
+        for _ in range(polls):
+            msgs = await member.poll_messages(stream="autocommit", topic="t",
+                                              consumer=Consumer.Group("g"),
+                                              polling_strategy=PollingStrategy.Next(),
+                                              count=3, auto_commit=True)
+            delivered.extend(m.payload().decode() for m in msgs)
+
+    await first.join_consumer_group("autocommit", "t", "g")
+    await settled([first], "autocommit", "t", "g", 2)
+    await drain(first, 4)
+    assert len(delivered) == 12 and len(set(delivered)) == 12
+    await first.leave_consumer_group("autocommit", "t", "g")
+    await second.join_consumer_group("autocommit", "t", "g")
+    await settled([second], "autocommit", "t", "g", 2)
+    await drain(second, 8)
+    assert sorted(delivered) == sent            # each once: nothing again, nothing lost
+    # A route token binds only a connection of the same user to the one it was given to: a
+    # token this node did not give is refused (41), one of the wrong size is malformed (3).
+    route = bytes(await first.send_binary_request(103, poll_body))
+    await first.send_binary_request(14, route[:32])             # its own: accepted
+    forged = bytes(8) + route[8:32]
+    await expect_code(second.send_binary_request(14, forged), 41)
+    await expect_code(second.send_binary_request(14, route[:31]), 3)
+
+
 async def test_group_offsets_and_members_survive_the_death_of_a_partition_leader(cluster):
+    # Last in this module: it leaves one node dead.
     etcd, nodes = cluster
     admin = await connect(nodes["node1"])
     await admin.create_stream("failover")
@@ -177,11 +235,13 @@ async def test_group_offsets_and_members_survive_the_death_of_a_partition_leader
     delivered: list[str] = []
 
     async def consume(m, rounds: int) -> None:
-        """Poll, then commit what was polled: at-least-once consuming, one batch at a time."""
+        """Poll, then commit what was polled (StoreConsumerOffset), one batch at a time; the
+        first survivor's member commits as it polls (auto-commit) instead."""
+        auto = m is members[survivors[0]]
         for _ in range(rounds):
             try:
-                msgs = await poll(m, "failover", "t", "g", count=4)
-                if msgs:
+                msgs = await poll(m, "failover", "t", "g", count=4, auto_commit=auto)
+                if msgs and not auto:
                     await commit(m, "g", "failover", "t", msgs[-1].partition_id(),
                                  msgs[-1].offset())
             except RuntimeError:        # leadership moving: try again

@@ -11,6 +11,10 @@ state.py); their offsets are ordinary consumer offsets keyed by group id, which 
 member owning a partition may store or delete (anyone who may poll may read them). Group ids
 count up per topic ("<topic key>/groupseq") and are never reused.
 
+A connection may poll for another (service/routing.py: the official SDK's poll connection,
+bound by a RoutePoll token to the connection that asked): it polls as that member, and its
+requests keep that member from timing out.
+
 A member is (node name, client id): the node is "" on a single node. In a cluster (see
 cluster/groups.py) the members of a group are those of every node, kept in etcd, and a
 member's partition requests are served by the partition's leader, which knows the member by
@@ -21,12 +25,15 @@ are dealt to members in member-id order, so every node computes the same assignm
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
+import os
 
 from iggy_fast.config import parse_duration_us
 from iggy_fast.protocol.errors import (ConsumerGroupIdNotFound, ConsumerGroupMemberNotFound,
                                        ConsumerGroupNameAlreadyExists, InvalidConsumerGroupName,
-                                       ResourceNotFound, TopicIdNotFound)
+                                       ResourceNotFound, TopicIdNotFound, Unauthorized)
 from iggy_fast.server.state import GROUP, consumer_key
 
 log = logging.getLogger("iggy_fast.groups")
@@ -77,6 +84,8 @@ class Groups:
         self.timeout = parse_duration_us(server.cfg["heartbeat"]["interval"])
         server.periodic_tasks.append((max(0.2, self.timeout / 4e6), self.expire_silent))
         self.node = ""
+        self.routed: dict[int, int] = {}    # poll connection id -> the client it polls for
+        self._key = os.urandom(32)          # signs RoutePoll tokens (this process's only)
         self.shared = None          # a cluster's membership, in etcd (cluster/groups.py)
         if server.cluster is not None:
             from iggy_fast.server.cluster.groups import SharedMembership
@@ -84,11 +93,28 @@ class Groups:
             self.shared = server.cluster.groups = SharedMembership(self, server.cluster)
 
     def who(self, client) -> tuple[str, int]:
-        """The member a request speaks for: its connection's, or for a request another node
-        forwarded (replication.py), the member's on that node."""
+        """The member a request speaks for: its connection's (or, on a poll connection, the
+        one it polls for), or for a request another node forwarded (replication.py), the
+        member's on that node."""
         if client.transport == "replication":
             return client.address, client.id
-        return self.node, client.id
+        return self.node, self.routed.get(client.id, client.id)
+
+    def route_token(self, client) -> bytes:
+        """The 32-byte token RoutePoll gives `client`: its id and a MAC of it under this
+        process's key, so only a token this node gave binds a connection (bind_route)."""
+        cid = client.id.to_bytes(8, "little")
+        return cid + hashlib.blake2b(cid, key=self._key, digest_size=24).digest()
+
+    def bind_route(self, client, token: bytes) -> None:
+        """BindPollRoute: `client` polls from now on for the connection the token was given
+        to, which must be logged in as the same user."""
+        cid = int.from_bytes(token[:8], "little")
+        asker = self.server.clients.get(cid)
+        if asker is None or not hmac.compare_digest(token, self.route_token(asker)) \
+                or asker.user_id != client.user_id:
+            raise Unauthorized("not a poll route this node gave to this user")
+        self.routed[client.id] = cid
 
     def refresh(self, topic_identity: int, gid: int) -> None:
         """A cluster's member list of a group changed (cluster/groups.py): rebalance."""
@@ -231,7 +257,9 @@ class Groups:
                 client.groups.discard(group.key)
 
     def leave_all(self, client) -> None:
-        """Logout or disconnect: the client's memberships end."""
+        """Logout or disconnect: the client's memberships end (and a poll connection's
+        binding)."""
+        self.routed.pop(client.id, None)
         for sid, tid, gid in list(client.groups):
             stream = self.server.state.streams.get(sid)
             topic = stream.topics.get(tid) if stream else None
@@ -247,9 +275,16 @@ class Groups:
         client.groups.clear()
 
     def expire_silent(self, now: int) -> None:
-        """Members whose connection sent nothing for a heartbeat interval are removed."""
-        for client in list(self.server.clients.values()):
-            if client.groups and now - client.last_seen > self.timeout:
+        """Members whose connection, and poll connections, sent nothing for a heartbeat
+        interval are removed."""
+        clients = self.server.clients
+        polled: dict[int, int] = {}
+        for poller, cid in self.routed.items():
+            if poller in clients:
+                polled[cid] = max(polled.get(cid, 0), clients[poller].last_seen)
+        for client in list(clients.values()):
+            if client.groups and now - max(client.last_seen, polled.get(client.id, 0)) \
+                    > self.timeout:
                 log.info("client %s missed its heartbeats; leaving its groups", client.id)
                 self.leave_all(client)
 

@@ -55,12 +55,9 @@ its leader died may be appended twice (no idempotent forwarding); no rebalancing
 nodes (`cluster rebalance`) nor replacement of dead replicas; truncation cuts only within
 the active segment (otherwise the replica copies the whole log again); a node that has not yet seen a stream's or topic's deletion may still answer for it
 for a few milliseconds (a name it does not know makes it catch up with etcd first); renames
-are not guarded across nodes (creations are, by the identity counter). The official SDK
-(0.9.0), once GetClusterMetadata lists several nodes, polls with auto-commit by code 103, whose
-body is PollMessages' (auto_commit set; the code appears in no Iggy source on this machine): it
-is served as PollMessages and forwarded like it. Even so, that SDK's `poll_messages(...,
-auto_commit=True)` raises InvalidCommand on its own side after receiving the answer (the
-server answers it as it answers code 100, which the SDK accepts; its raw
-`send_binary_request(103, ...)` works): with several nodes, poll without auto-commit and store
-offsets with `store_consumer_offset`. Its other requests work on any node.
+are not guarded across nodes (creations are, by the identity counter).
+
+The official SDK (0.9.0), once GetClusterMetadata lists several nodes, routes its
+auto-committing polls (codes 103, 14 and 104: service/routing.py); every node answers that
+the SDK should poll on it, and forwards those polls like any other.
 """

@@ -90,7 +90,7 @@ class Cluster:
         if code == 101:
             pid = _route(topic, request.partitioning, request.partitioning_value)
         elif request.consumer_kind == GROUP and request.partition_id is None \
-                and code in (100, 103):
+                and code in (100, 104):
             # A group poll naming no partition: the member's turn is kept here; the leader
             # of the partition whose turn it is serves it (checking the member owns it).
             # Over HTTP (body None) the turn is only looked at: the poll served here takes it.

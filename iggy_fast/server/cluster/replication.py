@@ -527,10 +527,11 @@ class Replication:
         # One lock-step link per request in flight: an idle one if there is, else a new one.
         idle = self._idle.setdefault(address, [])
         peer = idle.pop() if idle else Peer(address)
+        node, cid = self.server.groups.who(client)      # a group member: its node and client
         try:
             header, payload = await peer.call(
                 {"op": "forward", "code": code, "user": client.user_id, "pid": pid, "p": identity,
-                 "node": self.node.name, "client": client.id}, body,
+                 "node": node, "client": cid}, body,
                 timeout=self.lag_max + 10)
             idle.append(peer)
         except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, PeerGarbage) as e:
