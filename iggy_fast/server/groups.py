@@ -34,7 +34,7 @@ from iggy_fast.config import parse_duration_us
 from iggy_fast.protocol.errors import (ConsumerGroupIdNotFound, ConsumerGroupMemberNotFound,
                                        ConsumerGroupNameAlreadyExists, InvalidConsumerGroupName,
                                        ResourceNotFound, TopicIdNotFound, Unauthorized)
-from iggy_fast.server.state import GROUP, consumer_key
+from iggy_fast.server.state import GROUP, Topic, consumer_key
 
 log = logging.getLogger("iggy_fast.groups")
 
@@ -119,8 +119,7 @@ class Groups:
     def refresh(self, topic_identity: int, gid: int) -> None:
         """A cluster's member list of a group changed (cluster/groups.py): rebalance."""
         topic = self.server.state.by_identity.get(topic_identity)
-        group = _groups(topic).get(gid) if topic is not None and hasattr(topic, "stream") \
-            else None
+        group = _groups(topic).get(gid) if isinstance(topic, Topic) else None
         if group is not None:
             group.members = self.shared.members_of(topic_identity, gid)
             group.rebalance()

@@ -32,7 +32,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from iggy_fast.protocol.errors import ConsumerGroupMemberNotFound
+from iggy_fast.protocol.errors import ConsumerGroupMemberNotFound, TransientNotAccepted
 from iggy_fast.server.cluster import etcd as e
 
 log = logging.getLogger("iggy_fast.groups")
@@ -157,8 +157,14 @@ class SharedMembership:
             return
         self.mine[key] = client
         client.groups.add(group.key)
-        async with self._writes:
-            revision = await self.node.etcd.put(key, b"", self.node.lease)
+        try:
+            async with self._writes:
+                revision = await self.node.etcd.put(key, b"", self.node.lease)
+        except (e.EtcdUnavailable, e.EtcdError) as error:
+            self.mine.pop(key, None)
+            client.groups.discard(group.key)
+            raise TransientNotAccepted(f"the membership could not be recorded: {error}") \
+                from None
         await self._seen_up_to(revision)
         log.info("client %s joined group %s", client.id, group.name)
 
@@ -187,15 +193,19 @@ class SharedMembership:
                 self.leave_soon(client, group)
 
     async def _delete(self, key: str) -> int:
-        """Delete a member's key: the revision of the deletion (0: it was gone already)."""
-        try:
-            async with self._writes:
-                _, reply = await self.node.etcd.txn([], [e.delete(key)])
-        except e.EtcdUnavailable as error:
-            # Left in etcd, the key ends with this node's lease (or when etcd returns and
-            # this node's next start finds it gone with the old lease).
-            log.warning("group member %s not removed: %s", key, error)
-            return 0
+        """Delete a member's key: the revision of the deletion (0: it was gone already).
+        While etcd is unreachable, tried again every second (a member left behind would keep
+        its partitions from the others for as long as this node lives)."""
+        while True:
+            try:
+                async with self._writes:
+                    if key in self.mine:        # joined again meanwhile: keep it
+                        return 0
+                    _, reply = await self.node.etcd.txn([], [e.delete(key)])
+                break
+            except e.EtcdUnavailable as error:
+                log.warning("group member %s not removed yet: %s", key, error)
+                await asyncio.sleep(1)
         deleted = int(reply["responses"][0]["response_delete_range"].get("deleted", 0))
         return int(reply["header"]["revision"]) if deleted else 0
 
