@@ -33,6 +33,8 @@ class Cluster:
         self.placements = Placements()
         self.controller = Controller(server, self.node, self.placements)
         self.replication = Replication(server, self.node, self.placements)
+        self.groups = None          # consumer group membership (cluster/groups.py), set by
+        #                             server/groups.py
         self.node.on_change.append(self.controller.poke)
         self.node.on_change.append(self.replication.follow_placements)
 
@@ -56,9 +58,11 @@ class Cluster:
     async def join(self) -> None:
         await self.replication.start()
         await self.node.join()
+        await self.groups.start()
 
     async def leave(self) -> None:
         self.store.close()          # its watch ends before the etcd session closes
+        self.groups.close()
         self.replication.close()
         await self.node.leave()
 
@@ -85,8 +89,7 @@ class Cluster:
         from iggy_fast.server.state import GROUP
 
         state = self.server.state
-        if code != 101 and code != 102 and request.consumer_kind == GROUP:
-            return None
+        named = False           # a group poll's partition, named here
         try:
             topic = state.topic(request.stream, request.topic)
         except (StreamIdNotFound, TopicIdNotFound):
@@ -96,6 +99,20 @@ class Cluster:
             return self._caught_up(client, code, request, _body(code, request, body))
         if code == 101:
             pid = _route(topic, request.partitioning, request.partitioning_value)
+        elif request.consumer_kind == GROUP and request.partition_id is None \
+                and code in (100, 104):
+            # A group poll naming no partition: the member's turn is kept here; the leader
+            # of the partition whose turn it is serves it (checking the member owns it).
+            # Over HTTP (body None) the turn is only looked at: the poll served here takes it.
+            pid, _ = self.server.groups.member_partition(client, topic, request.consumer, None,
+                                                         peek=body is None)
+            if pid is None:
+                return None         # the member owns no partition: fenced, here
+            if body is not None:
+                request = request._replace(partition_id=pid)
+                body = bytes(body[:-19]) + b"\x01" + pid.to_bytes(4, "little") \
+                    + bytes(body[-14:])
+                named = True
         else:
             pid = request.partition_id or 0
         part = topic.partitions.get(pid)
@@ -104,6 +121,8 @@ class Cluster:
         if self.replication.leads(part.identity):
             if code == 101:
                 self.replication.check_in_sync(topic, part)
+            if named:           # served here, with the partition chosen above
+                return self.replication.serve_encoded(client, code, request)
             return None
         # (a copy: the receive buffer is reused once this returns)
         return self._route_later(client, code, pid, part, _body(code, request, body))
@@ -182,7 +201,7 @@ class Cluster:
 # A typed request (from HTTP's JSON) as the binary body it is forwarded as: the client codec's
 # encoders take the request's fields in their order.
 _BODIES = {
-    100: lambda r: cc.poll_messages(*r), 103: lambda r: cc.poll_messages(*r),
+    100: lambda r: cc.poll_messages(*r), 104: lambda r: cc.poll_messages(*r),
     101: lambda r: cc.send_messages(*r[:5]) + bytes(r.batch),
     102: lambda r: cc.flush_unsaved_buffer(*r),
     120: lambda r: cc.get_consumer_offset(*r),
@@ -200,7 +219,7 @@ def _result(code: int, payload: bytes):
     """The leader's encoded answer (binary.encode_*) as the typed result HTTP encodes."""
     if code == 101:
         return Sent(*_SENT.unpack_from(payload)[1:])
-    if code in (100, 103):
+    if code in (100, 104):
         return Polled(*_POLLED.unpack_from(payload), [payload[_POLLED.size:]])
     if code == 120:
         return StoredOffset(*_STORED.unpack(payload)) if payload else None

@@ -11,8 +11,10 @@ and its connection closed.
              from `offset` (whole batches, at most FETCH_BYTES) and {"end", "hw"}; when the
              follower is caught up the leader holds the request up to LONG_POLL seconds for a
              new append.
-    forward  {"op", "code", "user", "pid", "p", "retry"?} + the request body -> {"status",
-             "moved"?} + the encoded result, exactly as this node would have answered it.
+    forward  {"op", "code", "user", "pid", "p", "node", "client", "retry"?} + the request
+             body -> {"status", "moved"?} + the encoded result, exactly as this node would
+             have answered it (a consumer group member is known by its node and client id:
+             cluster/groups.py).
 
 Forwarding. A node forwards a partition request it does not lead (from any transport: HTTP's
 typed requests are encoded to binary bodies first) to the leader the placement names, and
@@ -594,8 +596,9 @@ class Replication:
         address = self.leader_address(record)
         if address is None:
             raise Moved("the partition's leader is not live")
+        node, cid = self.server.groups.who(client)      # a group member: its node and client
         header = {"op": "forward", "code": code, "user": client.user_id, "pid": pid,
-                  "p": identity}
+                  "p": identity, "node": node, "client": cid}
         if retry:
             header["retry"] = since
         return self._forward(address, header, body, record, deadline)
@@ -663,7 +666,8 @@ class Replication:
             return frame({"status": 3})
         if not self.leads(identity):
             return frame({"status": TransientNotAccepted.code, "moved": True})
-        client = Client(0, "replication", "peer")
+        # The requester as its node knows it (a consumer group member is its node and client).
+        client = Client(int(h.get("client", 0)), "replication", str(h.get("node", "peer")))
         client.user_id = h["user"]
         try:
             request = cmd.decode(memoryview(body))
