@@ -4,10 +4,10 @@ What is shown here: nodes register and GetClusterMetadata lists them with the an
 the one to talk to; metadata created through one node is visible through every node, with
 dense unique ids under concurrent creates on different nodes; a topic's partitions are placed
 on `replication_factor` distinct nodes with leaders spread (read back with `iggy-fast cluster
-status`); code 103 (the 0.9.0 SDK's auto-committing poll on a cluster) is served through any
-node; a killed controller and partition leader are replaced within 10 s (epoch bumped, the
-dead node out of the in-sync set) and the node restarted with its name and data directory
-rejoins at once; a second live node with the same name, and a data directory of another
+status`); code 104 (the 0.9.0 SDK's routed auto-committing poll on a cluster) is served
+through any node; a killed controller and partition leader are replaced within 10 s (epoch
+bumped, the dead node out of the in-sync set) and the node restarted with its name and data
+directory rejoins at once; a second live node with the same name, and a data directory of another
 cluster, are refused with one line; a node started before etcd says so and comes up once etcd
 does. Skipped (with the reason) only when there is no `etcd` binary.
 """
@@ -203,10 +203,10 @@ async def test_sends_through_any_node_reach_the_leader_and_every_replica(cluster
         assert copies[0] and all(c == copies[0] for c in copies), p
 
 
-async def test_code_103_polls_with_auto_commit_through_any_node(cluster):
-    # Seeing several nodes, SDK 0.9.0 sends auto-committing polls as code 103, with
-    # PollMessages' body: served as such, forwarded to the leader, the offset stored there.
-    # (Its poll_messages() still fails client-side after that answer: see cluster/__init__.py.)
+async def test_code_104_polls_with_auto_commit_through_any_node(cluster):
+    # Seeing several nodes, SDK 0.9.0 sends auto-committing polls as code 104 (after routing
+    # them with 103: test_cluster_groups.py), with PollMessages' body: served as such,
+    # forwarded to the leader, the offset stored there.
     import struct
     clients = [await connect(n) for n in cluster]
     await clients[0].create_stream("autocommit")
@@ -218,13 +218,13 @@ async def test_code_103_polls_with_auto_commit_through_any_node(cluster):
     body = (b"\x01\x01\x04" + struct.pack("<I", 5) + b"\x02\x0aautocommit" + b"\x02\x01t"
             + b"\x01" + struct.pack("<I", 0) + b"\x05" + struct.pack("<QI", 0, 10) + b"\x01")
     for i, c in enumerate(clients):     # each node in turn continues where the last left
-        reply = bytes(await c.send_binary_request(103, body))
+        reply = bytes(await c.send_binary_request(104, body))
         partition, _current, count = struct.unpack_from("<IQI", reply)
         assert partition == 0 and count == 10
         last, after = f"m{10 * i + 9}".encode(), f"m{10 * i + 10}".encode()
         assert last in reply and after not in reply
         assert i == 0 or f"m{10 * i - 1}".encode() not in reply
-    reply = bytes(await clients[1].send_binary_request(103, body))
+    reply = bytes(await clients[1].send_binary_request(104, body))
     assert struct.unpack_from("<IQI", reply)[2] == 0    # all 30 committed
 
 

@@ -41,6 +41,7 @@ from iggy_fast.protocol.errors import (Eviction, IggyError, InvalidCommand,
 NOT_LOGGED_IN = 0xFFFFFFFF
 MAX_OPTIONS_BLOCK = 100_000
 MAX_OPTIONS_ENTRIES = 1024
+POLL_ROUTE_TOKEN = 32       # RoutePoll's token: opaque to the SDK, which sends it back (14)
 
 # -- the TLV block (§3): topic options, and the options no other command accepts ----------
 
@@ -297,6 +298,13 @@ def decode_poll_messages(body) -> rq.PollMessages:
                            auto_commit)
 
 
+def decode_bind_poll_route(body) -> bytes:
+    """BindPollRoute (14): the 32-byte token a RoutePoll answered."""
+    if len(body) != POLL_ROUTE_TOKEN:
+        raise InvalidCommand(f"a poll route token is {POLL_ROUTE_TOKEN} bytes")
+    return bytes(body)
+
+
 def decode_flush_unsaved_buffer(body) -> rq.FlushUnsavedBuffer:
     r = Reader(body)
     stream, topic = r.identifier(), r.identifier()
@@ -447,6 +455,14 @@ def encode_cluster_metadata(m) -> bytearray:
         w.raw(struct.pack("<HHHH", n.tcp_port, n.quic_port, n.http_port, n.websocket_port))
         w.u8(n.role).u8(n.status)
     return w.buf
+
+
+def encode_poll_route(r) -> bytearray:
+    """RoutePoll (103): [token: 32 bytes][name][ip][4 ports u16][role u8][status u8]."""
+    n = r.node
+    w = Writer().raw(r.token).long_string(n.name).long_string(n.ip)
+    w.raw(struct.pack("<HHHH", n.tcp_port, n.quic_port, n.http_port, n.websocket_port))
+    return w.u8(n.role).u8(n.status).buf
 
 
 def encode_options(entries) -> bytearray:

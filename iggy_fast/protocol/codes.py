@@ -59,9 +59,14 @@ COMMANDS: dict[int, Command] = {c.code: c for c in (
     Command(42, "create_personal_access_token", 146, True),
     Command(43, "delete_personal_access_token", 147, True),
     Command(100, "poll_messages", 2, True),
-    # The official SDK (0.9.0) sends its auto-committing polls under this code once
-    # GetClusterMetadata lists several nodes; the body is PollMessages' (auto_commit set).
-    Command(103, "poll_messages_auto_commit", 2, True),
+    # The official SDK (0.9.0), once GetClusterMetadata lists several nodes, routes its
+    # auto-committing polls (its `poll_routing`): RoutePoll (103, PollMessages' body) asks
+    # where to poll and is answered [32-byte route token][a node, as in §5.1.4]; the SDK
+    # opens a second connection to that node, logs in, sends the token back (BindPollRoute,
+    # 14) and polls there with RoutedPoll (104, PollMessages' body and answer).
+    Command(14, "bind_poll_route", 2, True),
+    Command(103, "route_poll", 2, True),
+    Command(104, "routed_poll", 2, True),
     Command(101, "send_messages", 160, True),
     Command(102, "flush_unsaved_buffer", 2, True),
     Command(120, "get_consumer_offset", 2, True),

@@ -56,6 +56,12 @@ class ClusterMetadata(NamedTuple):
     nodes: list[ClusterNode]
 
 
+class PollRoute(NamedTuple):
+    """RoutePoll's answer (103): where the SDK polls, and the token it sends back there."""
+    token: bytes                # 32 bytes
+    node: ClusterNode
+
+
 class OptionInfo(NamedTuple):
     """One DescribeOptions entry (§5.1.5)."""
     key: str

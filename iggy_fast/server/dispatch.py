@@ -30,7 +30,8 @@ from iggy_fast.protocol.codes import (LEGACY_LOGIN_CODES, OPERATION_COMMANDS, RE
 from iggy_fast.protocol.errors import (Eviction, IggyError, PartitionNotFound,
                                        StreamIdNotFound, TopicIdNotFound, Unauthenticated)
 from iggy_fast.server.metadata import Conflict
-from iggy_fast.server.service import Context, groups, messages, session, streams, system, users
+from iggy_fast.server.service import (Context, groups, messages, routing, session, streams,
+                                     system, users)
 
 log = logging.getLogger("iggy_fast.dispatch")
 
@@ -40,10 +41,11 @@ OP_REGISTER, OP_NON_REPLICATED = Operation.REGISTER, Operation.NON_REPLICATED
 KNOWN_CODES = frozenset(PROTOCOL_COMMANDS)
 MAX_CONFLICT_RETRIES = 8
 # Partition requests a cluster node that does not lead the partition forwards to its leader
-# (server/cluster/replication.py): sends, polls and offsets of single consumers, flushes.
-# (A consumer group's requests are served where the member is connected: its membership is
-# that node's.)
-FORWARDED = frozenset({100, 101, 102, 103, 120, 121, 122})
+# (server/cluster/replication.py): sends, polls and offsets, flushes, from any transport
+# (HTTP's typed requests are encoded to binary bodies to travel). A consumer group's too: the
+# leader checks the member owns the partition (the member is known cluster-wide:
+# server/cluster/groups.py).
+FORWARDED = frozenset({100, 101, 102, 104, 120, 121, 122})
 # In a cluster, a request naming a stream, topic or partition this node does not know (yet)
 # is served again once the node has caught up with etcd.
 CATCH_UP_CODES = frozenset({StreamIdNotFound.code, TopicIdNotFound.code,
@@ -65,6 +67,7 @@ COMMANDS: dict[int, Command] = {
     12: Command(binary.decode_get_cluster_metadata, system.get_cluster_metadata,
                 binary.encode_cluster_metadata),
     13: Command(binary.decode_describe_options, system.describe_options, binary.encode_options),
+    14: Command(binary.decode_bind_poll_route, routing.bind_poll_route, None),
     20: Command(binary.decode_get_me, system.get_me, binary.encode_client_details),
     21: Command(binary.decode_get_client, system.get_client, binary.encode_client_details),
     22: Command(binary.decode_get_clients, system.get_clients, binary.encode_clients),
@@ -84,7 +87,8 @@ COMMANDS: dict[int, Command] = {
     43: Command(binary.decode_delete_personal_access_token, users.delete_personal_access_token,
                 None),
     100: Command(binary.decode_poll_messages, messages.poll_messages, binary.encode_polled),
-    103: Command(binary.decode_poll_messages, messages.poll_messages, binary.encode_polled),
+    103: Command(binary.decode_poll_messages, routing.route_poll, binary.encode_poll_route),
+    104: Command(binary.decode_poll_messages, messages.poll_messages, binary.encode_polled),
     101: Command(binary.decode_send_messages, messages.send_messages, binary.encode_sent),
     102: Command(binary.decode_flush_unsaved_buffer, messages.flush_unsaved_buffer, None),
     120: Command(binary.decode_get_consumer_offset, messages.get_consumer_offset,
@@ -223,9 +227,13 @@ class Dispatcher:
         try:
             if code in NEEDS_LOGIN and client.user_id is None:
                 raise Unauthenticated()
-            if self.server.cluster is not None:     # refuses a partition another node leads
-                self.server.cluster.route(client, code, request, None)
-            result = COMMANDS[code].serve(Context(self.server, client, now), request)
+            forwarded = None
+            if self.server.cluster is not None:     # a partition another node leads
+                forwarded = self.server.cluster.route(client, code, request, None)
+            if forwarded is not None:
+                result = forwarded
+            else:
+                result = COMMANDS[code].serve(Context(self.server, client, now), request)
         except IggyError:
             if metrics is not None:
                 metrics.count(client.transport, code, True, now)

@@ -8,6 +8,8 @@
   the controller's own key, so two controllers can never both win).
 * `replication.py`: the data path: followers fetch from leaders, sends acknowledged once the
   in-sync replicas have them, leader epochs and truncation, forwarding to the leader.
+* `groups.py`: consumer groups shared by the nodes: each member a key in etcd under its
+  node's lease, watched by every node, which all compute the same assignment.
 * `cluster.py`: the wiring the server calls; `dev.py`: etcd and nodes as local processes.
 
 Why no acknowledged message is lost when any one node dies: a send is acknowledged only once
@@ -28,27 +30,37 @@ The metadata itself lives in etcd behind the `MetadataStore` interface
     cluster/controller               {"name", "id"}: the controller, under its lease
     cluster/init                     held (under a lease) by the node creating the first
                                      metadata (the format marker, the root user)
+    groups/<topic identity>/<group id>/<node>/<client id>
+                                     a consumer group member, under its node's lease
 
 Topic options (server/options.py): `replication_factor` (default: the node's) and
 `min_in_sync_replicas`: a leader refuses a send (transient_not_accepted, nothing appended)
 while the partition's in-sync set is smaller (`Replication.check_in_sync`). GET
 /cluster/status on the HTTP transport (transports/http_cluster.py) is `Cluster.status()`.
-Only binary-protocol requests (TCP, QUIC, WebSocket) are forwarded; an HTTP REST request
-for a partition another node leads is refused (transient_not_accepted), so it never reads or
-writes a follower's copy.
+A partition request for a partition another node leads is forwarded to the leader, from
+every transport (an HTTP REST request is encoded to its binary body to travel and its answer
+decoded back to JSON), and forwarded again to the next leader while leadership moves, for
+about as long as a failover takes; a forwarded send is appended once even then (a retried
+send is looked for in the new leader's log first: replication.py, "Forwarding"). Only the
+forwarding node's own retries are recognised: a client that sends again itself (having lost
+its connection or its patience) stores a second copy, as with a single node.
 
-Not done yet (issue 12): consumer groups are each node's own (their requests
-are not forwarded), so members on different nodes do not share a group; a send retried after
-its leader died may be appended twice (no idempotent forwarding); no rebalancing onto new
+Consumer groups (cluster/groups.py): a group's members may sit on different nodes and share
+its partitions: each partition has one owner cluster-wide, members joining, leaving or dying
+with their node rebalance every node's view alike. Membership is in etcd (rare writes); the
+group offsets stay with their partition (a write per poll), stored on its leader and copied
+with the partition, so a member's group polls and offset requests are forwarded to the
+partition's leader, which checks that the member owns the partition. An offset stored in
+the moment (about one fetch, half a second when idle) before its leader dies may be lost
+with it: the group then reads those messages again (at least once, never a gap).
+
+Not done yet (issue 12): no rebalancing onto new
 nodes (`cluster rebalance`) nor replacement of dead replicas; truncation cuts only within
 the active segment (otherwise the replica copies the whole log again); a node that has not yet seen a stream's or topic's deletion may still answer for it
 for a few milliseconds (a name it does not know makes it catch up with etcd first); renames
-are not guarded across nodes (creations are, by the identity counter). The official SDK
-(0.9.0), once GetClusterMetadata lists several nodes, polls with auto-commit by code 103, whose
-body is PollMessages' (auto_commit set; the code appears in no Iggy source on this machine): it
-is served as PollMessages and forwarded like it. Even so, that SDK's `poll_messages(...,
-auto_commit=True)` raises InvalidCommand on its own side after receiving the answer (the
-server answers it as it answers code 100, which the SDK accepts; its raw
-`send_binary_request(103, ...)` works): with several nodes, poll without auto-commit and store
-offsets with `store_consumer_offset`. Its other requests work on any node.
+are not guarded across nodes (creations are, by the identity counter).
+
+The official SDK (0.9.0), once GetClusterMetadata lists several nodes, routes its
+auto-committing polls (codes 103, 14 and 104: service/routing.py); every node answers that
+the SDK should poll on it, and forwards those polls like any other.
 """

@@ -35,12 +35,14 @@ async def delete_consumer_group(ctx: Context, req: rq.DeleteConsumerGroup) -> No
     await ctx.server.groups.delete(_topic(ctx, req), req.group)
 
 
-def join_consumer_group(ctx: Context, req: rq.JoinConsumerGroup) -> None:
-    ctx.server.groups.join(ctx.client, _topic(ctx, req), req.group)
+def join_consumer_group(ctx: Context, req: rq.JoinConsumerGroup):
+    """None, or in a cluster an awaitable of None (the membership is written to etcd)."""
+    return ctx.server.groups.join(ctx.client, _topic(ctx, req), req.group)
 
 
-def leave_consumer_group(ctx: Context, req: rq.LeaveConsumerGroup) -> None:
-    ctx.server.groups.leave(ctx.client, _topic(ctx, req), req.group)
+def leave_consumer_group(ctx: Context, req: rq.LeaveConsumerGroup):
+    """None, or in a cluster an awaitable of None."""
+    return ctx.server.groups.leave(ctx.client, _topic(ctx, req), req.group)
 
 
 def sync_consumer_group(ctx: Context, req: rq.SyncConsumerGroup) -> GroupAssignment | None:
