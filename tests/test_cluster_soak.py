@@ -14,13 +14,10 @@ replicas are byte-identical, every partition accepted sends again within 30 s of
 and each return, and no message was delivered to the group again after the group had
 committed it.
 
-Both group members connect to node1 (and reconnect there when it is the one killed): until
-consumer groups are shared across nodes (the clgroups branch), a group lives on the node
-its members talk to, and polls the copies that node holds (none for a partition it is no
-replica of), so the group's checks cannot pass yet: they end the test as an expected failure
-(pytest.xfail, with what they found) after every other check has passed. Once groups are
-shared, set GROUPS_SHARED and connect the members to different nodes (MEMBER_NODES): tried
-on a merge with the clgroups branch (members on node1 and node2), 20 rounds passed.
+The group's members connect to node1 and node2 (each reconnecting to its node when that one is
+killed): a group is shared across nodes, its polls and commits served by each partition's
+leader. Its commits are acknowledged only once the in-sync follower has them (replication.py),
+without which 20 rounds found messages delivered again after their commit.
 
     IGGY_SOAK_ROUNDS=20 python -m pytest -q -p no:cacheprovider test_cluster_soak.py
 
@@ -50,11 +47,7 @@ pytestmark = pytest.mark.skipif(ETCD is None, reason="no etcd binary on PATH "
 ROUNDS = int(os.environ.get("IGGY_SOAK_ROUNDS", "3"))
 PARTITIONS = 3
 BACK_WITHIN = 30.0                      # seconds: every partition takes sends again
-MEMBER_NODES = ("node1", "node1")       # where the two group members connect
-# Whether consumer groups are shared across nodes (the clgroups branch). Until they are, the
-# group's findings make the test an expected failure (after every other check passed), and
-# a group that reads everything exactly once fails it, so that this is switched on.
-GROUPS_SHARED = False
+MEMBER_NODES = ("node1", "node2")       # where the two group members connect
 
 
 async def wait(predicate, timeout: float):
@@ -213,15 +206,7 @@ async def test_rounds_of_kill_9_under_load_lose_nothing(tmp_path):
                 len(c) == 2 and c[0] == c[1] for c in copies.values())
         assert await wait(identical, 30), {n: {k: len(v) for k, v in segments(s).items()}
                                            for n, s in nodes.items()}
-
-        if GROUPS_SHARED:
-            assert not problems, problems
-        elif problems:
-            pytest.xfail("consumer groups are each node's own (cluster/__init__.py): members on "
-                         "node1 read only what node1 leads; " + "; ".join(problems))
-        else:
-            pytest.fail("the group read everything exactly once: groups are shared across "
-                        "nodes now, set GROUPS_SHARED (and spread MEMBER_NODES)")
+        assert not problems, problems
     finally:
         for p in producers:
             if p._task is not None and not p._task.done():
