@@ -283,3 +283,52 @@ async def test_a_node_gone_for_good_has_its_replicas_replaced_after_replica_repl
             n.stop()
             assert "Traceback" not in n.log(), n.log()
         etcd.cleanup()
+
+
+async def test_a_move_onto_a_node_that_dies_midway_is_cancelled_and_loses_nothing(tmp_path):
+    """The joining node is paused (SIGSTOP) before it can copy anything: the moves onto it
+    wait, its lease expires, the controller cancels them (the surplus replica leaves, the
+    partitions keep their old replicas, all in sync) and the rebalance ends."""
+    etcd = EtcdProcess(ETCD).start()
+    # node3's lease is long enough that it is still live (though paused) when the
+    # rebalance, a process of its own, plans moves onto it, even on a loaded machine.
+    nodes = {f"node{i}": node(f"node{i}", etcd.endpoint, cluster="cx",
+                              lease_ttl="10 s" if i == 3 else "3 s",
+                              data_dir=str(tmp_path / f"node{i}")) for i in range(1, 4)}
+    loop = asyncio.get_running_loop()
+    producer = None
+    try:
+        nodes["node1"].start()
+        nodes["node2"].start()
+        assert wait_for(lambda: len(live(etcd, "cx")) == 2, 20)
+        admin = await connect(nodes["node1"])
+        await admin.create_stream("cx")
+        await admin.create_topic(stream="cx", name="t", partitions_count=4)
+        assert await loop.run_in_executor(None, wait_for, lambda: placed(etcd, "cx", 4), 20)
+        before = {p["partition"]: sorted(p["replicas"])
+                  for p in status(etcd, "cx")["partitions"]}
+        producer = Producer(await connect(nodes["node2"]), "cx", 4).start()
+        nodes["node3"].start()
+        assert await loop.run_in_executor(None, wait_for,
+                                          lambda: len(live(etcd, "cx")) == 3, 20)
+        nodes["node3"].proc.send_signal(signal.SIGSTOP)
+
+        out = await loop.run_in_executor(None, rebalance, etcd, "cx")
+        assert out.returncode == 0, (out.stdout, out.stderr)
+        await producer.stop()
+        log = nodes["node1"].log() + nodes["node2"].log()
+        assert "new replica(s) node3" in log and "cancelled" in log, log[-3000:]
+        assert placed(etcd, "cx", 4)
+        assert {p["partition"]: sorted(p["replicas"])
+                for p in status(etcd, "cx")["partitions"]} == before
+        await check_every_replica({n: nodes[n] for n in ("node1", "node2")}, etcd, "cx",
+                                  producer)
+    finally:
+        if producer is not None and producer._task is not None and not producer._task.done():
+            await producer.stop()
+        for n in nodes.values():
+            if n.proc is not None:
+                n.proc.send_signal(signal.SIGCONT)
+            n.stop()
+            assert "Traceback" not in n.log(), n.log()
+        etcd.cleanup()

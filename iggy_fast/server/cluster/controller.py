@@ -240,7 +240,7 @@ class Controller:
             return record       # a move needs a live leader to copy from
         adding = [n for n in target["replicas"] if n not in record["replicas"]]
         if adding:
-            log.info("partition %s: %s join as replicas (moving to %s)", part.key,
+            log.info("partition %s: new replica(s) %s (moving to %s)", part.key,
                      ",".join(adding), ",".join(target["replicas"]))
             return {**record, "replicas": [*record["replicas"], *adding]}
         if not set(target["replicas"]) <= set(record["isr"]):
@@ -300,11 +300,15 @@ class Controller:
             self._timer = None
         if self.replace_after is None:
             return
+        now = time.monotonic()
+        # Only what is still to come: one already due that found no spare node waits for a
+        # change (a node joining) rather than for a timer.
         due = [self._gone[n] + self.replace_after for r in self.placements.records.values()
-               for n in r["replicas"] if n not in live and n in self._gone]
+               for n in r["replicas"] if n not in live and n in self._gone
+               and self._gone[n] + self.replace_after > now]
         if due:
-            delay = max(0.1, min(due) - time.monotonic() + 0.05)
-            self._timer = asyncio.get_running_loop().call_later(delay, self.poke)
+            self._timer = asyncio.get_running_loop().call_later(min(due) - now + 0.05,
+                                                                self.poke)
 
     # -- rebalancing ---------------------------------------------------------------------
 
