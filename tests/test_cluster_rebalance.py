@@ -224,7 +224,7 @@ async def test_rebalance_spreads_replicas_and_leaders_onto_a_node_that_joined(tm
         await check_every_replica(nodes, etcd, "rb", producer)
         # A second rebalance finds nothing to move.
         again = await loop.run_in_executor(None, rebalance, etcd, "rb")
-        assert again.returncode == 0 and "0 partition(s) moved" in again.stdout, again.stdout
+        assert again.returncode == 0 and "0 partition(s) to move" in again.stdout, again.stdout
         assert status(etcd, "rb")["partitions"] == st["partitions"]
     finally:
         if producer is not None and producer._task is not None and not producer._task.done():

@@ -183,7 +183,8 @@ def _rebalance(args) -> int:
         return 1
     state = request.get("state")
     if state == "done":
-        print(f"rebalanced: {request.get('partitions', 0)} partition(s) moved")
+        print(f"rebalanced: {request.get('partitions', 0)} partition(s) to move, every move "
+              f"done")
     elif args.timeout:
         print(f"iggy-fast: the moves are not done after {args.timeout:g} s (state "
               f"{state!r}); they go on: see `iggy-fast cluster status`", file=sys.stderr)

@@ -48,8 +48,10 @@ Rebalancing. `iggy-fast cluster rebalance` puts `cluster/rebalance` = {"id", "st
 endpoints (as `cluster status`), survives a change of controller (the next one finds it), and
 only the controller ever changes replica sets. The controller plans a target for every
 partition (`plan`: fewest moves that leave every live node within one replica, and within one
-leadership where the replica sets allow, of every other), writes the targets, sets the
-request to "moving", and to "done" once no record has a target left.
+leadership where the replica sets allow, of every other; a replica on a node that is not live
+goes to a live one, and a partition placed on fewer nodes than its factor, when fewer were
+live, gets the rest), writes the targets, sets the request to "moving", and to "done" once no
+record has a target left. A partition whose leader is not live is left as it is.
 
 Replacing dead replicas. The controller notes when it first saw each node gone (its own clock:
 a new controller starts counting afresh, which only ever delays a replacement). A replica on a
