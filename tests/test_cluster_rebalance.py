@@ -6,7 +6,8 @@ replication factor 2 gets a third node; `cluster rebalance`, run while a produce
 spreads replicas and leaderships over the three (read back with `cluster status`), sends go
 on being acknowledged throughout, every acknowledged message reads back through every node
 with dense offsets, every replica's log is byte-identical to its leader's, and a dropped
-replica's copy is deleted; a move onto a node that dies midway is cancelled. A node killed
+replica's copy is deleted; a move onto a node that dies midway is cancelled; partitions
+placed on fewer nodes than their factor (fewer were live) get the rest. A node killed
 for good has its replicas replaced on the others once `replica_replace_after` has passed (and
 not before), and deletes its stale copies if it comes back after all. Skipped only without
 `etcd`.
@@ -346,6 +347,42 @@ async def test_a_move_onto_a_node_that_dies_midway_is_cancelled_and_loses_nothin
         for n in nodes.values():
             if n.proc is not None:
                 n.proc.send_signal(signal.SIGCONT)
+            n.stop()
+            assert "Traceback" not in n.log(), n.log()
+        etcd.cleanup()
+
+
+async def test_rebalance_gives_partitions_placed_short_their_missing_replicas(tmp_path):
+    """A topic made while only one node was live has one replica per partition; once a second
+    node joins, the rebalance brings each partition up to its replication factor."""
+    etcd = EtcdProcess(ETCD).start()
+    nodes = {f"node{i}": node(f"node{i}", etcd.endpoint, cluster="sh", lease_ttl="3 s",
+                              data_dir=str(tmp_path / f"node{i}")) for i in range(1, 3)}
+    loop = asyncio.get_running_loop()
+    try:
+        nodes["node1"].start()
+        assert wait_for(lambda: len(live(etcd, "sh")) == 1, 20)
+        admin = await connect(nodes["node1"])
+        await admin.create_stream("sh")
+        await admin.create_topic(stream="sh", name="t", partitions_count=2)
+        assert await loop.run_in_executor(None, wait_for, lambda: placed(etcd, "sh", 2), 20)
+        assert all(p["replicas"] == ["node1"] for p in status(etcd, "sh")["partitions"])
+        producer = Producer(admin, "sh", 2).start()
+        await asyncio.sleep(1.0)
+        await producer.stop()
+        nodes["node2"].start()
+        assert await loop.run_in_executor(None, wait_for,
+                                          lambda: len(live(etcd, "sh")) == 2, 20)
+
+        out = await loop.run_in_executor(None, rebalance, etcd, "sh")
+        assert out.returncode == 0 and "2 partition(s) to move" in out.stdout, out.stdout
+        st = status(etcd, "sh")
+        assert placed(etcd, "sh", 2), st
+        assert all(sorted(p["replicas"]) == ["node1", "node2"] for p in st["partitions"]), st
+        assert sorted(spread(st)[1].values()) == [1, 1], st
+        await check_every_replica(nodes, etcd, "sh", producer)
+    finally:
+        for n in nodes.values():
             n.stop()
             assert "Traceback" not in n.log(), n.log()
         etcd.cleanup()
