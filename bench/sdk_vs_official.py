@@ -25,6 +25,11 @@ producer then one consumer at a time, each side a single asyncio task on one con
 Rounds are interleaved (official, ours, official, ours...) on one fresh server, each round on
 fresh topics; the best round of each is reported, with the ratio ours / official. Without
 `--address` a server is started on free ports with a temporary data directory.
+
+Beside each rate, the CPU it cost: the client's (this process, all its threads: the official
+SDK runs a Rust runtime in it) in µs per message, and how busy the server was (its CPU
+seconds per wall second; 1.0 is one core saturated: the server, not the client, sets the
+pace, and no client can go faster against it).
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import resource
 import tempfile
 import time
 from datetime import timedelta
@@ -161,7 +167,28 @@ async def official_consume(client, stream, topic, total: int) -> float:
     return got / (time.perf_counter() - start)
 
 
-async def run(address: str, messages: int, rounds: int) -> dict:
+def _cpu_seconds(pid: int | None) -> float:
+    """CPU seconds used so far by process `pid` (user + system), or by this process."""
+    if pid is None:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return usage.ru_utime + usage.ru_stime
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def measured(workload, total: int, server_pid: int | None) -> tuple[float, float, float]:
+    """(msg/s, client CPU µs per message, server CPU s per wall s) of one workload run."""
+    client, server = _cpu_seconds(None), server_pid and _cpu_seconds(server_pid)
+    wall = time.perf_counter()
+    rate = await workload
+    wall = time.perf_counter() - wall
+    client_us = (_cpu_seconds(None) - client) / total * 1e6
+    busy = (_cpu_seconds(server_pid) - server) / wall if server_pid else float("nan")
+    return rate, client_us, busy
+
+
+async def run(address: str, messages: int, rounds: int, server_pid: int | None) -> dict:
     from apache_iggy import IggyClient as OfficialClient
     ours = IggyClient(f"iggy://iggy:iggy@{address}")
     await ours.connect()
@@ -180,35 +207,37 @@ async def run(address: str, messages: int, rounds: int) -> dict:
                 await ours.create_topic(stream, topic, partitions_count=1)
                 await ours.create_topic(stream, topic + "-bg", partitions_count=1)
                 if who == "official":
-                    row = {
-                        "produce official": await official_produce(
+                    workloads = {
+                        "produce official": official_produce(
                             theirs, stream, topic, payload, messages),
-                        "produce official background": await official_produce_background(
+                        "produce official background": official_produce_background(
                             theirs, stream, topic + "-bg", payload, messages),
-                        "consume official": await official_consume(
-                            theirs, stream, topic, messages),
-                        "consume official poll": await official_poll(
-                            theirs, stream, topic, messages)}
+                        "consume official": official_consume(theirs, stream, topic, messages),
+                        "consume official poll": official_poll(theirs, stream, topic, messages)}
                 else:
-                    row = {
-                        "produce ours": await ours_produce(
-                            ours, stream, topic, payload, messages),
-                        "produce ours background": await ours_produce_background(
+                    workloads = {
+                        "produce ours": ours_produce(ours, stream, topic, payload, messages),
+                        "produce ours background": ours_produce_background(
                             ours, stream, topic + "-bg", payload, messages),
-                        "consume ours batches": await ours_consume(
+                        "consume ours batches": ours_consume(
                             ours, stream, topic, messages, False),
-                        "consume ours messages": await ours_consume(
+                        "consume ours messages": ours_consume(
                             ours, stream, topic, messages, True),
-                        "consume ours single": await ours_consume(
+                        "consume ours single": ours_consume(
                             ours, stream, topic, messages, False, group=False),
-                        "consume ours single messages": await ours_consume(
+                        "consume ours single messages": ours_consume(
                             ours, stream, topic, messages, True, group=False)}
+                row = {}
+                for name, workload in workloads.items():    # one after another, in order
+                    row[name] = await measured(workload, messages, server_pid)
                 await ours.delete_topic(stream, topic)
                 await ours.delete_topic(stream, topic + "-bg")
                 print(f"  {size} B round {r + 1}: " + ", ".join(
-                    f"{k} {v:,.0f} msg/s" for k, v in row.items()), flush=True)
+                    f"{k} {rate:,.0f} msg/s ({client:.2f} µs/msg client CPU, server busy "
+                    f"{busy:.2f})" for k, (rate, client, busy) in row.items()), flush=True)
                 for k, v in row.items():
-                    best[k] = max(best.get(k, 0.0), v)
+                    if v[0] > best.get(k, (0.0,))[0]:
+                        best[k] = v
         results[size] = best
     await ours.delete_stream(stream)
     await ours.close()
@@ -230,12 +259,15 @@ PAIRS = [  # (row, ours, official): each of ours against the official SDK's matc
 
 
 def table(results: dict) -> str:
-    lines = ["| workload | official msg/s | ours msg/s | ours / official |",
-             "|---|---|---|---|"]
+    lines = ["| workload | official msg/s | ours msg/s | ours / official | client CPU µs/msg: "
+             "official / ours | server busy: official / ours |",
+             "|---|---|---|---|---|---|"]
     for size, best in results.items():
         for row, mine, theirs in PAIRS:
-            lines.append(f"| {size} B: {row} | {best[theirs]:,.0f} | {best[mine]:,.0f} | "
-                         f"{best[mine] / best[theirs]:.2f} |")
+            (rate, client, busy), (their_rate, their_client, their_busy) = best[mine], best[theirs]
+            lines.append(f"| {size} B: {row} | {their_rate:,.0f} | {rate:,.0f} | "
+                         f"{rate / their_rate:.2f} | {their_client:.2f} / {client:.2f} | "
+                         f"{their_busy:.2f} / {busy:.2f} |")
     return "\n".join(lines)
 
 
@@ -249,7 +281,8 @@ def main() -> None:
     if args.address is None:
         server = ServerProcess(tempfile.mkdtemp(prefix="sdk-bench-")).start()
     try:
-        results = asyncio.run(run(args.address or server.address, args.messages, args.rounds))
+        results = asyncio.run(run(args.address or server.address, args.messages, args.rounds,
+                                  server.proc.pid if server is not None else None))
     finally:
         if server is not None:
             server.stop()

@@ -112,7 +112,7 @@ def batch_checksum(batch: Buffer) -> int: ...
 def slice_batch(batch: Buffer, first: int, last: int) -> bytes | None: ...
 def build_batch(messages: list[tuple[int, Buffer, Buffer, int]], origin_timestamp: int) -> bytearray:
     """Encode (id, payload, user_headers, timestamp_delta) tuples as one producer batch."""
-def iter_messages(batches: Buffer) -> list[tuple[int, int, int, int, bytes, bytes, int]]:
+def iter_messages(batches: Buffer, record_type: type | None = None) -> list[tuple[int, int, int, int, bytes, bytes, int]]:
     """(offset, timestamp, origin_timestamp, id, payload, user_headers, checksum) per message."""
 
 def encode_batch(payloads: list[Buffer | str], origin_timestamp: int,

@@ -200,6 +200,26 @@ def test_stamp_keeps_the_batch_valid_and_slices_recompute_the_checksum():
     assert _wire.slice_batch(batch, 200, 300) is None
 
 
+def test_messages_decode_as_records_built_in_c_that_equal_the_tuples():
+    # The consumer's message iterator gets named tuples built without a Python call each;
+    # they must hold exactly the plain tuples' fields, u128 ids included, and own them.
+    from iggy_fast.client.types import SendMessage, build_batch
+    from iggy_fast.protocol.models import Message
+    batch, _ = build_batch([SendMessage(b"p%d" % i, {"k": i}, (1 << 127) + i) for i in range(5)]
+                           + [b"", "text"])
+    plain = _wire.iter_messages(batch)
+    records = _wire.iter_messages(batch, Message)
+    assert [type(m) for m in records] == [Message] * 7
+    assert records == plain
+    assert records[2].id == (1 << 127) + 2 and records[2].payload == b"p2"
+    assert records[2].headers == {b"k": (2).to_bytes(8, "little")}
+    assert records[6].payload == b"text" and records[6].id < 1 << 128
+    del batch, plain                       # the records keep their own fields
+    assert records[1]._asdict()["payload"] == b"p1"
+    with pytest.raises(TypeError):
+        _wire.iter_messages(bytearray(make_batch(1)), tuple)
+
+
 def test_frame_reader_cuts_frames_across_chunks_and_grows():
     frames = []
     for n in (0, 10, 300_000, 5):

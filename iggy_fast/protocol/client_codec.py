@@ -285,6 +285,19 @@ def _decoder(what: str):
     return wrap
 
 
+def _list_of(what: str, read_one):
+    """The decoder of a list reply: records back to back until the body ends, each read by
+    `read_one(reader)`."""
+    @_decoder(what)
+    def read(body) -> list:
+        r = Reader(body)
+        out = []
+        while r.remaining:
+            out.append(read_one(r))
+        return out
+    return read
+
+
 def _opt(read):
     """A get-one reply: an empty body is None (§6)."""
     def get(body):
@@ -365,13 +378,7 @@ def read_client(body) -> ClientInfoDetails:
     return ClientInfoDetails(*fields, consumer_groups=refs)
 
 
-@_decoder("get_clients")
-def read_clients(body) -> list[ClientInfo]:
-    r = Reader(body)
-    out = []
-    while r.remaining:
-        out.append(ClientInfo(*_client(r)))
-    return out
+read_clients = _list_of("get_clients", lambda r: ClientInfo(*_client(r)))
 
 
 def _user(r: Reader) -> tuple:
@@ -397,23 +404,11 @@ read_user = _opt(_read_user_details)
 read_created_user = _read_user_details
 
 
-@_decoder("get_users")
-def read_users(body) -> list[User]:
-    r = Reader(body)
-    out = []
-    while r.remaining:
-        out.append(User(*_user(r)))
-    return out
+read_users = _list_of("get_users", lambda r: User(*_user(r)))
 
 
-@_decoder("get_personal_access_tokens")
-def read_tokens(body) -> list[PersonalAccessToken]:
-    r = Reader(body)
-    out = []
-    while r.remaining:
-        name, expiry = r.name(), r.u64()
-        out.append(PersonalAccessToken(name, expiry or None))
-    return out
+read_tokens = _list_of("get_personal_access_tokens",
+                       lambda r: PersonalAccessToken(r.name(), r.u64() or None))
 
 
 @_decoder("create_personal_access_token")
@@ -454,13 +449,7 @@ read_stream = _opt(_read_stream_details)
 read_created_stream = _read_stream_details
 
 
-@_decoder("get_streams")
-def read_streams(body) -> list[Stream]:
-    r = Reader(body)
-    out = []
-    while r.remaining:
-        out.append(Stream(*_stream(r)))
-    return out
+read_streams = _list_of("get_streams", lambda r: Stream(*_stream(r)))
 
 
 @_decoder("topic")
@@ -510,13 +499,8 @@ read_consumer_group = _opt(_read_group_details)
 read_created_consumer_group = _read_group_details
 
 
-@_decoder("get_consumer_groups")
-def read_consumer_groups(body) -> list[ConsumerGroup]:
-    r = Reader(body)
-    out = []
-    while r.remaining:
-        out.append(ConsumerGroup(*_group(r)))
-    return out
+read_consumer_groups = _list_of("get_consumer_groups",
+                                lambda r: ConsumerGroup(*_group(r)))
 
 
 @_opt

@@ -40,8 +40,9 @@ OP_REGISTER, OP_NON_REPLICATED = Operation.REGISTER, Operation.NON_REPLICATED
 KNOWN_CODES = frozenset(PROTOCOL_COMMANDS)
 MAX_CONFLICT_RETRIES = 8
 # Partition requests a cluster node that does not lead the partition forwards to its leader
-# (server/cluster/replication.py): sends, polls and offsets of single consumers, flushes.
-# (A consumer group's requests are served where the member is connected: its membership is
+# (server/cluster/replication.py): sends, polls and offsets of single consumers, flushes,
+# from any transport (HTTP's typed requests are encoded to binary bodies to travel). (A
+# consumer group's requests are served where the member is connected: its membership is
 # that node's.)
 FORWARDED = frozenset({100, 101, 102, 103, 120, 121, 122})
 # In a cluster, a request naming a stream, topic or partition this node does not know (yet)
@@ -223,9 +224,13 @@ class Dispatcher:
         try:
             if code in NEEDS_LOGIN and client.user_id is None:
                 raise Unauthenticated()
-            if self.server.cluster is not None:     # refuses a partition another node leads
-                self.server.cluster.route(client, code, request, None)
-            result = COMMANDS[code].serve(Context(self.server, client, now), request)
+            forwarded = None
+            if self.server.cluster is not None:     # a partition another node leads
+                forwarded = self.server.cluster.route(client, code, request, None)
+            if forwarded is not None:
+                result = forwarded
+            else:
+                result = COMMANDS[code].serve(Context(self.server, client, now), request)
         except IggyError:
             if metrics is not None:
                 metrics.count(client.transport, code, True, now)

@@ -42,14 +42,17 @@ Topic options (server/options.py): `replication_factor` (default: the node's) an
 `min_in_sync_replicas`: a leader refuses a send (transient_not_accepted, nothing appended)
 while the partition's in-sync set is smaller (`Replication.check_in_sync`). GET
 /cluster/status on the HTTP transport (transports/http_cluster.py) is `Cluster.status()`.
-Only binary-protocol requests (TCP, QUIC, WebSocket) are forwarded; an HTTP REST request
-for a partition another node leads is refused (transient_not_accepted), so it never reads or
-writes a follower's copy.
+A partition request for a partition another node leads is forwarded to the leader, from
+every transport (an HTTP REST request is encoded to its binary body to travel and its answer
+decoded back to JSON), and forwarded again to the next leader while leadership moves, for
+about as long as a failover takes; a forwarded send is appended once even then (a retried
+send is looked for in the new leader's log first: replication.py, "Forwarding"). Only the
+forwarding node's own retries are recognised: a client that sends again itself (having lost
+its connection or its patience) stores a second copy, as with a single node.
 
 Not done yet (issue 12): consumer groups are each node's own (their requests
-are not forwarded), so members on different nodes do not share a group; a send retried after
-its leader died may be appended twice (no idempotent forwarding); truncation cuts only within
-the active segment (otherwise the replica copies the whole log again); a node that has not yet seen a stream's or topic's deletion may still answer for it
+are not forwarded), so members on different nodes do not share a group; truncation cuts only
+within the active segment (otherwise the replica copies the whole log again); a node that has not yet seen a stream's or topic's deletion may still answer for it
 for a few milliseconds (a name it does not know makes it catch up with etcd first); renames
 are not guarded across nodes (creations are, by the identity counter). The official SDK
 (0.9.0), once GetClusterMetadata lists several nodes, polls with auto-commit by code 103, whose

@@ -5,11 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import struct
+import time
 
-from iggy_fast.protocol.errors import StreamIdNotFound, TopicIdNotFound, TransientNotAccepted
+from iggy_fast.protocol import client_codec as cc
+from iggy_fast.protocol.errors import (PartitionNotFound, StreamIdNotFound, TopicIdNotFound,
+                                       TransientNotAccepted)
+from iggy_fast.protocol.results import Polled, Sent, StoredOffset
 from iggy_fast.server.cluster.controller import Controller, Placements
 from iggy_fast.server.cluster.node import Node
-from iggy_fast.server.cluster.replication import Replication, ready
+from iggy_fast.server.cluster.replication import Moved, Replication, ready
 from iggy_fast.server.dispatch import FORWARDED
 from iggy_fast.server.metadata.etcd import EtcdMetadataStore
 
@@ -65,12 +70,17 @@ class Cluster:
 
     def route(self, client, code: int, request, body):
         """None when this node serves a partition request itself, else an awaitable of the
-        leader's encoded answer (the request forwarded over the replication address).
-        `body` None (a request that came typed, over HTTP, with no binary body to forward):
-        TransientNotAccepted instead of forwarding, so a node never serves a partition
-        another node leads."""
+        leader's answer (the request forwarded over the replication address): its encoded
+        pieces for a binary request, the typed result for a typed one (`body` None: HTTP's
+        JSON), which is encoded with the binary codec to travel and its answer decoded."""
         if code not in FORWARDED:
             return None
+        if body is None:
+            forwarded = self._route(client, code, request, None)
+            return None if forwarded is None else _typed(code, forwarded)
+        return self._route(client, code, request, body)
+
+    def _route(self, client, code: int, request, body, caught_up: bool = False):
         from iggy_fast.server.service.messages import _route
         from iggy_fast.server.state import GROUP
 
@@ -80,10 +90,10 @@ class Cluster:
         try:
             topic = state.topic(request.stream, request.topic)
         except (StreamIdNotFound, TopicIdNotFound):
-            if body is None:
-                return None     # served here: not found (the HTTP path does not catch up)
+            if caught_up:
+                return None     # served here: not found
             # Made on another node a moment ago? Look again once caught up with etcd.
-            return self._caught_up(client, code, request, bytes(body))
+            return self._caught_up(client, code, request, _body(code, request, body))
         if code == 101:
             pid = _route(topic, request.partitioning, request.partitioning_value)
         else:
@@ -95,33 +105,44 @@ class Cluster:
             if code == 101:
                 self.replication.check_in_sync(topic, part)
             return None
-        if body is None:
-            raise TransientNotAccepted(f"partition {part.key} is led by another node: send "
-                                       f"this request to it (GET /cluster/status) or over the "
-                                       f"binary protocol")
-        body = bytes(body)      # the receive buffer is reused once this returns
-        return self._route_later(client, code, request, pid, part, body)
+        # (a copy: the receive buffer is reused once this returns)
+        return self._route_later(client, code, pid, part, _body(code, request, body))
 
     async def _caught_up(self, client, code, request, body: bytes) -> list:
         await self.store.catch_up()
-        forwarded = self.route(client, code, request, body)
+        forwarded = self._route(client, code, request, body, caught_up=True)
         if forwarded is not None:
             return await forwarded
         return await self.replication.serve_encoded(client, code, request)
 
-    async def _route_later(self, client, code, request, pid, part, body):
-        record = self.placements.of(part)
-        for _ in range(100):    # a partition created or failed over a moment ago
-            if record is not None and record.get("leader") in self.node.nodes and ready(record):
-                break
-            await asyncio.sleep(0.1)
+    async def _route_later(self, client, code, pid, part, body: bytes) -> list:
+        """Forward to the partition's leader, and again to the next one while the leader
+        changes (a send at most once: see Replication._send_once), for at most
+        `Replication.forward_for` seconds; then TransientNotAccepted."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.replication.forward_for
+        since = time.time_ns() // 1000
+        tried, why = False, "the partition has no leader now"
+        while loop.time() < deadline:
+            if not self.server.state.live(part):
+                raise PartitionNotFound()       # deleted meanwhile
             record = self.placements.of(part)
-        else:
-            raise TransientNotAccepted("the partition has no leader now")
-        # The leader, which may be this node now that the placement is known (the request
-        # then goes through this node's own replication address, as any forwarded one).
-        return await self.replication.forward(client, code, request, pid, part.identity, record,
-                                              body)
+            # The leader, which may be this node now that the placement is known (the
+            # request then goes through this node's own replication address, as any
+            # forwarded one).
+            if record is not None and record.get("leader") in self.node.nodes \
+                    and ready(record):
+                try:
+                    return await self.replication.forward(client, code, pid, part.identity,
+                                                          record, body, since, tried, deadline)
+                except Moved as e:
+                    tried, why = True, str(e)
+                    log.debug("partition %s: forwarding again: %s", part.key, e)
+            await asyncio.sleep(0.1)
+        log.warning("partition %s: a forwarded request given up after %.0f s: %s", part.key,
+                    self.replication.forward_for, why)
+        raise TransientNotAccepted(f"partition {part.key}: {why}")
+
     def nodes(self, answering: str) -> list[tuple[str, str, dict, int, int]]:
         """(name, host, ports, role, status) of every node the cluster has known, the
         answering node first and as the one to talk to (role leader: an official client
@@ -156,3 +177,36 @@ class Cluster:
                                  "host": rec["host"], "ports": rec["ports"]}
                           for name, rec in {**self.node.known, **self.node.nodes}.items()},
                 "partitions": partitions}
+
+
+# A typed request (from HTTP's JSON) as the binary body it is forwarded as: the client codec's
+# encoders take the request's fields in their order.
+_BODIES = {
+    100: lambda r: cc.poll_messages(*r), 103: lambda r: cc.poll_messages(*r),
+    101: lambda r: cc.send_messages(*r[:5]) + bytes(r.batch),
+    102: lambda r: cc.flush_unsaved_buffer(*r),
+    120: lambda r: cc.get_consumer_offset(*r),
+    121: lambda r: cc.store_consumer_offset(*r),
+    122: lambda r: cc.delete_consumer_offset(*r),
+}
+_SENT, _POLLED, _STORED = struct.Struct("<IIIIQ"), struct.Struct("<IQI"), struct.Struct("<IQQ")
+
+
+def _body(code: int, request, body) -> bytes:
+    return _BODIES[code](request) if body is None else bytes(body)
+
+
+def _result(code: int, payload: bytes):
+    """The leader's encoded answer (binary.encode_*) as the typed result HTTP encodes."""
+    if code == 101:
+        return Sent(*_SENT.unpack_from(payload)[1:])
+    if code in (100, 103):
+        return Polled(*_POLLED.unpack_from(payload), [payload[_POLLED.size:]])
+    if code == 120:
+        return StoredOffset(*_STORED.unpack(payload)) if payload else None
+    return None
+
+
+async def _typed(code: int, forwarded):
+    pieces = await forwarded
+    return _result(code, b"".join(pieces))

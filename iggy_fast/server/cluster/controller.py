@@ -20,8 +20,8 @@ come or go, partitions are created or deleted, or a record changes:
   followers those holding fewest replicas, so leaders and replicas spread evenly;
 * a record whose leader is no longer live gets, as leader, an in-sync replica that is live,
   and its epoch goes up; dead nodes leave the in-sync set. When no in-sync replica is live,
-  the leader stays as it is (no replica that may lack acknowledged messages is made leader)
-  until one returns;
+  the record stays as it is (no replica that may lack acknowledged messages is made leader)
+  until one of its in-sync replicas returns and leads;
 * a record with a `target` ({"replicas", "leader"}: where the partition is moving) takes the
   next step of its move, below;
 * a record for a partition that no longer exists is deleted.
@@ -215,8 +215,8 @@ class Controller:
         leader = record["leader"]
         if leader in live:
             return {**record, "isr": isr} if isr != record["isr"] else record
-        if not isr:
-            return {**record, "isr": []}     # wait for an in-sync replica to return
+        if not isr:     # wait for an in-sync replica to return (the set names who may)
+            return record
         new_leader = min(isr, key=lambda n: (leading[n], n))
         leading[new_leader] += 1
         log.info("partition leader %s is gone: %s leads at epoch %d", leader, new_leader,

@@ -11,8 +11,34 @@ and its connection closed.
              from `offset` (whole batches, at most FETCH_BYTES) and {"end", "hw"}; when the
              follower is caught up the leader holds the request up to LONG_POLL seconds for a
              new append.
-    forward  {"op", "code", "user", "pid"} + the request body -> {"status"} + the encoded
-             result, exactly as this node would have answered it.
+    forward  {"op", "code", "user", "pid", "p", "retry"?} + the request body -> {"status",
+             "moved"?} + the encoded result, exactly as this node would have answered it.
+
+Forwarding. A node forwards a partition request it does not lead (from any transport: HTTP's
+typed requests are encoded to binary bodies first) to the leader the placement names, and
+again to the next leader whenever the leader is unreachable, answers "moved" (it does not
+lead the partition, or lost it while serving) or the placement names another leader while
+the answer is awaited; it gives up after `forward_for` (about the longest a failover takes)
+with transient_not_accepted. Polls, flushes and offsets may simply go again. A send may not:
+its first attempt may have been appended, and even replicated to the next leader, with the
+answer lost. So a retried send carries "retry", the wall-clock time (µs) its first attempt
+went out, and the leader appends it only if its log lacks it (`stored_at`): it compares the
+batch with each batch it stamped since then (less CLOCK_SKEW_US) on everything but the fields
+a leader stamps (partition id, base offset, base timestamp, checksum): length and origin
+timestamp as they are, the frames by a 64-bit XXH3. A batch found is answered with its
+offsets, once the in-sync replicas have it, and not appended again.
+Why the log itself and no window of batch identities: every replica already holds the same
+batches (a follower that becomes leader can answer a retry of a batch it only copied), so
+nothing is kept in memory, rebuilt at start or lost when a busy window overflows before the
+retry comes; the cost, a read of the log tail since the first attempt, is paid only by a
+retry, never by the send path. Why the batch as sent for its identity rather than stamped
+ids: the frames already carry the producer's message ids (the official SDK and our producer
+give random ones), timestamps and payloads, and a stored batch must stay as the client sent
+it. What this cannot tell apart: a retried send and another batch byte-identical to it (same
+ids, same origin timestamps, same payloads) stamped since its first attempt: the retry is
+then answered with that batch's offsets. A batch the dead leader appended but no in-sync
+replica copied is appended again by the next leader, once, and cut from the old leader's log
+by the epoch truncation below.
 
 Followers. For every partition whose record names this node a replica and another node the
 leader, a task fetches from the leader at the follower's log end and appends each batch with
@@ -61,6 +87,7 @@ from iggy_fast import _wire
 from iggy_fast.config import parse_duration_us, split_address
 from iggy_fast.protocol.codes import PARTITION_ID
 from iggy_fast.protocol.errors import IggyError, TransientNotAccepted
+from iggy_fast.protocol.results import Sent
 from iggy_fast.server.cluster import etcd as e
 from iggy_fast.server.connection import reply_bytes
 from iggy_fast.server.dispatch import COMMANDS, FORWARDED
@@ -72,6 +99,9 @@ FRAME = struct.Struct("<II")
 MAX_FRAME = 64 * 1024 * 1024
 FETCH_BYTES = 1024 * 1024
 LONG_POLL = 0.5
+# How far a node's clock may trail another's: a retried send is looked for among the batches
+# stamped since its first attempt went out, on the forwarding node's clock, less this.
+CLOCK_SKEW_US = 10_000_000
 
 
 EPOCH_FILE = "leader.epoch"
@@ -114,6 +144,39 @@ def offsets_digest(part) -> int:
 
 class PeerGarbage(Exception):
     """A peer sent something that is not a replication frame."""
+
+
+class Moved(Exception):
+    """A forwarded request must go again, to the partition's leader as the placement names
+    it then (the one it went to is unreachable or no longer leads)."""
+
+
+def stored_at(plog, batch, since: int) -> int | None:
+    """The base offset of a stored batch identical to the producer batch `batch` (all but
+    the fields the leader stamps: partition id, base offset, base timestamp, checksum) among
+    those stamped at `since` (µs) or later, or None. Stamps never go back in time
+    (PartitionLog.append), so the batches to compare start at `offset_for_timestamp`."""
+    start = plog.offset_for_timestamp(since)
+    if start is None:
+        return None
+    length = len(batch)
+    origin = bytes(batch[24:40])                # origin timestamp, batch length
+    frames = _wire.xxh3_64(batch[48:])          # message count, reserved, the frames
+    while start < plog.next_offset:
+        chunks, got, after = plog.read(start, 1 << 62, max_bytes=FETCH_BYTES)
+        if not got:
+            return None
+        for chunk in chunks:
+            view = memoryview(chunk)
+            at = 0
+            while at < len(view):
+                base, _, size, _ = _wire.batch_info(view[at:])
+                if size == length and view[at + 24:at + 40] == origin \
+                        and _wire.xxh3_64(view[at + 48:at + size]) == frames:
+                    return base
+                at += size
+        start = after
+    return None
 
 
 async def read_frame(reader: asyncio.StreamReader) -> tuple[dict, bytes]:
@@ -175,6 +238,12 @@ class Replication:
         self._appended: dict[int, asyncio.Event] = {}      # wakes long-polling fetches
         self._waiters: dict[int, list] = {}                # identity -> [(end, future)]
         self._idle: dict[str, list[Peer]] = {}             # address -> idle forward links
+        self._leader_changes: dict[tuple, asyncio.Future] = {}  # (identity, leader) -> ...
+        # How long a forwarded request keeps going to whichever node leads: a dead leader's
+        # lease runs out and its successor takes office within about twice the lease, and a
+        # live leader may hold a send for up to replica_lag_max (a lagging follower leaving
+        # the in-sync set). After that the client is answered transient_not_accepted.
+        self.forward_for = self.lag_max + 3 * node.ttl
         self._isr_task: asyncio.Task | None = None
         self._taking_office: set[int] = set()
         placements.changed.append(self.follow_placements)
@@ -237,6 +306,7 @@ class Replication:
                 if local_epoch(part) != record["epoch"]:
                     set_local_epoch(part, record["epoch"])
         self._check_waiters()
+        self._leaders_changed()
 
     async def _take_office(self, identity: int, record: dict) -> None:
         """A new leader: record where its epoch starts (its log end), then serve."""
@@ -526,39 +596,85 @@ class Replication:
             log.warning("%s", message)
             raise TransientNotAccepted(message)
 
-    def forward(self, client, code: int, request, pid: int, identity: int, record: dict,
-                body: bytes):
-        """An awaitable of the leader's encoded answer to `request` (a list of pieces)."""
+    def forward(self, client, code: int, pid: int, identity: int, record: dict, body: bytes,
+                since: int, retry: bool, deadline: float):
+        """An awaitable of the leader's encoded answer (a list of pieces). Raises Moved when
+        the request must go again, to whichever node leads then: the leader is unreachable,
+        it no longer leads, or the placement names another leader while waiting for it.
+        `since` (µs, wall clock) is when the first attempt went out; `retry` marks a later
+        attempt, a send the leader first looks for in its log (`_send_once`)."""
         address = self.leader_address(record)
         if address is None:
-            raise TransientNotAccepted("the partition's leader is not reachable")
-        return self._forward(address, client.user_id, code, pid, identity, body)
+            raise Moved("the partition's leader is not live")
+        header = {"op": "forward", "code": code, "user": client.user_id, "pid": pid,
+                  "p": identity}
+        if retry:
+            header["retry"] = since
+        return self._forward(address, header, body, record, deadline)
 
-    async def _forward(self, address, user, code, pid, identity, body) -> list:
+    async def _forward(self, address, header, body, record, deadline: float) -> list:
         # One lock-step link per request in flight: an idle one if there is, else a new one.
         idle = self._idle.setdefault(address, [])
         peer = idle.pop() if idle else Peer(address)
+        loop = asyncio.get_running_loop()
+        call = loop.create_task(peer.call(header, body,
+                                          timeout=max(0.0, deadline - loop.time())))
+        moved = self._leader_change(header["p"], record["leader"])
         try:
-            header, payload = await peer.call(
-                {"op": "forward", "code": code, "user": user, "pid": pid, "p": identity}, body,
-                timeout=self.lag_max + 10)
-            idle.append(peer)
-        except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, PeerGarbage) as e:
-            log.warning("forwarding to the leader at %s failed: %s", address, e)
-            raise TransientNotAccepted(f"the leader at {address} did not answer") from None
-        if header.get("status"):
-            raise IggyError.from_code(int(header["status"]))
+            await asyncio.wait((call, moved), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not call.done():     # (the link is closed: a late answer cannot be misread)
+                call.cancel()
+        if not call.done() or call.cancelled():
+            raise Moved(f"the partition's leader is no longer {record['leader']}")
+        try:
+            answer, payload = call.result()
+        except asyncio.TimeoutError:
+            # Not connected within Peer's connect timeout, or no answer by the deadline
+            # (then _route_later gives up with this as the reason).
+            raise Moved(f"the leader at {address} did not answer in time") from None
+        except (OSError, asyncio.IncompleteReadError) as e:
+            log.debug("forwarding to the leader at %s failed: %s", address, e)
+            raise Moved(f"the leader at {address} is unreachable") from None
+        except PeerGarbage as e:
+            log.warning("the leader at %s answered a forwarded request with %s", address, e)
+            raise TransientNotAccepted(f"the leader at {address} answered garbage") from None
+        idle.append(peer)
+        if answer.get("moved"):
+            raise Moved(f"{record['leader']} no longer leads the partition")
+        if answer.get("status"):
+            raise IggyError.from_code(int(answer["status"]))
         return [payload] if payload else []
 
+    def _leader_change(self, identity: int, leader: str) -> asyncio.Future:
+        """A future done once the placement of the partition names another leader than
+        `leader` (follow_placements resolves it); shared by the requests in flight."""
+        key = (identity, leader)
+        future = self._leader_changes.get(key)
+        if future is None:
+            future = self._leader_changes[key] = asyncio.get_running_loop().create_future()
+        return future
+
+    def _leaders_changed(self) -> None:
+        for key in list(self._leader_changes):
+            record = self.placements.records.get(key[0]) or {}
+            if record.get("leader") != key[1]:
+                future = self._leader_changes.pop(key)
+                if not future.done():
+                    future.set_result(None)
+
     async def _forwarded(self, h: dict, body: bytes) -> bytes:
+        """Serve a request another node forwarded. A node that does not lead the partition
+        (any longer) answers "moved", and the forwarding node tries again where the
+        placement points; a retried send is appended only if the log lacks it."""
         from iggy_fast.server.core import Client
 
-        code = int(h["code"])
+        code, identity = int(h["code"]), int(h["p"])
         cmd = COMMANDS.get(code)
         if cmd is None or code not in FORWARDED:
             return frame({"status": 3})
-        if code == 101 and not self.leads(int(h["p"])):
-            return frame({"status": TransientNotAccepted.code})
+        if not self.leads(identity):
+            return frame({"status": TransientNotAccepted.code, "moved": True})
         client = Client(0, "replication", "peer")
         client.user_id = h["user"]
         try:
@@ -567,13 +683,39 @@ class Replication:
                 request = request._replace(partitioning=PARTITION_ID,
                                            partitioning_value=int(h["pid"]).to_bytes(4, "little"))
             if code == 101:
-                part = self._partition(int(h["p"]))
+                part = self._partition(identity)
                 if part is not None:
                     self.check_in_sync(part.topic, part)
-            pieces = await self.serve_encoded(client, code, request)
+            if code == 101 and "retry" in h:
+                pieces = await self._send_once(client, request, int(h["retry"]))
+            else:
+                pieces = await self.serve_encoded(client, code, request)
         except IggyError as e:
-            return frame({"status": e.code})
+            # Failed because this node lost the partition meanwhile (a send appended here
+            # may have reached the next leader: the retry finds it there).
+            return frame({"status": e.code, "moved": not self.leads(identity)})
         return frame({"status": 0}, pieces[0] if pieces else b"")
+
+    async def _send_once(self, client, request, since: int) -> list:
+        """A retried forwarded send: answered with the offsets the batch already has when an
+        earlier attempt appended it (once the in-sync replicas have it), else appended."""
+        from iggy_fast.server.service import Context, lookup
+        from iggy_fast.server.service.messages import _route
+
+        ctx = Context(self.server, client, time.time_ns() // 1000)
+        topic = lookup.existing_topic(ctx, request.stream, request.topic, "send")
+        part = self.server.state.partition(
+            topic, _route(topic, request.partitioning, request.partitioning_value))
+        base = stored_at(part.log, request.batch, since - CLOCK_SKEW_US)
+        if base is None:
+            return await self.serve_encoded(client, 101, request)
+        log.info("partition %s: a retried send is already stored at offset %d: not appended "
+                 "again", part.key, base)
+        reply = self.server.durability.acknowledge(
+            part, Sent(topic.stream.id, topic.id, part.id, base))
+        if hasattr(reply, "__await__"):
+            reply = await reply
+        return [reply_bytes([COMMANDS[101].encode(reply)])]
 
     async def serve_encoded(self, client, code: int, request) -> list:
         """Serve a request here, its answer encoded as one piece (as a leader answers a
