@@ -24,11 +24,14 @@ Sending: `frame_header()` is the 2 to 10 bytes before an unmasked payload (the s
 frames: the payload pieces follow as they are, stored batches by sendfile); `masked_frame()`
 copies pieces into one new buffer behind a header and masking key, masking as it copies (a
 client's frames must be masked, so the caller's batch is never touched); `close_payload()`
-is a close frame's body.
+is a close frame's body; `accept_key()` the upgrade's Sec-WebSocket-Accept.
 """
 
 from libc.stdint cimport uint8_t, uint64_t
 from libc.string cimport memcpy
+
+import base64
+import hashlib
 
 CONTINUATION, TEXT, BINARY, CLOSE, PING, PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
 
@@ -302,3 +305,8 @@ def masked_frame(int opcode, pieces, const uint8_t[::1] key not None):
 def close_payload(int code, str reason=""):
     """A close frame's body: the code, big-endian, then the reason (cut to fit 125 bytes)."""
     return code.to_bytes(2, "big") + reason.encode()[:MAX_CONTROL - 2]
+
+
+def accept_key(key: bytes) -> bytes:
+    """Sec-WebSocket-Accept for a Sec-WebSocket-Key (RFC 6455 §4.2.2)."""
+    return base64.b64encode(hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())

@@ -42,8 +42,6 @@ peer's address.
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
 import logging
 import socket
 
@@ -63,12 +61,6 @@ HANDSHAKE_TIMEOUT = 60.0     # at most; a shorter login deadline bounds the upgr
 CLOSE_TIMEOUT = 1.0          # how long a close waits for the peer's close frame (the SDK
                              # reads only while it awaits a reply: at shutdown it never answers)
 DRAIN_CHUNK = 64 * 1024      # what is read at a time once closing (and then dropped)
-GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"     # RFC 6455 §1.3
-
-
-def accept_key(key: bytes) -> bytes:
-    """Sec-WebSocket-Accept for a Sec-WebSocket-Key (RFC 6455 §4.2.2)."""
-    return base64.b64encode(hashlib.sha1(key + GUID).digest())
 
 
 def _http_error(status: str, text: str, extra: str = "") -> bytes:
@@ -104,7 +96,7 @@ def upgrade_answer(head: bytes) -> tuple[bytes, bool]:
         return _http_error("426 Upgrade Required", "WebSocket version 13 only\n",
                            "Sec-WebSocket-Version: 13\r\n"), False
     return (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            b"Sec-WebSocket-Accept: " + accept_key(key) + b"\r\n\r\n"), True
+            b"Sec-WebSocket-Accept: " + wsf.accept_key(key) + b"\r\n\r\n"), True
 
 
 def _size(piece) -> int:
