@@ -153,6 +153,8 @@ class WebSocketConnection(TcpConnection):
             self._upgrade(nbytes)
             return
         decoder = self.decoder
+        if decoder is None:          # refused: only read until the peer hangs up
+            return
         data = decoder.decode(self.view, nbytes)
         self.view = None
         if data and not self.close_sent:
@@ -186,17 +188,16 @@ class WebSocketConnection(TcpConnection):
         end = self.request.find(b"\r\n\r\n", 0, self.request_have)
         if end < 0:
             if self.request_have == len(self.request):
-                self.transport.write(_http_error("431 Request Header Fields Too Large",
-                                                 "the upgrade request is too long\n"))
-                self.transport.close()
+                self._refuse(_http_error("431 Request Header Fields Too Large",
+                                         "the upgrade request is too long\n"))
             return
         answer, upgraded = upgrade_answer(bytes(self.request[:end]))
         rest = bytes(self.request[end + 4:self.request_have])
+        if not upgraded:
+            self._refuse(answer)
+            return
         self.request = None
         self.transport.write(answer)
-        if not upgraded:
-            self.transport.close()
-            return
         self.timer.cancel()
         self.timer = None
         self.decoder = wsf.FrameDecoder(True, self.max_message_size)
@@ -210,6 +211,20 @@ class WebSocketConnection(TcpConnection):
                 buffer[:n] = view[:n]
                 self.buffer_updated(n)
                 view = view[n:]
+
+    def _refuse(self, answer: bytes) -> None:
+        """Answer with an HTTP error and hang up. What the peer sent on is read and dropped
+        until it hangs up too (for at most CLOSE_TIMEOUT): closing a socket with unread
+        bytes would reset the connection, and the answer with it."""
+        self.request = None
+        self.close_sent = True
+        self.transport.write(answer)
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        else:
+            self.transport.close()
+        self.timer.cancel()
+        self.timer = asyncio.get_running_loop().call_later(CLOSE_TIMEOUT, self.transport.abort)
 
     def _no_upgrade(self, timeout: float) -> None:
         log.info("closing connection %s: no WebSocket upgrade within %.1f s", self.address,
