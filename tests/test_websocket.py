@@ -12,6 +12,7 @@ import asyncio
 import base64
 import hashlib
 import os
+import random
 import struct
 
 import aiohttp
@@ -19,6 +20,7 @@ import pytest
 from apache_iggy import IggyClient, WebSocketConfig
 
 from conftest import ROOT, ServerProcess, wait_for
+from iggy_fast import _websocket
 from iggy_fast._wire import Writer
 from iggy_fast.client.core import ClientCore, Reply, poll_body
 from iggy_fast.client.transports.websocket import WebSocketLink
@@ -114,6 +116,39 @@ def frame(opcode: int, payload: bytes, fin: bool = True, mask: bool = True) -> b
     masked = (int.from_bytes(payload, "little") ^ int.from_bytes(key * (n // 4 + 1), "little")
               & ((1 << 8 * n) - 1)).to_bytes(n, "little")
     return head + key + masked
+
+
+@pytest.mark.parametrize("masked", [True, False], ids=["client frames", "server frames"])
+def test_frames_decode_alike_however_reads_cut_them(masked):
+    """The transports' decoder (iggy_fast/_websocket.pyx) gives back the data payloads, in
+    order and unmasked, and the control frames, whatever the sizes of the frames (the three
+    length encodings), their fragments and the reads that deliver them (headers cut
+    anywhere); message boundaries are not kept, as the Iggy byte stream needs none."""
+    rnd = random.Random(7)
+    for _ in range(20):
+        stream, data, pings = bytearray(), bytearray(), []
+        for _ in range(40):
+            payload = os.urandom(rnd.choice([0, 1, 125, 126, 65535, 65536, 70_000,
+                                             rnd.randrange(300)]))
+            data += payload
+            cuts = sorted(rnd.sample(range(len(payload) + 1), k=min(2, len(payload) + 1)))
+            parts = [payload] if rnd.random() < 0.5 else [
+                payload[:cuts[0]], payload[cuts[0]:cuts[-1]], payload[cuts[-1]:]]
+            for i, part in enumerate(parts):
+                stream += frame(2 if i == 0 else 0, part, i == len(parts) - 1, masked)
+                if rnd.random() < 0.2:
+                    pings.append(os.urandom(rnd.randrange(126)))
+                    stream += frame(9, pings[-1], True, masked)
+        decoder = _websocket.FrameDecoder(masked)
+        out, pos = bytearray(), 0
+        while pos < len(stream):
+            n = min(rnd.choice([1, 2, 3, 9, 14, 1000, 100_000]), len(stream) - pos)
+            buffer = bytearray(stream[pos:pos + n] + b"\xee" * rnd.randrange(4))
+            out += buffer[:decoder.decode(buffer, n)]
+            pos += n
+        assert (decoder.error_code, decoder.error_reason) == (0, "")
+        assert out == data
+        assert decoder.events == [(9, p) for p in pings]
 
 
 def ws_url(srv) -> str:
