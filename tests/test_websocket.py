@@ -407,6 +407,12 @@ async def test_connection_limits_and_the_login_deadline_apply(tmp_path):
                 msg = await asyncio.wait_for(second.receive(), 10)
                 assert msg.type == aiohttp.WSMsgType.CLOSE
                 assert second.close_code == 1013
+        # Our link is told so too, naming the close code.
+        refused = WebSocketLink(url, timeout=10)
+        with pytest.raises(ConnectionError, match="close code 1013"):
+            await refused.connect()          # (or the login, had the close come later)
+            await refused.login(*ROOT)
+        await refused.close()
         # The first never logs in: it is dropped after the deadline.
         assert await hung_up(first.reader)
         # A connection that never even asks for the upgrade is dropped then too.

@@ -197,6 +197,8 @@ class WebSocketLink(FramedLink):
         except BaseException:
             transport.abort()
             raise
+        if self.error is not None:   # closed by the server right behind its answer
+            raise self.error
 
     def _write(self, pieces: list) -> None:
         self.protocol.transport.write(wsf.masked_frame(wsf.BINARY, pieces, os.urandom(4)))
