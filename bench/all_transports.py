@@ -54,6 +54,10 @@ def main() -> int:
     parser.add_argument("--only", default=",".join(TRANSPORTS),
                         help="comma-separated transports to run (tcp, the reference, always)")
     args = parser.parse_args()
+    unknown = set(args.only.split(",")) - set(TRANSPORTS)
+    if unknown:
+        parser.error(f"--only: unknown transport(s) {', '.join(sorted(unknown))}; "
+                     f"known: {', '.join(TRANSPORTS)}")
     transports = tuple(t for t in TRANSPORTS if t == "tcp" or t in args.only.split(","))
     load_before = os.getloadavg()
     plain = LocalServer(fsync=False)
