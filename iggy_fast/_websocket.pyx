@@ -28,7 +28,7 @@ is a close frame's body; `accept_key()` the upgrade's Sec-WebSocket-Accept.
 """
 
 from libc.stdint cimport uint8_t, uint64_t
-from libc.string cimport memcpy
+from libc.string cimport memcpy, memmove
 
 import base64
 import hashlib
@@ -45,19 +45,6 @@ TRY_AGAIN_LATER = 1013
 cdef enum:
     MAX_HEADER = 14           # 2 + 8 (64-bit length) + 4 (masking key)
     MAX_CONTROL = 125
-
-
-cdef inline void memcpy_down(uint8_t *dst, const uint8_t *src, Py_ssize_t n) noexcept nogil:
-    """Move n bytes to a lower address of the same buffer (the ranges may overlap)."""
-    cdef Py_ssize_t i = 0
-    cdef uint64_t w
-    while i + 8 <= n:
-        memcpy(&w, src + i, 8)
-        memcpy(dst + i, &w, 8)
-        i += 8
-    while i < n:
-        dst[i] = src[i]
-        i += 1
 
 
 cdef inline Py_ssize_t _header_size(const uint8_t *head) noexcept nogil:
@@ -142,8 +129,8 @@ cdef class FrameDecoder:
             elif not self.discard:
                 if self.masked:
                     mask_copy(p + written, p + read, k, self.key, self.phase)
-                elif written != read:
-                    memcpy_down(p + written, p + read, k)
+                elif written != read:              # a header was cut out before it
+                    memmove(p + written, p + read, k)
                 written += k
             self.phase = (self.phase + k) & 3
             self.left -= k
