@@ -208,7 +208,7 @@ cdef class FrameReader:
         self.end += nbytes
 
     def feed(self, data):
-        """Copy `data` in (for transports that hand over whole chunks: QUIC, WebSocket)."""
+        """Copy `data` in (for transports that hand over whole chunks: QUIC)."""
         cdef const uint8_t[::1] src = data
         cdef Py_ssize_t n = src.shape[0]
         cdef Py_ssize_t done = 0
