@@ -27,6 +27,7 @@ Iggy does. Base64 goes through a 4096-entry table of character pairs (12 bits at
 from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_FromStringAndSize, PyByteArray_Resize
 from cpython.unicode cimport PyUnicode_AsUTF8AndSize
 from iggy_fast._bytes cimport ld32, ld64, st32, st64
+from iggy_fast._wire cimport Walk, batch_checksum_at, walk_next, walk_start
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memcpy
 
@@ -200,86 +201,64 @@ def polled_json(uint32_t partition_id, uint64_t current_offset, chunks) -> bytea
     cdef const uint8_t[::1] view
     cdef const uint8_t *b
     cdef const uint8_t *f
-    cdef Py_ssize_t pos, n, end, fpos
-    cdef uint32_t count, i, hlen, plen
+    cdef Walk w
+    cdef uint32_t hlen, plen
     cdef uint64_t messages = 0
     cdef size_t bound = 200
     views = [memoryview(c).cast("B") for c in chunks]
     for v in views:                    # pass 1: check the framing, bound the size
         view = v
-        n = view.shape[0]
-        pos = 0
-        while pos + HDR <= n:
-            b = &view[0] + pos
-            end = pos + <Py_ssize_t>ld64(b + 32)
-            if end > n or end < pos + HDR:
-                raise InvalidCommand("truncated batch")
-            count = ld32(b + 48)
-            fpos = pos + HDR
-            for i in range(count):
-                f = &view[0] + fpos
-                if fpos + MSG_HDR > end:
-                    raise InvalidCommand("truncated message")
-                hlen = ld32(f + 32)
-                plen = ld32(f + 36)
-                if fpos + MSG_HDR + <Py_ssize_t>hlen + plen > end:
-                    raise InvalidCommand("truncated message")
-                bound += MSG_FIXED + b64_size(plen) + HEADERS_FACTOR * <size_t>hlen + 8
-                fpos += MSG_HDR + hlen + plen
-            messages += count
-            pos = end
+        walk_start(&w, &view[0] if view.shape[0] else NULL, view.shape[0])
+        while walk_next(&w):
+            hlen = ld32(w.frame + 32)
+            plen = ld32(w.frame + 36)
+            bound += MSG_FIXED + b64_size(plen) + HEADERS_FACTOR * <size_t>hlen + 8
+            messages += 1
     out = PyByteArray_FromStringAndSize(NULL, bound)
     cdef char *start = PyByteArray_AS_STRING(out)
-    cdef char *w = start
-    w = iggy_lit(w, b'{"partition_id":', 16)
-    w = iggy_u64(w, partition_id)
-    w = iggy_lit(w, b',"current_offset":', 18)
-    w = iggy_u64(w, current_offset)
-    w = iggy_lit(w, b',"count":', 9)
-    w = iggy_u64(w, messages)
-    w = iggy_lit(w, b',"messages":[', 13)
+    cdef char *o = start
+    o = iggy_lit(o, b'{"partition_id":', 16)
+    o = iggy_u64(o, partition_id)
+    o = iggy_lit(o, b',"current_offset":', 18)
+    o = iggy_u64(o, current_offset)
+    o = iggy_lit(o, b',"count":', 9)
+    o = iggy_u64(o, messages)
+    o = iggy_lit(o, b',"messages":[', 13)
     cdef bint first = True
     for v in views:                    # pass 2: write
         view = v
-        n = view.shape[0]
-        pos = 0
-        while pos + HDR <= n:
-            b = &view[0] + pos
-            end = pos + <Py_ssize_t>ld64(b + 32)
-            count = ld32(b + 48)
-            fpos = pos + HDR
-            for i in range(count):
-                f = &view[0] + fpos
-                hlen = ld32(f + 32)
-                plen = ld32(f + 36)
-                if not first:
-                    w = iggy_lit(w, b",", 1)
-                first = False
-                w = iggy_lit(w, b'{"header":{"checksum":', 22)
-                w = iggy_u64(w, ld64(f))
-                w = iggy_lit(w, b',"id":', 6)
-                w = iggy_u128(w, ld64(f + 8), ld64(f + 16))
-                w = iggy_lit(w, b',"offset":', 10)
-                w = iggy_u64(w, ld64(b + 8) + ld32(f + 24))
-                w = iggy_lit(w, b',"timestamp":', 13)
-                w = iggy_u64(w, ld64(b + 16))
-                w = iggy_lit(w, b',"origin_timestamp":', 20)
-                w = iggy_u64(w, ld64(b + 24) + ld32(f + 28))
-                w = iggy_lit(w, b',"user_headers_length":', 23)
-                w = iggy_u64(w, hlen)
-                w = iggy_lit(w, b',"payload_length":', 18)
-                w = iggy_u64(w, plen)
-                w = iggy_lit(w, b',"reserved":', 12)
-                w = iggy_u64(w, ld64(f + 40))
-                w = iggy_lit(w, b'},"payload":"', 13)
-                w = iggy_b64(w, f + MSG_HDR, plen)
-                w = iggy_lit(w, b'","user_headers":', 17)
-                w = write_headers(w, f + MSG_HDR + plen, hlen)
-                w = iggy_lit(w, b"}", 1)
-                fpos += MSG_HDR + hlen + plen
-            pos = end
-    w = iggy_lit(w, b"]}", 2)
-    PyByteArray_Resize(out, w - start)
+        walk_start(&w, &view[0] if view.shape[0] else NULL, view.shape[0])
+        while walk_next(&w):
+            b = w.batch
+            f = w.frame
+            hlen = ld32(f + 32)
+            plen = ld32(f + 36)
+            if not first:
+                o = iggy_lit(o, b",", 1)
+            first = False
+            o = iggy_lit(o, b'{"header":{"checksum":', 22)
+            o = iggy_u64(o, ld64(f))
+            o = iggy_lit(o, b',"id":', 6)
+            o = iggy_u128(o, ld64(f + 8), ld64(f + 16))
+            o = iggy_lit(o, b',"offset":', 10)
+            o = iggy_u64(o, ld64(b + 8) + ld32(f + 24))
+            o = iggy_lit(o, b',"timestamp":', 13)
+            o = iggy_u64(o, ld64(b + 16))
+            o = iggy_lit(o, b',"origin_timestamp":', 20)
+            o = iggy_u64(o, ld64(b + 24) + ld32(f + 28))
+            o = iggy_lit(o, b',"user_headers_length":', 23)
+            o = iggy_u64(o, hlen)
+            o = iggy_lit(o, b',"payload_length":', 18)
+            o = iggy_u64(o, plen)
+            o = iggy_lit(o, b',"reserved":', 12)
+            o = iggy_u64(o, ld64(f + 40))
+            o = iggy_lit(o, b'},"payload":"', 13)
+            o = iggy_b64(o, f + MSG_HDR, plen)
+            o = iggy_lit(o, b'","user_headers":', 17)
+            o = write_headers(o, f + MSG_HDR + plen, hlen)
+            o = iggy_lit(o, b"}", 1)
+    o = iggy_lit(o, b"]}", 2)
+    PyByteArray_Resize(out, o - start)
     return out
 
 

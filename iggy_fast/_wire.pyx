@@ -711,38 +711,69 @@ def build_batch(messages, uint64_t origin_timestamp):
     return out
 
 
+cdef void walk_start(Walk *w, const uint8_t *data, Py_ssize_t n) noexcept nogil:
+    """Start a walk over the batches lying back to back in data[:n] (see walk_next)."""
+    w.data = data
+    w.n = n
+    w.end = 0
+    w.fpos = 0
+    w.left = 0
+    w.batch = NULL
+    w.frame = NULL
+
+
+cdef int walk_next(Walk *w) except -1:
+    """Step to the next message: 1 with `w.batch` and `w.frame` pointing at it, 0 once no
+    whole batch header is left. InvalidCommand for a batch or message that overruns."""
+    cdef const uint8_t *b
+    cdef uint32_t hlen, plen
+    cdef Py_ssize_t pos
+    while w.left == 0:
+        pos = w.end
+        if pos + HDR > w.n:
+            return 0
+        b = w.data + pos
+        w.end = pos + <Py_ssize_t>ld64(b + 32)
+        if w.end > w.n or w.end < pos + HDR:
+            raise InvalidCommand("truncated batch")
+        w.batch = b
+        w.left = ld32(b + 48)
+        w.fpos = pos + HDR
+    if w.fpos + MSG_HDR > w.end:
+        raise InvalidCommand("truncated message")
+    w.frame = w.data + w.fpos
+    hlen = ld32(w.frame + 32)
+    plen = ld32(w.frame + 36)
+    if w.fpos + MSG_HDR + <Py_ssize_t>hlen + plen > w.end:
+        raise InvalidCommand("truncated message")
+    w.fpos += MSG_HDR + <Py_ssize_t>hlen + plen
+    w.left -= 1
+    return 1
+
+
 def iter_messages(const uint8_t[::1] batches not None):
     """Decode batches back to back into `(offset, timestamp, origin_timestamp, id, payload,
     user_headers, checksum)` tuples. For clients and tests, not for the server's hot path."""
+    cdef Walk w
     cdef const uint8_t *b
-    cdef Py_ssize_t pos = 0, n = batches.shape[0], fpos, end
-    cdef uint32_t count, i, hlen, plen
     cdef const uint8_t *f
+    cdef uint32_t hlen, plen
+    walk_start(&w, &batches[0] if batches.shape[0] else NULL, batches.shape[0])
     out = []
-    while pos + HDR <= n:
-        b = &batches[0] + pos
-        end = pos + <Py_ssize_t>ld64(b + 32)
-        if end > n or end < pos + HDR:
-            raise InvalidCommand("truncated batch")
-        count = ld32(b + 48)
-        fpos = pos + HDR
-        for i in range(count):
-            f = &batches[0] + fpos
-            hlen = ld32(f + 32)
-            plen = ld32(f + 36)
-            if fpos + MSG_HDR + hlen + plen > end:
-                raise InvalidCommand("truncated message")
-            out.append((
-                ld64(b + 8) + ld32(f + 24),
-                ld64(b + 16),
-                ld64(b + 24) + ld32(f + 28),
-                ld64(f + 8) | (<object>ld64(f + 16) << 64),
-                PyBytes_FromStringAndSize(<const char *>f + MSG_HDR, plen),
-                PyBytes_FromStringAndSize(<const char *>f + MSG_HDR + plen, hlen),
-                ld64(f),
-            ))
-            fpos += MSG_HDR + hlen + plen
-        pos = end
+    while walk_next(&w):
+        b = w.batch
+        f = w.frame
+        hlen = ld32(f + 32)
+        plen = ld32(f + 36)
+        out.append((
+            ld64(b + 8) + ld32(f + 24),
+            ld64(b + 16),
+            ld64(b + 24) + ld32(f + 28),
+            ld64(f + 8) | (<object>ld64(f + 16) << 64),
+            PyBytes_FromStringAndSize(<const char *>f + MSG_HDR, plen),
+            PyBytes_FromStringAndSize(<const char *>f + MSG_HDR + plen, hlen),
+            ld64(f),
+        ))
     return out
 
 
