@@ -33,6 +33,7 @@ import aiohttp
 import orjson
 
 from iggy_fast.client.transports import Link
+from iggy_fast.http_body import WholeBody
 from iggy_fast.protocol import json_client as jc
 from iggy_fast.protocol.errors import (Disconnected, FeatureUnavailable, IggyError,
                                        NotConnected, RequestTimeout, RequestTooLarge)
@@ -105,7 +106,7 @@ class HttpLink(Link):
         call = route.call(req)
         if code == 101:
             batch = _bytes(extra[0]) if len(extra) == 1 else b"".join(map(_bytes, extra))
-            data = jc.send_body(req, batch)
+            data = WholeBody(jc.send_body(req, batch), content_type="application/json")
         else:
             data = None if call.body is None else orjson.dumps(call.body)
         status, raw = await self._http(call.method, call.path, call.query, data,
