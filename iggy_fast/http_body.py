@@ -1,7 +1,11 @@
-"""`WholeBody`: a large HTTP message body (a send's or a poll's JSON, about a megabyte) that
-aiohttp writes without copying, shared by the HTTP server and the HTTP client link.
+"""Large HTTP message bodies (a send's or a poll's JSON, about a megabyte) through aiohttp
+without its copies, for the HTTP server and the HTTP client link alike.
 
-aiohttp keeps a message's headers back to write them with the first piece of the body in one
+`read_body` reads a body into one buffer of its Content-Length, piece by piece as they
+arrive: aiohttp's own read() joins the pieces buffered at each wakeup into a new bytes, then
+all of those into another (request.read() copies once more), each a fresh allocation.
+
+`WholeBody` writes one. aiohttp keeps a message's headers back to write them with the first piece of the body in one
 call, and on Python before 3.12.9 (where it avoids transport.writelines) that call joins the
 two into a new bytes: a copy of the whole body, and for a bytearray body a second one when it
 is sliced to the content length. WholeBody writes an empty piece first, which sends the
@@ -10,7 +14,29 @@ headers alone, then the body as it is.
 
 from __future__ import annotations
 
+from aiohttp import StreamReader, web
 from aiohttp.payload import BytesPayload
+
+PREALLOCATE = 16 * 1024 * 1024
+
+
+async def read_body(content: StreamReader, length: int | None,
+                    limit: int | None = None) -> bytearray:
+    """All of `content` in one bytearray, allocated at `length` (the Content-Length, if any;
+    at most PREALLOCATE, so a false one reserves little) and fitted to what arrives. Past
+    `limit` bytes: 413 (HTTPRequestEntityTooLarge)."""
+    body = bytearray(min(length or 0, limit or PREALLOCATE, PREALLOCATE))
+    size = 0
+    # Not iter_chunks(): the empty body of a GET is aiohttp's shared EmptyStreamReader, whose
+    # readchunk() ends an iteration once per process and then never again.
+    while not content.at_eof():
+        piece, _end_of_chunk = await content.readchunk()
+        body[size:size + len(piece)] = piece
+        size += len(piece)
+        if limit is not None and size > limit:
+            raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=size)
+    del body[size:]
+    return body
 
 
 class WholeBody(BytesPayload):

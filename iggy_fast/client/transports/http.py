@@ -33,7 +33,7 @@ import aiohttp
 import orjson
 
 from iggy_fast.client.transports import Link
-from iggy_fast.http_body import WholeBody
+from iggy_fast.http_body import WholeBody, read_body
 from iggy_fast.protocol import json_client as jc
 from iggy_fast.protocol.errors import (Disconnected, FeatureUnavailable, IggyError,
                                        NotConnected, RequestTimeout, RequestTooLarge)
@@ -143,7 +143,7 @@ class HttpLink(Link):
     # -- one HTTP exchange ----------------------------------------------------------------
 
     async def _http(self, method: str, path: str, query=None, data=None, auth: bool = True,
-                    none_if_missing: bool = False) -> tuple[int, bytes]:
+                    none_if_missing: bool = False) -> tuple[int, bytearray]:
         """(status, body) of a successful request; the IggyError of a failed one."""
         if self.closed:
             raise NotConnected(f"not connected to {self.address}"
@@ -157,7 +157,7 @@ class HttpLink(Link):
             async with self.session.request(method, path, params=query, data=data,
                                             headers=headers, ssl=self.ssl,
                                             server_hostname=self.domain) as response:
-                raw = await response.read()
+                raw = await read_body(response.content, response.content_length)
                 status = response.status
         except asyncio.TimeoutError:
             await self._lost(RequestTimeout(f"no answer to {method} {path} within "

@@ -46,7 +46,7 @@ from aiohttp import web
 
 from iggy_fast import ui
 from iggy_fast.config import parse_size, split_address
-from iggy_fast.http_body import WholeBody
+from iggy_fast.http_body import WholeBody, read_body
 from iggy_fast.protocol import json as js
 from iggy_fast.protocol.codes import EVICTION_ERROR_CODES, EvictionReason
 from iggy_fast.protocol.errors import (Eviction, FeatureUnavailable, IggyError,
@@ -288,7 +288,9 @@ class HttpEndpoint(Endpoint):
             server = self.server
             user, _ = self._bearer(request)
             req = js.decode_request(route.decode, request.match_info, request.query,
-                                    await self._body(request))
+                                    await read_body(request.content,
+                                                    request.content_length,
+                                                    self.max_request_size))
             client = server.connect(self.name, self._address(request))
             try:
                 client.user_id = user.id
@@ -301,18 +303,6 @@ class HttpEndpoint(Endpoint):
                 server.disconnect(client)
         handle.__name__ = f"http_{route.code}"
         return handle
-
-    async def _body(self, request: web.Request) -> bytes:
-        """The request body in one piece, its chunks joined once (request.read() copies a
-        body three times: a megabyte send pays for it); 413 above `max_request_size`."""
-        limit = self.max_request_size
-        chunks, size = [], 0
-        while chunk := await request.content.readany():
-            size += len(chunk)
-            if size > limit:
-                raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=size)
-            chunks.append(chunk)
-        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     @staticmethod
     def _reply(route: Route, request: web.Request, result) -> web.Response:
