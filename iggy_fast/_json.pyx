@@ -58,8 +58,8 @@ cdef extern from *:
         }
     }
 
-    /* Standard base64 with padding; returns the end of what it wrote. */
-    static char *iggy_b64(char *out, const unsigned char *in, size_t n) {
+    /* Standard base64 with padding, a byte triple at a time; returns the end of what it wrote. */
+    static char *iggy_b64_scalar(char *out, const unsigned char *in, size_t n) {
         size_t i = 0;
         for (; i + 3 <= n; i += 3) {
             unsigned v = ((unsigned)in[i] << 16) | ((unsigned)in[i + 1] << 8) | in[i + 2];
@@ -78,6 +78,61 @@ cdef extern from *:
             out += 4;
         }
         return out;
+    }
+
+    #if defined(__x86_64__) && defined(__GNUC__)
+    #include <immintrin.h>
+    /* 24 bytes to 32 characters per step with AVX2 (Muła and Lemire's method, as for the
+       decoder below): the bytes are spread so each 32-bit lane holds one triple, the four
+       6-bit fields are moved into place by multiplies, and a 16-entry table maps each field
+       to its character. Its 32-byte loads start 4 bytes before the triple (the first one at
+       the start, spread by a lane permute instead), so it stops while 32 bytes remain.
+       Returns how many bytes it encoded, a multiple of 3. */
+    __attribute__((target("avx2")))
+    static size_t iggy_b64_avx2(char **out, const unsigned char *in, size_t n) {
+        const __m256i spread = _mm256_set_epi8(
+            10, 11, 9, 10, 7, 8, 6, 7, 4, 5, 3, 4, 1, 2, 0, 1,
+            14, 15, 13, 14, 11, 12, 10, 11, 8, 9, 7, 8, 5, 6, 4, 5);
+        const __m256i ascii = _mm256_setr_epi8(
+            65, 71, -4, -4, -4, -4, -4, -4, -4, -4, -4, -4, -19, -16, 0, 0,
+            65, 71, -4, -4, -4, -4, -4, -4, -4, -4, -4, -4, -19, -16, 0, 0);
+        size_t i = 0;
+        char *o = *out;
+        for (; i + 32 <= n; i += 24) {
+            __m256i v;
+            if (i == 0)
+                v = _mm256_permutevar8x32_epi32(_mm256_loadu_si256((const __m256i *)in),
+                                                _mm256_setr_epi32(0, 0, 1, 2, 3, 4, 5, 6));
+            else
+                v = _mm256_loadu_si256((const __m256i *)(in + i - 4));
+            v = _mm256_shuffle_epi8(v, spread);
+            __m256i t0 = _mm256_and_si256(v, _mm256_set1_epi32(0x0FC0FC00));
+            __m256i t1 = _mm256_mulhi_epu16(t0, _mm256_set1_epi32(0x04000040));
+            __m256i t2 = _mm256_and_si256(v, _mm256_set1_epi32(0x003F03F0));
+            __m256i t3 = _mm256_mullo_epi16(t2, _mm256_set1_epi32(0x01000010));
+            v = _mm256_or_si256(t1, t3);            /* 32 six-bit values */
+            __m256i idx = _mm256_subs_epu8(v, _mm256_set1_epi8(51));
+            idx = _mm256_sub_epi8(idx, _mm256_cmpgt_epi8(v, _mm256_set1_epi8(25)));
+            v = _mm256_add_epi8(v, _mm256_shuffle_epi8(ascii, idx));
+            _mm256_storeu_si256((__m256i *)o, v);
+            o += 32;
+        }
+        *out = o;
+        return i;
+    }
+    #endif
+
+    /* Standard base64 with padding: AVX2 for the bulk where the CPU has it, then the scalar
+       loop; returns the end of what it wrote. */
+    static char *iggy_b64(char *out, const unsigned char *in, size_t n) {
+    #if defined(__x86_64__) && defined(__GNUC__)
+        if (iggy_have_avx2 && n >= 32) {
+            size_t done = iggy_b64_avx2(&out, in, n);
+            in += done;
+            n -= done;
+        }
+    #endif
+        return iggy_b64_scalar(out, in, n);
     }
 
     /* Decode standard padded base64 (length a multiple of 4); 0 on success, -1 if any
