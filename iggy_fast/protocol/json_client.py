@@ -259,7 +259,7 @@ def _sent(s) -> bytes:
 _POLL_HEAD = struct.Struct("<IQI")  # partition_id, current_offset, count
 _RUN = struct.Struct("<QQQQ")       # partition_id, base_offset, base_timestamp, origin
 _FRAME, _DELTA = struct.Struct("<Q"), struct.Struct("<I")    # checksum @0, timestamp delta @28
-_IDS = re.compile(rb'"id":(\d+)')   # message ids in order (base64 has no quotes or colons)
+_IDS = re.compile(rb'"id"\s*:\s*(\d+)')  # message ids in order (base64 has no quotes or colons)
 
 
 def polled_payload(raw: bytes) -> bytearray:
