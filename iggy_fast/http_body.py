@@ -20,12 +20,15 @@ from aiohttp.payload import BytesPayload
 PREALLOCATE = 16 * 1024 * 1024
 
 
-async def read_body(content: StreamReader, length: int | None,
-                    limit: int | None = None) -> bytearray:
-    """All of `content` in one bytearray, allocated at `length` (the Content-Length, if any;
-    at most PREALLOCATE, so a false one reserves little) and fitted to what arrives. Past
-    `limit` bytes: 413 (HTTPRequestEntityTooLarge)."""
-    body = bytearray(min(length or 0, limit or PREALLOCATE, PREALLOCATE))
+async def read_body(content: StreamReader, length: int | None, limit: int | None = None,
+                    into: bytearray | None = None) -> bytearray:
+    """All of `content` in one bytearray, fitted to what arrives: `into` when given (a
+    buffer kept from an earlier body: refilled where it lies, without the page faults of a
+    fresh megabyte), else one allocated at `length` (the Content-Length, if any; at most
+    PREALLOCATE, so a false one reserves little). Past `limit` bytes: 413
+    (HTTPRequestEntityTooLarge)."""
+    body = into if into is not None else bytearray(min(length or 0, limit or PREALLOCATE,
+                                                       PREALLOCATE))
     size = 0
     # Not iter_chunks(): the empty body of a GET is aiohttp's shared EmptyStreamReader, whose
     # readchunk() ends an iteration once per process and then never again.

@@ -241,6 +241,13 @@ async def test_a_big_batch_with_u128_ids_reads_the_same_over_http_and_tcp(server
     assert [(m.id, m.payload, m.offset, m.checksum, m.timestamp, m.origin_timestamp)
             for m in via_http] == [(m.id, m.payload, m.offset, m.checksum, m.timestamp,
                                     m.origin_timestamp) for m in via_tcp]
+    # Big replies one after another are read into the buffer the last one left (the link
+    # keeps it): smaller, larger and interleaved with small ones, each reads back whole.
+    for offset, count in ((10, 600), (0, 1010), (999, 2), (5, 900), (0, 1010)):
+        polled = await client.poll_messages(stream, "t", partition_id=0, count=count,
+                                            polling_strategy=PollingStrategy.Offset(offset))
+        assert [(m.id, m.payload) for m in polled] == [
+            (m.id, m.payload) for m in via_tcp[offset:offset + count]]
     await client.delete_stream(stream)
 
 
