@@ -11,7 +11,7 @@ reported, producer and consumer msg/s with their ratio to TCP's, and the load av
 and after (the machine is shared).
 
     python bench/all_transports.py [--batches 200] [--messages 1000] [--size 1000] [--rounds 3]
-                                   [--only tcp,ws]
+                                   [--only tcp,ws,http]
 """
 
 from __future__ import annotations
