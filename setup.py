@@ -1,4 +1,4 @@
-"""Build script: compiles the Cython hot paths (_wire, _log, _json).
+"""Build script: compiles the Cython hot paths (_wire, _log, _json, _websocket).
 
 A compiled install is required, as with asyncpg: there is no pure-Python fallback.
 Set IGGY_FAST_DEBUG=1 for a debug build (-O0 -g, line tracing, annotated HTML).
@@ -37,7 +37,7 @@ extensions = [
         extra_compile_args=cflags,
         define_macros=macros,
     )
-    for name in ("_wire", "_log", "_json")
+    for name in ("_wire", "_log", "_json", "_websocket")
 ]
 
 setup(ext_modules=cythonize(extensions, compiler_directives=directives, annotate=DEBUG))

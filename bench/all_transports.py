@@ -11,6 +11,7 @@ reported, producer and consumer msg/s with their ratio to TCP's, and the load av
 and after (the machine is shared).
 
     python bench/all_transports.py [--batches 200] [--messages 1000] [--size 1000] [--rounds 3]
+                                   [--only tcp,ws,http]
 """
 
 from __future__ import annotations
@@ -50,14 +51,21 @@ def main() -> int:
     parser.add_argument("--messages", type=int, default=1000, help="messages per batch")
     parser.add_argument("--size", type=int, default=1000, help="bytes per message")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--only", default=",".join(TRANSPORTS),
+                        help="comma-separated transports to run (tcp, the reference, always)")
     args = parser.parse_args()
+    unknown = set(args.only.split(",")) - set(TRANSPORTS)
+    if unknown:
+        parser.error(f"--only: unknown transport(s) {', '.join(sorted(unknown))}; "
+                     f"known: {', '.join(TRANSPORTS)}")
+    transports = tuple(t for t in TRANSPORTS if t == "tcp" or t in args.only.split(","))
     load_before = os.getloadavg()
     plain = LocalServer(fsync=False)
-    tls = LocalServer(fsync=False, tls=True)
-    runs: dict[str, list[dict]] = {t: [] for t in TRANSPORTS}
+    tls = LocalServer(fsync=False, tls=True) if "tls" in transports else None
+    runs: dict[str, list[dict]] = {t: [] for t in transports}
     try:
         for r in range(args.rounds):
-            order = TRANSPORTS[r % len(TRANSPORTS):] + TRANSPORTS[:r % len(TRANSPORTS)]
+            order = transports[r % len(transports):] + transports[:r % len(transports)]
             for transport in order:
                 server = tls if transport == "tls" else plain
                 runs[transport].append(bench(transport, local_address(server, transport),
@@ -65,16 +73,17 @@ def main() -> int:
                 print(f"round {r + 1} {transport}: {runs[transport][-1]}", file=sys.stderr)
     finally:
         plain.stop()
-        tls.stop()
+        if tls is not None:
+            tls.stop()
     load_after = os.getloadavg()
     median = {t: {role: statistics.median(run[role] for run in runs[t])
-                  for role in ("producer", "consumer")} for t in TRANSPORTS}
+                  for role in ("producer", "consumer")} for t in transports}
     print(f"one producer and one consumer at once, {args.batches} batches of {args.messages} x "
           f"{args.size} B; median of {args.rounds} rounds; load average "
           f"{load_before[0]:.1f} before, {load_after[0]:.1f} after")
     print(f"{'transport':<10}{'producer msg/s':>16}{'ratio':>8}{'consumer msg/s':>16}"
           f"{'ratio':>8}")
-    for t in TRANSPORTS:
+    for t in transports:
         p, c = median[t]["producer"], median[t]["consumer"]
         print(f"{t:<10}{p:>16,.0f}{p / median['tcp']['producer']:>8.2f}"
               f"{c:>16,.0f}{c / median['tcp']['consumer']:>8.2f}")

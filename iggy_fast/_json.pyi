@@ -23,3 +23,15 @@ def send_json(partitioning: bytes, batch: Buffer) -> bytearray:
     """An HTTP send's body: `{"partitioning":<partitioning>,"messages":[{id, payload:
     base64, user_headers?}, ...]}` written from the producer `batch` in one pass (the client
     direction of batch_from_messages). InvalidCommand for a truncated batch."""
+
+def send_from_json(raw: Buffer, origin_timestamp: int) -> tuple[str | None, str | None, bytearray, int] | None:
+    """A send's body read straight from its text: (partitioning kind, partitioning value,
+    the producer batch batch_from_messages would make, message count). Only the plain shape
+    (ids as numbers up to u128, in `id` or `header.id`; payloads as escape-free base64; no
+    user headers; no other keys); None for anything else, which the caller parses with orjson
+    (it also makes the right error)."""
+
+def polled_from_json(raw: Buffer) -> bytearray | None:
+    """A poll reply's JSON (PolledMessages) read straight into the binary payload the client
+    decodes: the 16-byte head, then one batch per run of messages stored together. None when
+    the reply is not of the plain shape (user headers, unknown keys, escapes)."""

@@ -208,7 +208,7 @@ cdef class FrameReader:
         self.end += nbytes
 
     def feed(self, data):
-        """Copy `data` in (for transports that hand over whole chunks: QUIC, WebSocket)."""
+        """Copy `data` in (for transports that hand over whole chunks: QUIC)."""
         cdef const uint8_t[::1] src = data
         cdef Py_ssize_t n = src.shape[0]
         cdef Py_ssize_t done = 0
@@ -742,6 +742,46 @@ cdef object message_record(object record_type, const uint8_t *b, const uint8_t *
     return record
 
 
+cdef void walk_start(Walk *w, const uint8_t *data, Py_ssize_t n) noexcept nogil:
+    """Start a walk over the batches lying back to back in data[:n] (see walk_next)."""
+    w.data = data
+    w.n = n
+    w.end = 0
+    w.fpos = 0
+    w.left = 0
+    w.batch = NULL
+    w.frame = NULL
+
+
+cdef int walk_next(Walk *w) except -1:
+    """Step to the next message: 1 with `w.batch` and `w.frame` pointing at it, 0 once no
+    whole batch header is left. InvalidCommand for a batch or message that overruns."""
+    cdef const uint8_t *b
+    cdef uint32_t hlen, plen
+    cdef Py_ssize_t pos
+    while w.left == 0:
+        pos = w.end
+        if pos + HDR > w.n:
+            return 0
+        b = w.data + pos
+        w.end = pos + <Py_ssize_t>ld64(b + 32)
+        if w.end > w.n or w.end < pos + HDR:
+            raise InvalidCommand("truncated batch")
+        w.batch = b
+        w.left = ld32(b + 48)
+        w.fpos = pos + HDR
+    if w.fpos + MSG_HDR > w.end:
+        raise InvalidCommand("truncated message")
+    w.frame = w.data + w.fpos
+    hlen = ld32(w.frame + 32)
+    plen = ld32(w.frame + 36)
+    if w.fpos + MSG_HDR + <Py_ssize_t>hlen + plen > w.end:
+        raise InvalidCommand("truncated message")
+    w.fpos += MSG_HDR + <Py_ssize_t>hlen + plen
+    w.left -= 1
+    return 1
+
+
 def iter_messages(const uint8_t[::1] batches not None, record_type=None):
     """Decode batches back to back into `(offset, timestamp, origin_timestamp, id, payload,
     user_headers, checksum)` tuples, or instances of `record_type`, a named tuple class of
@@ -750,27 +790,12 @@ def iter_messages(const uint8_t[::1] batches not None, record_type=None):
                                         and issubclass(record_type, tuple)
                                         and len(getattr(record_type, "_fields", ())) == 7):
         raise TypeError("record_type must be a named tuple class of seven fields")
-    cdef const uint8_t *b
-    cdef Py_ssize_t pos = 0, n = batches.shape[0], fpos, end
-    cdef uint32_t count, i, hlen, plen
-    cdef const uint8_t *f
+    cdef Walk w
+    walk_start(&w, &batches[0] if batches.shape[0] else NULL, batches.shape[0])
     out = []
-    while pos + HDR <= n:
-        b = &batches[0] + pos
-        end = pos + <Py_ssize_t>ld64(b + 32)
-        if end > n or end < pos + HDR:
-            raise InvalidCommand("truncated batch")
-        count = ld32(b + 48)
-        fpos = pos + HDR
-        for i in range(count):
-            f = &batches[0] + fpos
-            hlen = ld32(f + 32)
-            plen = ld32(f + 36)
-            if fpos + MSG_HDR + hlen + plen > end:
-                raise InvalidCommand("truncated message")
-            out.append(message_record(record_type, b, f, plen, hlen))
-            fpos += MSG_HDR + hlen + plen
-        pos = end
+    while walk_next(&w):
+        out.append(message_record(record_type, w.batch, w.frame, ld32(w.frame + 36),
+                                  ld32(w.frame + 32)))
     return out
 
 

@@ -133,7 +133,7 @@ OWN_KEYS: dict[str, Any] = {
     # The replicated cluster coordinated by etcd (server/cluster/).
     "cluster": {"node_name": TEXT, "etcd_endpoints": LIST, "replication_factor": INT,
                 "replication_address": ADDRESS, "replica_lag_max": DURATION,
-                "lease_ttl": DURATION},
+                "lease_ttl": DURATION, "replica_replace_after": DURATION},
     "root": {"username": TEXT, "password": TEXT},
     "login": {"max_delay": DURATION},
     # Bounds on what one client connection may hold, over every transport (so a section of
@@ -218,6 +218,10 @@ DEFAULTS: dict[str, Any] = {
         "replication_address": "127.0.0.1:8095",
         "replica_lag_max": "10 s",
         "lease_ttl": "5 s",
+        # Long enough that a restart, an upgrade or a reboot never copies whole logs, short
+        # enough that the cluster has its replication factor back well before a second
+        # failure is likely.
+        "replica_replace_after": "5 m",
     },
     "connections": {
         "max_total": 10_000,
@@ -364,6 +368,12 @@ DESCRIPTIONS: dict[str, str] = {
                                "set.",
     "cluster.lease_ttl": "This node's etcd lease: it is gone from the cluster (and its "
                          "partitions fail over) this long after it stops renewing it.",
+    "cluster.replica_replace_after": "A replica whose node has been gone this long (as "
+                                     "the controller saw it) is replaced by a live node "
+                                     "without a replica of that partition: the new replica "
+                                     "copies the log and joins the in-sync set before the "
+                                     "old one is dropped. `0 s` or `never`: never (replace "
+                                     "by hand with `iggy-fast cluster rebalance`).",
     "connections.max_total": "Client connections open at once, over all transports; one "
                              "more is closed at once and logged (0: no limit; iggy-fast's own "
                              "key, as is all of `[connections]`).",

@@ -19,11 +19,13 @@ def test_every_cluster_key_is_a_variable():
         "IGGY_CLUSTER_ETCD_ENDPOINTS": "http://10.0.0.1:2379, http://10.0.0.2:2379",
         "IGGY_CLUSTER_REPLICATION_FACTOR": "3",
         "IGGY_CLUSTER_REPLICATION_ADDRESS": "127.0.0.1:9090",
-        "IGGY_CLUSTER_REPLICA_LAG_MAX": "5 s", "IGGY_CLUSTER_LEASE_TTL": "4 s"})["cluster"]
+        "IGGY_CLUSTER_REPLICA_LAG_MAX": "5 s", "IGGY_CLUSTER_LEASE_TTL": "4 s",
+        "IGGY_CLUSTER_REPLICA_REPLACE_AFTER": "never"})["cluster"]
     assert cluster == {"enabled": True, "name": "prod", "node_name": "node1",
                        "etcd_endpoints": ["http://10.0.0.1:2379", "http://10.0.0.2:2379"],
                        "replication_factor": 3, "replication_address": "127.0.0.1:9090",
-                       "replica_lag_max": "5 s", "lease_ttl": "4 s"}
+                       "replica_lag_max": "5 s", "lease_ttl": "4 s",
+                       "replica_replace_after": "never"}
 
 
 def test_a_file_gives_the_endpoints_as_a_list(tmp_path):

@@ -120,6 +120,16 @@ async def test_ping_needs_no_token(http):
     assert await http.get("/ping") == (200, "pong")
 
 
+async def test_requests_without_a_body_keep_being_served(root):
+    """aiohttp hands every bodiless request one shared empty-body reader; reading it must
+    end each time (an iteration over it once spun forever on the second GET)."""
+    for _ in range(3):
+        status, _ = await asyncio.wait_for(root.get("/stats"), 10)
+        assert status == 200
+        status, _ = await asyncio.wait_for(root.get("/streams"), 10)
+        assert status == 200
+
+
 async def test_stats_cluster_options_clients(root):
     status, stats = await root.get("/stats")
     assert status == 200

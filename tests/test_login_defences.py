@@ -94,9 +94,11 @@ def test_failed_logins_are_delayed_growing_and_logged_and_a_success_resets_the_n
     times = [timed_login(server, "127.0.0.3", victim, WRONG) for _ in range(8)]
     assert not any(ok for _, ok in times)
     took = [t for t, _ in times]
-    # Five free attempts, then 0.25 s, 0.5 s, 1 s between them (less the ~ms of the last
-    # answer), so the later ones grow.
-    assert took[5] >= 0.2 and took[6] >= 0.4 and took[7] >= 0.85, took
+    # Five free attempts, then 0.25 s, 0.5 s, 1 s between them, counted from the previous
+    # failure on the server: an answer that reached this client late (a loaded machine) leaves
+    # the next attempt less to wait, so the bound is on the three together (1.75 s nominal)
+    # and on the last, and the later ones grow.
+    assert sum(took[5:8]) >= 1.5 and took[7] >= 0.85, took
     assert took[5] < took[6] < took[7], took
     log = server.log()
     assert "failed login from 127.0.0.3:" in log and repr(victim) in log

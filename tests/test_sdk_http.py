@@ -218,6 +218,39 @@ async def test_http_to_tcp_and_back(server, client, unique):
     await client.delete_stream(stream)
 
 
+async def test_a_big_batch_with_u128_ids_reads_the_same_over_http_and_tcp(server, client,
+                                                                        unique):
+    """A poll-sized batch (1000 messages, random u128 ids, no headers: the shape the compiled
+    JSON readers take on both ends) sent over HTTP is what TCP reads, and HTTP reads what
+    TCP reads, ids, checksums and timestamps included."""
+    stream = unique("s")
+    await client.create_stream(stream)
+    await client.create_topic(stream, "t")
+    ids = [int.from_bytes(os.urandom(16), "little") | 1 << 127 for _ in range(1000)]
+    payloads = [os.urandom(1 + i % 997) for i in range(1000)]
+    await client.send_messages(stream, "t", 0, [SendMessage(p, None, mid)
+                                                for p, mid in zip(payloads, ids)])
+    await client.send_messages(stream, "t", 0, payloads[:10])      # a second stored batch
+    async with IggyClient(f"iggy://iggy:iggy@{server.address}") as tcp:
+        via_tcp = list(await tcp.poll_messages(stream, "t", partition_id=0, count=2000,
+                                               polling_strategy=PollingStrategy.First()))
+    via_http = list(await client.poll_messages(stream, "t", partition_id=0, count=2000,
+                                               polling_strategy=PollingStrategy.First()))
+    assert [m.id for m in via_tcp[:1000]] == ids
+    assert [m.payload for m in via_tcp] == payloads + payloads[:10]
+    assert [(m.id, m.payload, m.offset, m.checksum, m.timestamp, m.origin_timestamp)
+            for m in via_http] == [(m.id, m.payload, m.offset, m.checksum, m.timestamp,
+                                    m.origin_timestamp) for m in via_tcp]
+    # Big replies one after another are read into the buffer the last one left (the link
+    # keeps it): smaller, larger and interleaved with small ones, each reads back whole.
+    for offset, count in ((10, 600), (0, 1010), (999, 2), (5, 900), (0, 1010)):
+        polled = await client.poll_messages(stream, "t", partition_id=0, count=count,
+                                            polling_strategy=PollingStrategy.Offset(offset))
+        assert [(m.id, m.payload) for m in polled] == [
+            (m.id, m.payload) for m in via_tcp[offset:offset + count]]
+    await client.delete_stream(stream)
+
+
 def test_sync_client_over_http(server, unique):
     stream = unique("s")
     http_ready(server)

@@ -4,7 +4,13 @@
 ports, each with its own temporary data directory, prints where each listens, and stops them
 all on Ctrl-C (or when one exits). `status` reads etcd directly (so it works whichever nodes
 are up): the nodes and whether they are live, the controller, and every partition's replicas,
-leader, leader epoch and in-sync replicas.
+leader, leader epoch and in-sync replicas (and where it is moving, during a move).
+
+`rebalance` asks the controller, through etcd (`cluster/rebalance`: see
+server/cluster/controller.py), to move replicas and leaderships so that every live node
+carries an even share of both, then waits until the moves are done (each new replica has
+copied the log and joined the in-sync set before an old one is dropped) and prints how many
+replicas and leaderships each node has.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import signal
 import sys
 import tempfile
 import time
+import uuid
 
 import orjson
 
@@ -116,9 +123,77 @@ def _status(args) -> int:
               f"{node['ports'].get('tcp', 0)}")
     print("partition  leader        epoch  replicas / in-sync")
     for p in status["partitions"]:
+        moving = (f"  (moving to {','.join(p['target']['replicas'])}, led by "
+                  f"{p['target']['leader']})" if "target" in p else "")
         print(f"  {p['stream']}/{p['topic']}/{p['partition']:<5} {p['leader'] or '-':12} "
-              f"{p['epoch']:5}  {','.join(p['replicas'])} / {','.join(p['isr'])}")
+              f"{p['epoch']:5}  {','.join(p['replicas'])} / {','.join(p['isr'])}{moving}")
     return 0
+
+
+def _status_of(args):
+    endpoints = [e.strip() for e in args.etcd_endpoints.split(",") if e.strip()]
+    return endpoints, asyncio.run(read_status(endpoints, args.name))
+
+
+def _spread(status: dict) -> dict[str, tuple[int, int]]:
+    """(replicas, leaderships) per live node."""
+    live = [n for n, v in status["nodes"].items() if v["live"]]
+    return {n: (sum(n in p["replicas"] for p in status["partitions"]),
+                sum(p["leader"] == n for p in status["partitions"])) for n in sorted(live)}
+
+
+async def request_rebalance(endpoints: list[str], name: str, timeout: float) -> dict:
+    """Put a rebalance request in etcd and wait (up to `timeout` s; 0: not at all) for the
+    controller to say it is done; the request as the controller last left it."""
+    from iggy_fast.server.cluster.etcd import Etcd
+
+    etcd = Etcd(endpoints)
+    key = f"/iggy/{name}/cluster/rebalance"
+    request = {"id": uuid.uuid4().hex, "state": "requested"}
+    try:
+        await etcd.put(key, orjson.dumps(request))
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            kvs, _ = await etcd.range(key)
+            now = orjson.loads(kvs[0].value) if kvs else {}
+            if now.get("id") != request["id"]:
+                return now          # a newer request took its place
+            request = now
+            if now.get("state") == "done":
+                break
+            await asyncio.sleep(0.5)
+    finally:
+        await etcd.close()
+    return request
+
+
+def _rebalance(args) -> int:
+    from iggy_fast.server.cluster.etcd import EtcdUnavailable
+
+    try:
+        endpoints, status = _status_of(args)
+        if status["controller"] is None:
+            print(f"iggy-fast: cluster {args.name!r} has no controller (no live node): "
+                  f"nothing rebalanced", file=sys.stderr)
+            return 1
+        request = asyncio.run(request_rebalance(endpoints, args.name, args.timeout))
+        _, status = _status_of(args)
+    except EtcdUnavailable as e:
+        print(f"iggy-fast: {e}", file=sys.stderr)
+        return 1
+    state = request.get("state")
+    if state == "done":
+        print(f"rebalanced: {request.get('partitions', 0)} partition(s) to move, every move "
+              f"done")
+    elif args.timeout:
+        print(f"iggy-fast: the moves are not done after {args.timeout:g} s (state "
+              f"{state!r}); they go on: see `iggy-fast cluster status`", file=sys.stderr)
+    else:
+        print("rebalance requested; `iggy-fast cluster status` shows the moves")
+    print("node          replicas  leaders")
+    for n, (replicas, leaders) in _spread(status).items():
+        print(f"  {n:12} {replicas:8} {leaders:8}")
+    return 0 if state == "done" or not args.timeout else 1
 
 
 def add_parser(sub) -> None:
@@ -136,3 +211,11 @@ def add_parser(sub) -> None:
     status.add_argument("--name", default="iggy-cluster", help="the cluster name")
     status.add_argument("--json", action="store_true")
     status.set_defaults(func=_status)
+    rebalance = commands.add_parser(
+        "rebalance", help="move replicas and leaderships so every live node has its share")
+    rebalance.add_argument("--etcd-endpoints", default="http://127.0.0.1:2379",
+                           help="comma-separated etcd URLs (cluster.etcd_endpoints)")
+    rebalance.add_argument("--name", default="iggy-cluster", help="the cluster name")
+    rebalance.add_argument("--timeout", type=float, default=600.0,
+                           help="seconds to wait for the moves to finish (0: do not wait)")
+    rebalance.set_defaults(func=_rebalance)

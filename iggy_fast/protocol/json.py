@@ -15,8 +15,10 @@ human-readable strings, "69.092 KB"; times and durations in µs).
 Messages: a send's `messages` array (orjson's list of dicts: the JSON's own objects) becomes
 one producer batch of the binary layout of §7 in compiled code (`_json.batch_from_messages`:
 payloads base64-decoded in place, checksums computed), so the service validates and stores it
-as if it came over TCP. A poll's reply is written by the compiled `_json.polled_json` straight
-from the stored batches. Neither makes a Python object per message.
+as if it came over TCP; a body of the plain shape (no user headers, no unknown keys: what
+clients send) is read straight from its text by `_json.send_from_json` without orjson. A
+poll's reply is written by the compiled `_json.polled_json` straight from the stored batches.
+None of these makes a Python object per message.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import time
 import orjson
 import pybase64
 
-from iggy_fast._json import batch_from_messages, polled_json
+from iggy_fast._json import batch_from_messages, polled_json, send_from_json
 from iggy_fast.protocol import requests as rq
 from iggy_fast.protocol.codes import (BALANCED, FIRST, GLOBAL_PERMISSION_FLAGS, LAST,
                                       MESSAGES_KEY, NEXT, OFFSET, PARTITION_ID,
@@ -92,7 +94,12 @@ def parse_body(raw: bytes, exact: bool = False) -> dict:
 
 def decode_request(decoder, path, query, raw: bytes):
     """`decoder(path, query, body)` on the parsed body: orjson first, the standard library
-    only for a body whose integers orjson could not hold."""
+    only for a body whose integers orjson could not hold. A send of the plain shape is read
+    straight from its text instead (`plain_send`)."""
+    if decoder is decode_send:
+        req = plain_send(path, raw)
+        if req is not None:
+            return req
     try:
         return decoder(path, query, parse_body(raw))
     except InexactInteger:
@@ -494,6 +501,22 @@ def decode_send(path, query, body, now_us: int | None = None) -> rq.SendMessages
     now = time.time_ns() // 1000 if now_us is None else now_us
     data = batch_from_messages(messages, now, header_block, bad, InexactInteger)
     return rq.SendMessages(*_st(path), kind, value, len(messages), memoryview(data))
+
+
+def plain_send(path, raw: bytes, now_us: int | None = None) -> rq.SendMessages | None:
+    """decode_send of a body of the plain shape, read by the compiled
+    `_json.send_from_json` straight into the batch (u128 ids too, no Python object per
+    message); None for any other body (decode_send then reads it, or says what is wrong)."""
+    now = time.time_ns() // 1000 if now_us is None else now_us
+    found = send_from_json(raw, now)
+    if found is None:
+        return None
+    kind_name, value, batch, count = found
+    kind = PARTITIONING.get(kind_name or "balanced")
+    if kind is None:
+        return None
+    value = b"" if kind == BALANCED else _b64(value, "partitioning")
+    return rq.SendMessages(*_st(path), kind, value, count, memoryview(batch))
 
 
 def decode_flush(path, query, body) -> rq.FlushUnsavedBuffer:

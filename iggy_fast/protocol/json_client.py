@@ -19,10 +19,12 @@ their entries come back as String values.
 
 Messages: a send's batch becomes its JSON by the compiled `_json.send_json` (ids, base64
 payloads and user headers written straight from the batch: no Python object per message). A
-poll's JSON becomes stored batches by the compiled `_json.batch_from_messages`, one batch per
-run of messages that share a server timestamp (a stored batch), with the offsets and
-timestamps set in its header; the dicts orjson parses are the only per-message objects, and a
-short Python loop per message finds the runs (and puts back u128 ids orjson read as floats).
+poll's JSON becomes stored batches, one batch per run of messages that share a server
+timestamp (a stored batch), with the offsets and timestamps set in its header: read straight
+from the text by the compiled `_json.polled_from_json` when the reply has no user headers (no
+Python object per message), else through orjson's dicts and `_json.batch_from_messages`, with
+a short Python loop per message that finds the runs (and puts back u128 ids orjson read as
+floats).
 """
 
 from __future__ import annotations
@@ -35,7 +37,8 @@ from urllib.parse import quote
 
 import orjson
 
-from iggy_fast._json import batch_from_messages, send_json
+from iggy_fast._json import batch_from_messages, polled_from_json, send_json
+from iggy_fast._wire import batch_checksum
 from iggy_fast.protocol import binary as bn
 from iggy_fast.protocol import json as js
 from iggy_fast.protocol.errors import FeatureUnavailable, InvalidFormat, UndecodableReply
@@ -256,7 +259,7 @@ def _sent(s) -> bytes:
 _POLL_HEAD = struct.Struct("<IQI")  # partition_id, current_offset, count
 _RUN = struct.Struct("<QQQQ")       # partition_id, base_offset, base_timestamp, origin
 _FRAME, _DELTA = struct.Struct("<Q"), struct.Struct("<I")    # checksum @0, timestamp delta @28
-_IDS = re.compile(rb'"id":(\d+)')   # message ids in order (base64 has no quotes or colons)
+_IDS = re.compile(rb'"id"\s*:\s*(\d+)')  # message ids in order (base64 has no quotes or colons)
 
 
 def polled_payload(raw: bytes) -> bytearray:
@@ -265,8 +268,16 @@ def polled_payload(raw: bytes) -> bytearray:
     offsets), each message's origin timestamp kept as its delta from the run's first and its
     checksum as the server reported it.
 
-    orjson reads an integer past 64 bits as a float, and message ids are u128 (the server's
-    own are random ones): such an id is put back from the raw text."""
+    A reply of the plain shape (no user headers: what a poll mostly answers) is read straight
+    from its text by the compiled `_json.polled_from_json`; any other goes through orjson and
+    a short loop per message. orjson reads an integer past 64 bits as a float, and message ids
+    are u128 (the server's own are random ones): such an id is put back from the raw text."""
+    payload = polled_from_json(raw)
+    return payload if payload is not None else parsed_polled_payload(raw)
+
+
+def parsed_polled_payload(raw: bytes) -> bytearray:
+    """polled_payload of any reply, through orjson (user headers, escapes, other layouts)."""
     doc = orjson.loads(raw)
     messages = doc["messages"]
     n = len(messages)
@@ -296,6 +307,7 @@ def polled_payload(raw: bytes) -> bytearray:
             if h["origin_timestamp"] != origin:
                 _DELTA.pack_into(run, pos + 28, h["origin_timestamp"] - origin)
             pos += 48 + h["payload_length"] + h["user_headers_length"]
+        _FRAME.pack_into(run, 40, batch_checksum(run))    # the batch checksum, of it as it is now
         out += run
         start = end
     return out

@@ -104,7 +104,7 @@ class Transport(Protocol):
 
 def reply_bytes(pieces: list) -> bytes:
     """One reply as one bytes object, stored batches (FileRegion) read in: for transports that
-    carry each reply as one message (WebSocket, QUIC streams) and cannot sendfile."""
+    carry each reply as one message (QUIC streams) and cannot sendfile."""
     return b"".join([p.read() if type(p) is FileRegion else p for p in pieces])
 
 
@@ -224,8 +224,8 @@ class Connection:
         self._process()
 
     def feed(self, data) -> None:
-        """Take received bytes that arrived as a chunk (a WebSocket message, a QUIC stream's
-        data) rather than read into get_buffer(): copied into the receive buffer, then cut into
+        """Take received bytes that arrived as a chunk (a QUIC stream's data) rather than
+        read into get_buffer(): copied into the receive buffer, then cut into
         frames as a read would be."""
         view = memoryview(data).cast("B")
         frames = self.frames

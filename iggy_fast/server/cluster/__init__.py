@@ -4,8 +4,14 @@
 * `node.py`: this node in the cluster: its identity (bound to its data directory), its
   registration under a lease, the view of every node, the controller election.
 * `controller.py`: what the controller does: places partition replicas on distinct nodes with
-  leaders spread, and moves leadership off nodes whose lease expired (compare-and-swap under
-  the controller's own key, so two controllers can never both win).
+  leaders spread, moves leadership off nodes whose lease expired (compare-and-swap under
+  the controller's own key, so two controllers can never both win), and moves replicas:
+  onto nodes that joined when `iggy-fast cluster rebalance` asks (a request in etcd), and
+  off nodes gone longer than `replica_replace_after` (5 minutes by default). A move adds the
+  new replica first (it copies the log from the leader and joins the in-sync set once caught
+  up) and only then drops the old one, in a compare-and-swap that also hands leadership to
+  an in-sync replica (epoch bumped) when the target says so; the dropped replica stops
+  fetching and deletes its copy.
 * `replication.py`: the data path: followers fetch from leaders, sends acknowledged once the
   in-sync replicas have them, leader epochs and truncation, forwarding to the leader.
 * `groups.py`: consumer groups shared by the nodes: each member a key in etcd under its
@@ -25,9 +31,12 @@ The metadata itself lives in etcd behind the `MetadataStore` interface
 
     meta/<key>                       the metadata store's keys (metadata/__init__.py)
     meta/<partition key>/placement   {"replicas", "leader", "epoch", "isr"} per partition
+                                     (and "target" while it moves: controller.py)
     cluster/nodes/<name>             a live node's registration, under its lease
     cluster/known/<name>             {"id", "addresses"}: the data directory a name is bound to
     cluster/controller               {"name", "id"}: the controller, under its lease
+    cluster/rebalance                {"id", "state"}: `cluster rebalance`'s request, state
+                                     "requested", then "moving", then "done"
     cluster/init                     held (under a lease) by the node creating the first
                                      metadata (the format marker, the root user)
     groups/<topic identity>/<group id>/<node>/<client id>
@@ -55,11 +64,11 @@ acknowledges a stored offset only once the in-sync follower has it (replication.
 committed offset survives its leader's death and the group never reads committed messages
 again (tests/test_cluster_soak.py, test_cluster_fencing.py).
 
-Not done yet (issue 12): no rebalancing onto new
-nodes (`cluster rebalance`) nor replacement of dead replicas; truncation cuts only within
-the active segment (otherwise the replica copies the whole log again); a node that has not yet seen a stream's or topic's deletion may still answer for it
-for a few milliseconds (a name it does not know makes it catch up with etcd first); renames
-are not guarded across nodes (creations are, by the identity counter).
+Not done yet (issue 12): truncation cuts only within the active segment (otherwise the
+replica copies the whole log again); a node that has not yet seen a stream's or topic's
+deletion may still answer for it for a few milliseconds (a name it does not know makes it
+catch up with etcd first); renames are not guarded across nodes (creations are, by the
+identity counter).
 
 The official SDK (0.9.0), once GetClusterMetadata lists several nodes, routes its
 auto-committing polls (codes 103, 14 and 104: service/routing.py); every node answers that

@@ -99,8 +99,8 @@ class Cluster:
             return self._caught_up(client, code, request, _body(code, request, body))
         if code == 101:
             pid = _route(topic, request.partitioning, request.partitioning_value)
-        elif request.consumer_kind == GROUP and request.partition_id is None \
-                and code in (100, 104):
+        elif code in (100, 104) and request.consumer_kind == GROUP \
+                and request.partition_id is None:
             # A group poll naming no partition: the member's turn is kept here; the leader
             # of the partition whose turn it is serves it (checking the member owns it).
             # Over HTTP (body None) the turn is only looked at: the poll served here takes it.

@@ -59,6 +59,7 @@ class Node:
         self.nodes: dict[str, dict] = {}        # live registrations, by name
         self.known: dict[str, dict] = {}        # every name ever bound, by name
         self.controller: dict | None = None     # the controller key's value
+        self.rebalance: dict | None = None      # `cluster/rebalance` (controller.py)
         self.on_change: list = []               # callables(): nodes or controller changed
         self._tasks: list[asyncio.Task] = []
 
@@ -229,7 +230,7 @@ class Node:
 
     def _apply(self, kind: str, kv) -> None:
         name = kv.key[len(self.root):]
-        if not name.startswith(("nodes/", "known/", "controller")):
+        if not name.startswith(("nodes/", "known/", "controller", "rebalance")):
             return                  # `init`: not JSON, nothing to follow
         value = orjson.loads(kv.value) if kind != "DELETE" else None
         if name.startswith("nodes/"):
@@ -241,6 +242,8 @@ class Node:
             self.known[name[6:]] = value
         elif name == "controller":
             self.controller = value
+        elif name == "rebalance":
+            self.rebalance = value
 
     def _notify(self) -> None:
         for callback in self.on_change:

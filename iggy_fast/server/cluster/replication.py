@@ -45,8 +45,9 @@ by the epoch truncation below.
 Followers. For every partition whose record names this node a replica and another node the
 leader, a task fetches from the leader at the follower's log end and appends each batch with
 the storage's replicated append, at the leader's offsets, so replicas are byte-identical. A
-fetch carries the follower's leader epoch: a leader whose record has another epoch (or which
-is no longer leader) refuses it, and the follower waits for its record to change.
+node whose record no longer names it (a move, controller.py) stops fetching and deletes its
+copy. A fetch carries the follower's leader epoch: a leader whose record has another epoch
+(or which is no longer leader) refuses it, and the follower waits for its record to change.
 
 Epochs and truncation (as Kafka's leader epochs). Each partition's record keeps `starts`:
 for every leader epoch, the leader's log end when it began (epoch 0: 0, by the controller; a
@@ -310,6 +311,8 @@ class Replication:
             part.offsets_hook = self.offsets_stored if record.get("leader") == me else None
             if record.get("leader") != me:
                 part.high_watermark = None          # its reads go to the leader
+                if me not in record["replicas"] and part.log.next_offset:
+                    self._drop_copy(part)
             elif not ready(record):
                 part.high_watermark = self.high_watermark(part)
                 if identity not in self._taking_office:
@@ -389,6 +392,15 @@ class Replication:
                 log.warning("partition %s: the leader's batches cannot be appended here: %s",
                             part.key, e)
                 await asyncio.sleep(1)
+
+    @staticmethod
+    def _drop_copy(part) -> None:
+        """This node is no longer a replica (a move dropped it once the replicas staying had
+        caught up): its copy goes, so a later move onto it copies the log afresh."""
+        log.info("partition %s: no longer a replica here; its copy (%d messages) deleted",
+                 part.key, part.log.next_offset)
+        part.log.purge()
+        set_local_epoch(part, -1)
 
     @staticmethod
     def _truncate(part, offset: int) -> None:

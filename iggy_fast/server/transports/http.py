@@ -46,6 +46,7 @@ from aiohttp import web
 
 from iggy_fast import ui
 from iggy_fast.config import parse_size, split_address
+from iggy_fast.http_body import WholeBody, read_body
 from iggy_fast.protocol import json as js
 from iggy_fast.protocol.codes import EVICTION_ERROR_CODES, EvictionReason
 from iggy_fast.protocol.errors import (Eviction, FeatureUnavailable, IggyError,
@@ -61,6 +62,9 @@ JSON = "application/json"
 NOT_FOUND_STATUSES = frozenset({1009, 2010, 3007, 4000, 100, 5000, 5003, 5006, 3021, 20})
 UNAUTHENTICATED_STATUSES = frozenset({40, 77, 78, 53})
 SHUTDOWN_TIMEOUT = 1.0      # seconds a request in flight may take to finish at shutdown
+# A reply body above this is a WholeBody (http_body.py); below, aiohttp's copy of it costs
+# less than the second write.
+LARGE_BODY = 64 * 1024
 
 
 def http_status(code: int) -> int:
@@ -190,7 +194,8 @@ class HttpEndpoint(Endpoint):
         self.server = None
         self.runner = None
         self._closing = None
-        self.app = web.Application(client_max_size=parse_size(http["max_request_size"]),
+        self.max_request_size = parse_size(http["max_request_size"])
+        self.app = web.Application(client_max_size=self.max_request_size,
                                    middlewares=[self._cors, self._errors])
         for route in ROUTES:
             self.app.router.add_route(route.method, route.path, self._handler(route))
@@ -283,7 +288,9 @@ class HttpEndpoint(Endpoint):
             server = self.server
             user, _ = self._bearer(request)
             req = js.decode_request(route.decode, request.match_info, request.query,
-                                    await request.read())
+                                    await read_body(request.content,
+                                                    request.content_length,
+                                                    self.max_request_size))
             client = server.connect(self.name, self._address(request))
             try:
                 client.user_id = user.id
@@ -308,7 +315,10 @@ class HttpEndpoint(Endpoint):
                 return web.Response(status=202, headers={"iggy-durability": "none"})
             return web.Response(status=201, body=route.encode(result), content_type=JSON,
                                 headers={"iggy-durability": "replicated-memory"})
-        return web.Response(status=route.status, body=route.encode(result), content_type=JSON)
+        body = route.encode(result)
+        if len(body) > LARGE_BODY:          # a poll's messages: written without a copy
+            return web.Response(status=route.status, body=WholeBody(body, content_type=JSON))
+        return web.Response(status=route.status, body=body, content_type=JSON)
 
     async def _ping(self, request: web.Request) -> web.Response:
         return web.Response(text="pong")

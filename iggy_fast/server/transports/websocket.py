@@ -1,169 +1,297 @@
-"""The WebSocket transport (ws:// and wss://): aiohttp's WebSocket server over the connection
-driver.
+"""The WebSocket transport (ws:// and wss://): RFC 6455 on the TCP transport's protocol, over the
+connection driver.
 
 The official SDK connects to `ws://host:port` (or `wss://`): the upgrade is for "/", with no
-subprotocol and no compression. Each binary message it sends carries one request frame and
-each reply goes back as one binary message (`reply_bytes`: stored batches are read in, since a
-message cannot be sent by sendfile). Received messages are handed to the driver with
-`Connection.feed()`, which cuts frames wherever message boundaries fall, so a frame split over
-messages (or messages carrying several) is served as on TCP.
+subprotocol and no compression. Each binary message carries request bytes and each reply goes
+back as one binary message; message boundaries mean nothing to the Iggy byte stream (a frame
+split over messages, or several in one, is served as on TCP).
 
-One coroutine per connection (`WebSocketConnection.serve`) does everything in order: it sends
-the replies the driver queued, then takes the next message, unless the driver paused reading
-(a reply being awaited, or too many reply bytes queued). While it does not take messages,
-aiohttp's receive queue fills and aiohttp pauses the socket: the client is held back by TCP as
-on the TCP transport. Sending awaits aiohttp's drain when the socket is not keeping up, so
-queued replies are bounded by HIGH_WATER plus one reply, after which the driver stops
-dispatching until the queue has gone out (`resume_writing`).
+Why not aiohttp (which served this port before): it reads a message whole, unmasks it into a
+new bytes object that the driver then copied into its receive buffer, and writes each reply
+as one more joined copy; with the client's masking copies that made WebSocket a quarter as
+fast as TCP on 1 MB batches (BENCHMARKS.md, "Transports"). The port is WebSocket's alone, so
+the protocol is spoken here directly, on `TcpConnection` (transports/tcp.py) with three
+differences:
 
-Bad input closes only that connection, with one log line: a text message (close code 1003),
-a message over `[websocket] max_message_size` (aiohttp refuses it with 1009), a broken
-WebSocket frame (1002), a request frame the driver cannot decode (the driver logs it; 1000).
-Other connections are served on.
+- Reading: the event loop reads straight into the driver's receive buffer, as on TCP, and
+  `_websocket.FrameDecoder` (Cython) strips frame headers and unmasks the payload in place in
+  the same pass, before the driver cuts Iggy frames from it. No message is ever assembled.
+- Writing: a reply is one unmasked binary frame: a 2 to 10 byte header, then the driver's
+  reply pieces, handed on as TCP does, so stored batches still go by sendfile(2) on plain ws://
+  (copied under TLS). The `[tcp]` settings `sendfile` and `quickack` apply here too: they are
+  about the TCP socket underneath.
+- The upgrade: the HTTP/1.1 request head is read into a small buffer of its own (at most
+  MAX_REQUEST_HEAD) and answered with 101, or with an HTTP error and a close: 426 for a request
+  that is not a WebSocket upgrade, 404 for another path. Only then is the connection a client
+  (the driver, with its `[connections]` limits: one over a limit gets close code 1013, try
+  again later). The upgrade must come within the login deadline (at most HANDSHAKE_TIMEOUT).
 
-Listening: aiohttp's low-level server (the AppRunner's protocol factory) on the sockets bound
-in __init__, through the event loop's create_server as aiohttp's SockSite does, but kept here
-so that close() can stop listening at once (an aiohttp site stops only asynchronously). With
-TLS (`[websocket.tls]`) the accept loop is transports/tls.py's `TlsListener` around the same
-factory, so that a failed handshake (or plain text on the TLS port) is logged with the peer's
-address instead of being dropped silently by the event loop.
+Control frames: a ping is answered with a pong; a close is answered with a close and the
+connection ends. Bad input closes only that connection, with one log line and a close code: a
+text message (1003), a message over `[websocket] max_message_size` (1009), a broken frame
+(1002), a request frame the driver cannot decode (the driver logs it; 1000). After sending its
+close frame the server reads on only to see the peer's close (data is dropped), for at most
+CLOSE_TIMEOUT (after a broken frame, whose stream cannot be parsed on, until the peer hangs
+up or that time is up), then hangs up; the close frame follows every reply already queued.
+
+With TLS (`[websocket.tls]`) the accept loop is transports/tls.py's `TlsListener` around the
+same protocol, so that a failed handshake (or plain text on the TLS port) is logged with the
+peer's address.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
+import socket
 
-from aiohttp import WSCloseCode, WSMsgType, web
-
+from iggy_fast import _websocket as wsf
+from iggy_fast._log import FileRegion
 from iggy_fast.config import parse_size, split_address
-from iggy_fast.server.connection import Connection, reply_bytes
+from iggy_fast.server.connection import Connection
 from iggy_fast.server.core import StartupError
 from iggy_fast.server.transports import Endpoint, tls
 from iggy_fast.server.transports.sockets import BACKLOG, bind, os_reason
+from iggy_fast.server.transports.tcp import HIGH_WATER, LOW_WATER, QUICKACK, TcpConnection
 
 log = logging.getLogger("iggy_fast.websocket")
 
-HIGH_WATER = 1024 * 1024     # reply bytes queued here above which the driver stops dispatching
-SHUTDOWN_TIMEOUT = 2.0       # what aiohttp waits for a handler at shutdown before cancelling it
+MAX_REQUEST_HEAD = 8 * 1024  # the upgrade request's line and headers
+HANDSHAKE_TIMEOUT = 60.0     # at most; a shorter login deadline bounds the upgrade too
 CLOSE_TIMEOUT = 1.0          # how long a close waits for the peer's close frame (the SDK
                              # reads only while it awaits a reply: at shutdown it never answers)
+DRAIN_CHUNK = 64 * 1024      # what is read at a time once closing (and then dropped)
 
 
-class WebSocketConnection:
-    """One WebSocket client: the coroutine that serves it, and the driver's Transport."""
+def _http_error(status: str, text: str, extra: str = "") -> bytes:
+    body = text.encode()
+    return (f"HTTP/1.1 {status}\r\nContent-Type: text/plain; charset=utf-8\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n{extra}\r\n").encode() + body
 
-    def __init__(self, server, ws: web.WebSocketResponse, request: web.Request):
-        self.ws = ws
-        self.socket_transport = request.transport
-        self.replies: deque[bytes] = deque()
-        self.queued = 0              # bytes in `replies`
-        self.full = False            # write_buffer_full() said True: resume_writing() owed
-        self.reading = True
-        self.closing = False         # the driver asked for a close (after queued replies)
-        self.aborted = False         # the driver dropped the connection: nothing more is sent
-        self.receiving = False       # serve() is waiting for a message (so nothing is queued)
-        self.closer = None           # a close begun while serve() was receiving
-        self.wake = asyncio.Event()  # something for serve() to do while it is not reading
-        peer = request.transport.get_extra_info("peername") if request.transport else None
+
+def upgrade_answer(head: bytes) -> tuple[bytes, bool]:
+    """The answer to an HTTP request head (without its blank line), and whether it upgrades."""
+    lines = head.split(b"\r\n")
+    request = lines[0].split(b" ")
+    headers: dict[bytes, bytes] = {}
+    for line in lines[1:]:
+        name, sep, value = line.partition(b":")
+        if not sep:
+            return _http_error("400 Bad Request", "a header line without a colon\n"), False
+        headers[name.strip().lower()] = value.strip()
+    if len(request) != 3 or not request[2].startswith(b"HTTP/1."):
+        return _http_error("400 Bad Request", "not an HTTP/1.1 request\n"), False
+    if request[0] != b"GET":
+        return _http_error("405 Method Not Allowed", "connect with a WebSocket upgrade (GET)\n",
+                           "Allow: GET\r\n"), False
+    if request[1].partition(b"?")[0] != b"/":
+        return _http_error("404 Not Found", "the Iggy WebSocket endpoint is /\n"), False
+    key = headers.get(b"sec-websocket-key")
+    if (headers.get(b"upgrade", b"").lower() != b"websocket"
+            or b"upgrade" not in headers.get(b"connection", b"").lower() or not key):
+        return _http_error("426 Upgrade Required", "this is an Iggy WebSocket endpoint: "
+                           "connect with ws:// (a WebSocket upgrade)\n",
+                           "Upgrade: websocket\r\n"), False
+    if headers.get(b"sec-websocket-version") != b"13":
+        return _http_error("426 Upgrade Required", "WebSocket version 13 only\n",
+                           "Sec-WebSocket-Version: 13\r\n"), False
+    return (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Accept: " + wsf.accept_key(key) + b"\r\n\r\n"), True
+
+
+def _size(piece) -> int:
+    return piece.length if type(piece) is FileRegion else len(piece)
+
+
+class WebSocketConnection(TcpConnection):
+    """One WebSocket connection: its upgrade, then the TCP transport's protocol and the
+    driver's Transport, framed (see the module docstring)."""
+
+    def __init__(self, server, max_message_size: int):
+        super().__init__(server, "WebSocket")
+        self.max_message_size = max_message_size
+        self.address = "unknown"
+        self.request: bytearray | None = bytearray(MAX_REQUEST_HEAD)   # until upgraded
+        self.request_have = 0
+        self.decoder: wsf.FrameDecoder | None = None
+        self.view = None             # the receive buffer handed to the event loop
+        self.close_sent = False      # our close frame is queued: nothing follows it
+        self.drain: bytearray | None = None    # read into and dropped once closing
+        self.timer: asyncio.TimerHandle | None = None   # the upgrade's or the close's deadline
+
+    # -- asyncio protocol ----------------------------------------------------------------
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        transport.set_write_buffer_limits(HIGH_WATER, LOW_WATER)
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if QUICKACK is not None and self.server.cfg["tcp"]["quickack"]:
+                self.socket = sock
+            if (transport.get_extra_info("ssl_object") is None
+                    and self.server.cfg["tcp"]["sendfile"]):
+                self.sendfile_fd = sock.fileno()
+        peer = transport.get_extra_info("peername")
         self.address = f"{peer[0]}:{peer[1]}" if peer else "unknown"
-        self.driver = Connection(server, self, "WebSocket", self.address)
+        timeout = min(HANDSHAKE_TIMEOUT, self.server.connections.login_timeout / 1e6)
+        self.timer = asyncio.get_running_loop().call_later(timeout, self._no_upgrade, timeout)
 
-    async def serve(self) -> None:
-        ws = self.ws
-        driver = self.driver
-        try:
-            while not ws.closed and not self.aborted:
-                if self.replies:
-                    await self._send_replies()
-                elif self.closing:
-                    await ws.close()
-                elif not self.reading:
-                    await self.wake.wait()
-                    self.wake.clear()
-                else:
-                    self.receiving = True
-                    try:
-                        msg = await ws.receive()
-                    finally:
-                        self.receiving = False
-                    if msg.type == WSMsgType.BINARY:
-                        driver.feed(msg.data)
-                    elif msg.type == WSMsgType.TEXT:
-                        log.warning("closing WebSocket connection %s: a text message (the "
-                                    "protocol is carried in binary messages)", self.address)
-                        await ws.close(code=WSCloseCode.UNSUPPORTED_DATA)
-                    elif msg.type == WSMsgType.ERROR:
-                        # aiohttp has closed it already: a message over max_message_size (1009)
-                        # or a broken WebSocket frame (1002).
-                        too_big = getattr(msg.data, "code", None) == WSCloseCode.MESSAGE_TOO_BIG
-                        log.warning("closing WebSocket connection %s: %s%s", self.address,
-                                    msg.data, " (websocket.max_message_size)" if too_big else "")
-                    # CLOSE/CLOSING/CLOSED: the peer left; the loop ends with ws.closed.
-        except ConnectionError as e:          # the socket went away under a send
-            log.debug("WebSocket connection %s: %s", self.address, e)
-        finally:
-            self.replies.clear()
-            driver.connection_lost()
-            self.driver = None               # no cycle through the driver
+    def get_buffer(self, sizehint: int):
+        if self.request is not None:
+            return memoryview(self.request)[self.request_have:]
+        if self.close_sent:
+            if self.drain is None:
+                self.drain = bytearray(DRAIN_CHUNK)
+            self.view = self.drain
+        else:
+            self.view = self.driver.frames.get_buffer(sizehint)
+        return self.view
 
-    async def _send_replies(self) -> None:
-        ws = self.ws
-        replies = self.replies
-        while replies:
-            data = replies.popleft()
-            self.queued -= len(data)
-            await ws.send_bytes(data)        # waits only while the socket's buffer is full
-        if self.full:
+    def buffer_updated(self, nbytes: int) -> None:
+        if self.request is not None:
+            self._upgrade(nbytes)
+            return
+        decoder = self.decoder
+        if decoder is None:          # refused: only read until the peer hangs up
+            return
+        data = decoder.decode(self.view, nbytes)
+        self.view = None
+        if data and not self.close_sent:
+            driver = self.driver
+            driver.buffer_updated(data)
+            if (driver.frames.pending and self.socket is not None
+                    and not self.transport.is_closing()):
+                self.socket.setsockopt(socket.IPPROTO_TCP, QUICKACK, 1)
+        if decoder.events or decoder.error_code:
+            self._control()
+
+    def resume_writing(self) -> None:
+        if self.close_sent:          # the driver is done: only what is queued goes out
             self.full = False
-            self.driver.resume_writing()
+            self._flush()
+        else:
+            super().resume_writing()
+
+    def connection_lost(self, exc) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        if self.driver is None:      # never upgraded
+            self.transport = None
+            return
+        super().connection_lost(exc)
+
+    # -- the upgrade ---------------------------------------------------------------------
+
+    def _upgrade(self, nbytes: int) -> None:
+        self.request_have += nbytes
+        end = self.request.find(b"\r\n\r\n", 0, self.request_have)
+        if end < 0:
+            if self.request_have == len(self.request):
+                self._refuse(_http_error("431 Request Header Fields Too Large",
+                                         "the upgrade request is too long\n"))
+            return
+        answer, upgraded = upgrade_answer(bytes(self.request[:end]))
+        rest = bytes(self.request[end + 4:self.request_have])
+        if not upgraded:
+            self._refuse(answer)
+            return
+        self.request = None
+        self.transport.write(answer)
+        self.timer.cancel()
+        self.timer = None
+        self.decoder = wsf.FrameDecoder(True, self.max_message_size)
+        driver = Connection(self.server, self, "WebSocket", self.address)
+        self.driver = driver
+        if driver.open and rest:     # frames sent right behind the request
+            view = memoryview(rest)
+            while view and not self.close_sent:
+                buffer = self.get_buffer(len(view))
+                n = min(len(buffer), len(view))
+                buffer[:n] = view[:n]
+                self.buffer_updated(n)
+                view = view[n:]
+
+    def _refuse(self, answer: bytes) -> None:
+        """Answer with an HTTP error and hang up. What the peer sent on is read and dropped
+        until it hangs up too (for at most CLOSE_TIMEOUT): closing a socket with unread
+        bytes would reset the connection, and the answer with it."""
+        self.request = None
+        self.close_sent = True
+        self.transport.write(answer)
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        else:
+            self.transport.close()
+        self.timer.cancel()
+        self.timer = asyncio.get_running_loop().call_later(CLOSE_TIMEOUT, self.transport.abort)
+
+    def _no_upgrade(self, timeout: float) -> None:
+        log.info("closing connection %s: no WebSocket upgrade within %.1f s", self.address,
+                 timeout)
+        self.transport.abort()
+
+    # -- control frames and the close handshake ------------------------------------------
+
+    def _control(self) -> None:
+        decoder = self.decoder
+        events, decoder.events = decoder.events, []
+        for opcode, payload in events:
+            if opcode == wsf.PING and not self.close_sent:
+                super().write([wsf.frame_header(wsf.PONG, len(payload)), payload])
+            elif opcode == wsf.CLOSE:
+                self._send_close(wsf.NORMAL)     # answered (if not ours), then hang up
+                self.transport.close()
+                return
+        if decoder.error_code and not self.close_sent:
+            log.warning("closing WebSocket connection %s: %s", self.address,
+                        decoder.error_reason)
+            self._send_close(decoder.error_code)
+
+    def _send_close(self, code: int) -> None:
+        """Queue a close frame behind every reply, and from now on only read for the peer's
+        close (for at most CLOSE_TIMEOUT)."""
+        if self.close_sent or self.transport is None or self.transport.is_closing():
+            return
+        payload = wsf.close_payload(code)
+        super().write([wsf.frame_header(wsf.CLOSE, len(payload)), payload])
+        self.close_sent = True
+        if self.decoder is not None:
+            self.decoder.discard = True
+        self.transport.resume_reading()      # the driver may have paused it
+        self.timer = asyncio.get_running_loop().call_later(CLOSE_TIMEOUT, self.transport.abort)
 
     # -- the driver's Transport ----------------------------------------------------------
 
     def write(self, pieces) -> None:
-        data = reply_bytes(pieces)
-        self.replies.append(data)
-        self.queued += len(data)
-        self.wake.set()
-
-    def write_buffer_full(self) -> bool:
-        if self.queued > HIGH_WATER:
-            self.full = True
-            return True
-        return False
+        if self.close_sent:
+            return
+        size = 0
+        for piece in pieces:
+            size += _size(piece)
+        super().write([wsf.frame_header(wsf.BINARY, size), *pieces])
 
     def pause_reading(self) -> None:
-        self.reading = False
+        if not self.close_sent:
+            self.transport.pause_reading()
 
     def resume_reading(self) -> None:
-        self.reading = True
-        self.wake.set()
+        if not self.close_sent:
+            self.transport.resume_reading()
 
     def close(self) -> None:
-        self.closing = True
-        if self.receiving:
-            # Nothing is queued, and serve() may wait long for a message: close now (aiohttp
-            # ends the pending receive with CLOSING).
-            self.closer = asyncio.ensure_future(self.ws.close())
-        else:
-            self.wake.set()
+        # A connection over a limit is refused by the driver's constructor, before it is ours.
+        self._send_close(wsf.NORMAL if self.driver is not None else wsf.TRY_AGAIN_LATER)
 
     def abort(self) -> None:
-        self.aborted = True
-        self.replies.clear()
-        self.queued = 0
-        if self.socket_transport is not None:
-            self.socket_transport.abort()
-        self.wake.set()
-
-    def shrink(self) -> int:
-        return 0                     # nothing kept between messages
+        if self.timer is not None:
+            self.timer.cancel()
+        self.transport.abort()
 
 
 class WebSocketEndpoint(Endpoint):
     """The WebSocket listener (wss:// when `[websocket.tls] enabled`): sockets bound in
-    __init__, aiohttp's server on them once started."""
+    __init__."""
 
     section, name = "websocket", "WebSocket"
 
@@ -176,27 +304,9 @@ class WebSocketEndpoint(Endpoint):
                             else None)
         self.max_message_size = parse_size(section["max_message_size"])
         self.sockets = bind(self.name, section["address"])
-        self.runner: web.AppRunner | None = None
         self.listeners: list = []    # asyncio Servers, or TlsListeners
-        self.server = None
-
-    async def _handle(self, request: web.Request) -> web.StreamResponse:
-        ws = web.WebSocketResponse(compress=False, max_msg_size=self.max_message_size,
-                                   timeout=CLOSE_TIMEOUT)
-        if not ws.can_prepare(request).ok:
-            return web.Response(status=426, text="this is an Iggy WebSocket endpoint: "
-                                "connect with ws:// (a WebSocket upgrade)\n",
-                                headers={"Upgrade": "websocket"})
-        await ws.prepare(request)
-        conn = WebSocketConnection(self.server, ws, request)
-        if not conn.driver.open:     # over a connection limit: the driver logged it
-            await ws.close(code=WSCloseCode.TRY_AGAIN_LATER)
-            return ws
-        await conn.serve()
-        return ws
 
     async def start(self, server) -> None:
-        self.server = server
         if self.tls and self.ssl_context is None:
             self.ssl_context = tls.self_signed_context_or_stop(server.data_dir)
         address = self.cfg["websocket"]["address"]
@@ -206,20 +316,18 @@ class WebSocketEndpoint(Endpoint):
         except OSError as e:
             raise StartupError(f"WebSocket cannot listen on {address}: {os_reason(e)}"
                                ) from None
-        app = web.Application(client_max_size=1024)
-        app.router.add_get("/", self._handle)
-        self.runner = web.AppRunner(app, access_log=None, handle_signals=False,
-                                    shutdown_timeout=SHUTDOWN_TIMEOUT)
-        await self.runner.setup()
+
+        def factory():
+            return WebSocketConnection(server, self.max_message_size)
+
         loop = asyncio.get_running_loop()
         for sock in self.sockets:
             if self.ssl_context is None:
-                self.listeners.append(await loop.create_server(
-                    self.runner.server, sock=sock, backlog=BACKLOG))
+                self.listeners.append(await loop.create_server(factory, sock=sock,
+                                                               backlog=BACKLOG))
             else:
                 self.listeners.append(tls.TlsListener(
-                    sock, self.ssl_context, self.runner.server,
-                    server.connections.login_timeout / 1e6))
+                    sock, self.ssl_context, factory, server.connections.login_timeout / 1e6))
         port = self.sockets[0].getsockname()[1]
         server.listen_ports["websocket"] = port
         log.info("WebSocket%s listening on %s:%d", " (TLS)" if self.tls else "",
@@ -228,12 +336,10 @@ class WebSocketEndpoint(Endpoint):
     def close(self) -> None:
         for listener in self.listeners:
             listener.close()
-        if self.runner is None:
+        if not self.listeners:
             for sock in self.sockets:
                 sock.close()
 
     async def wait_closed(self) -> None:
-        if self.runner is not None:
-            await self.runner.cleanup()     # ends the connections still open
         for listener in self.listeners:
             await listener.wait_closed()
