@@ -118,6 +118,9 @@ class Partition:
         # In a cluster, on the partition's leader: the high watermark, the end of what every
         # in-sync replica has; polls stop there. None: all that is appended is visible.
         self.high_watermark: int | None = None
+        # In a cluster, on the partition's leader: hook(partition, reply) after an offset is
+        # stored or deleted, the reply once the in-sync replicas have the offsets too.
+        self.offsets_hook = None
         # What consumers polled since start (service/messages.py), for metrics; what was
         # appended the log counts itself.
         self.polled_messages = self.polled_bytes = 0
@@ -593,10 +596,10 @@ class State:
         that auto-commits is not made to wait for one."""
         if part.log.next_offset == 0 or offset > part.log.current_offset:
             raise InvalidOffset()
-        if part.offsets.get(ckey) == offset:
-            return reply
-        synced = part.offsets.store(ckey, offset, _offsets_durable(part.topic))
-        return reply if synced is None else _then(synced, reply)
+        if part.offsets.get(ckey) != offset:
+            synced = part.offsets.store(ckey, offset, _offsets_durable(part.topic))
+            reply = reply if synced is None else _then(synced, reply)
+        return reply if part.offsets_hook is None else part.offsets_hook(part, reply)
 
     @staticmethod
     def delete_offset(part: Partition, ckey: str):
@@ -604,7 +607,8 @@ class State:
         the disk when the topic asks for durable offsets."""
         if ckey not in part.offsets:
             raise ConsumerOffsetNotFound()
-        return part.offsets.delete(ckey, _offsets_durable(part.topic))
+        done = part.offsets.delete(ckey, _offsets_durable(part.topic))
+        return done if part.offsets_hook is None else part.offsets_hook(part, done)
 
     # -- totals --------------------------------------------------------------------------
 

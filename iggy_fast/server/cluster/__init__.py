@@ -59,9 +59,10 @@ its partitions: each partition has one owner cluster-wide, members joining, leav
 with their node rebalance every node's view alike. Membership is in etcd (rare writes); the
 group offsets stay with their partition (a write per poll), stored on its leader and copied
 with the partition, so a member's group polls and offset requests are forwarded to the
-partition's leader, which checks that the member owns the partition. An offset stored in
-the moment (about one fetch, half a second when idle) before its leader dies may be lost
-with it: the group then reads those messages again (at least once, never a gap).
+partition's leader, which checks that the member owns the partition. The leader
+acknowledges a stored offset only once the in-sync follower has it (replication.py), so a
+committed offset survives its leader's death and the group never reads committed messages
+again (tests/test_cluster_soak.py, test_cluster_fencing.py).
 
 Not done yet (issue 12): truncation cuts only within the active segment (otherwise the
 replica copies the whole log again); a node that has not yet seen a stream's or topic's

@@ -60,10 +60,13 @@ replica's log goes past it. The replica cuts its log there, records the epoch an
 on: its log stays a prefix of the leader's, byte for byte.
 
 Consumer offsets travel with their partition: a fetch carries a digest of the follower's
-offsets and the leader answers with its own when they differ, so a follower's copy lags the
-leader's by at most one fetch (half a second when idle). Why not etcd: a poll with auto-commit
-stores an offset, a write rate etcd is not built for. The cost: an offset stored just before
-its leader dies may be lost, and the consumer then reads those messages again (at least once).
+offsets and the leader answers with its own when they differ (a store wakes a long-polling
+fetch), with the version they are at ("ov": [epoch, version]; versions count up from the
+clock, so no later leader or later run of one reuses an older one's); the follower's next
+fetch echoes it. A store (or deletion) on the leader is acknowledged, as a send is, once
+every in-sync replica has it, so a committed offset survives its leader's death and the group
+never gets committed messages again. Why not etcd: a poll with auto-commit stores an offset,
+a write rate etcd is not built for.
 
 Leaders. A follower's fetch offset is its log end. The high watermark is the smallest log end
 in the in-sync set (the leader's own included); a send is acknowledged once the high watermark
@@ -200,6 +203,13 @@ def frame(header: dict, payload: bytes = b"") -> bytes:
     return FRAME.pack(len(head) + len(payload), len(head)) + head + payload
 
 
+def frame_pieces(header: dict, pieces: list) -> list:
+    """A frame as pieces to write one after another: a fetch's batches (a megabyte each at
+    full speed) go to the socket without being joined into one buffer first."""
+    head = orjson.dumps(header)
+    return [FRAME.pack(len(head) + sum(map(len, pieces)), len(head)) + head, *pieces]
+
+
 class Peer:
     """One lock-step connection to another node's replication address."""
 
@@ -239,6 +249,10 @@ class Replication:
         self._caught_up: dict[int, dict[str, float]] = {}  # ... -> when it last was
         self._appended: dict[int, asyncio.Event] = {}      # wakes long-polling fetches
         self._waiters: dict[int, list] = {}                # identity -> [(end, future)]
+        self._ov: dict[int, int] = {}                      # identity -> offsets version
+        self._ov_at: dict[int, dict[str, int]] = {}        # ... -> follower -> its version
+        self._ov_waiters: dict[int, list] = {}             # identity -> [(version, future)]
+        self._ov_have: dict[int, list] = {}                # (follower) -> [epoch, version]
         self._idle: dict[str, list[Peer]] = {}             # address -> idle forward links
         self._leader_changes: dict[tuple, asyncio.Future] = {}  # (identity, leader) -> ...
         # How long a forwarded request keeps going to whichever node leads: a dead leader's
@@ -294,6 +308,7 @@ class Replication:
             part = self._partition(identity)
             if part is None:
                 continue
+            part.offsets_hook = self.offsets_stored if record.get("leader") == me else None
             if record.get("leader") != me:
                 part.high_watermark = None          # its reads go to the leader
                 if me not in record["replicas"] and part.log.next_offset:
@@ -352,7 +367,8 @@ class Replication:
                 header, payload = await peer.call(
                     {"op": "fetch", "p": identity, "offset": part.log.next_offset,
                      "epoch": record["epoch"], "last_epoch": local_epoch(part),
-                     "offsets": offsets_digest(part), "node": self.node.name},
+                     "offsets": offsets_digest(part), "ov": self._ov_have.get(identity),
+                     "node": self.node.name},
                     timeout=LONG_POLL + 5)
             except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, PeerGarbage) as e:
                 log.debug("fetch of partition %s from %s: %s", part.key, address, e)
@@ -369,6 +385,7 @@ class Replication:
                 set_local_epoch(part, header["epoch"])
             if "offsets" in header:
                 self._copy_offsets(part, header["offsets"])
+                self._ov_have[identity] = header.get("ov")
             try:
                 self._append(part, payload)
             except (IggyError, ValueError, OSError) as e:
@@ -428,7 +445,10 @@ class Replication:
                     reply = await self._forwarded(header, payload)
                 else:
                     raise PeerGarbage(f"unknown operation {header.get('op')!r}")
-                writer.write(reply)
+                if isinstance(reply, list):
+                    writer.writelines(reply)
+                else:
+                    writer.write(reply)
                 await writer.drain()
         except PeerGarbage as e:
             log.warning("replication peer %s refused: it sent %s", where, e)
@@ -439,7 +459,7 @@ class Replication:
         finally:
             writer.close()
 
-    async def _fetch(self, h: dict) -> bytes:
+    async def _fetch(self, h: dict) -> bytes | list:
         identity, offset, follower = int(h["p"]), int(h["offset"]), str(h["node"])
         record = self.placements.records.get(identity)
         part = self._partition(identity)
@@ -458,8 +478,14 @@ class Replication:
         if offset > plog.next_offset:
             return frame({"error": f"follower at {offset} is ahead of the leader's "
                                    f"{plog.next_offset}"})
+        echoed = h.get("ov")
+        have = echoed[1] if isinstance(echoed, list) and echoed[0] == record["epoch"] else 0
+        if h.get("offsets") == offsets_digest(part):
+            have = self._ov.get(identity, 0)        # it has these very offsets
+        self._ov_at.setdefault(identity, {})[follower] = have
         self._follower_at(identity, follower, offset, plog.next_offset)
-        if offset == plog.next_offset:
+        # Caught up, offsets included: hold the fetch until there is something new.
+        if offset == plog.next_offset and h.get("offsets") == offsets_digest(part):
             event = self._appended.setdefault(identity, asyncio.Event())
             event.clear()
             try:
@@ -471,8 +497,9 @@ class Replication:
                  "epoch": record["epoch"]}
         if h.get("offsets") != offsets_digest(part):
             reply["offsets"] = part.offsets.values
-        return frame(reply,
-                     b"".join(bytes(c) for c in chunks))
+            reply["ov"] = [record["epoch"], self._ov.get(identity, 0)]
+        # bytes(): a chunk may be a view of a buffer the log reuses.
+        return frame_pieces(reply, [bytes(c) for c in chunks])
 
     def _follower_at(self, identity: int, follower: str, offset: int, end: int) -> None:
         self._ends.setdefault(identity, {})[follower] = offset
@@ -507,7 +534,50 @@ class Replication:
         self._waiters.setdefault(partition.identity, []).append((end, future))
         return _after(reply, future)
 
+    def offsets_stored(self, part, reply):
+        """After an offset is stored or deleted on this leader (state.store_offset's hook):
+        the reply once every in-sync replica has the partition's offsets (an awaitable), or
+        at once when none lacks them."""
+        identity = part.identity
+        version = self._ov[identity] = max(self._ov.get(identity, 0) + 1, time.time_ns())
+        event = self._appended.get(identity)
+        if event is not None:
+            event.set()                 # a long-polling follower takes the offsets now
+        if self._offsets_in_sync(identity, version):
+            return reply
+        future = asyncio.get_running_loop().create_future()
+        self._ov_waiters.setdefault(identity, []).append((version, future))
+        return _after(reply, future)
+
+    def _offsets_in_sync(self, identity: int, version: int) -> bool:
+        record = self.placements.records.get(identity) or {}
+        have = self._ov_at.get(identity, {})
+        return all(have.get(m, 0) >= version for m in record.get("isr", ())
+                   if m != self.node.name)
+
+    def _check_offset_waiters(self, identity: int | None) -> None:
+        for pid in ([identity] if identity is not None else list(self._ov_waiters)):
+            waiting = self._ov_waiters.pop(pid, None)
+            if not waiting:
+                continue
+            record = self.placements.records.get(pid) or {}
+            lost = record.get("leader") != self.node.name or self._partition(pid) is None
+            still = []
+            for version, future in waiting:
+                if future.done():
+                    continue
+                if lost:        # never acknowledge after losing leadership
+                    future.set_exception(TransientNotAccepted(
+                        "this node no longer leads the partition"))
+                elif self._offsets_in_sync(pid, version):
+                    future.set_result(None)
+                else:
+                    still.append((version, future))
+            if still:
+                self._ov_waiters[pid] = still
+
     def _check_waiters(self, identity: int | None = None) -> None:
+        self._check_offset_waiters(identity)
         for pid in ([identity] if identity is not None else list(self._waiters)):
             waiting = self._waiters.get(pid)
             part = self._partition(pid)
