@@ -225,42 +225,53 @@ class TcpConnection(asyncio.BufferedProtocol):
 
 
 class TcpEndpoint(Endpoint):
-    """The TCP listener (TLS when `[tcp.tls] enabled`): sockets bound in __init__."""
+    """The TCP listener (TLS when `[tcp.tls] enabled`): sockets bound in __init__. The
+    WebSocket listener is this one with another section and protocol (websocket.py)."""
 
     section, name = "tcp", "TCP"
+    log = log
 
     def __init__(self, cfg: dict):
         super().__init__(cfg)
-        tls_cfg = cfg["tcp"]["tls"]
+        tls_cfg = cfg[self.section]["tls"]
         self.tls = tls_cfg["enabled"]
-        self.ssl_context = tls.configured_context(tls_cfg) if self.tls else None
-        self.sockets = bind(self.name, cfg["tcp"]["address"])
-        self.listeners: list = []
+        self.ssl_context = (tls.configured_context(tls_cfg, f"{self.section}.tls") if self.tls
+                            else None)
+        self.sockets = bind(self.name, cfg[self.section]["address"])
+        self.listeners: list = []    # asyncio Servers, or TlsListeners
+
+    def connection(self, server) -> TcpConnection:
+        """The protocol of one accepted connection."""
+        return TcpConnection(server, "TCP")
 
     async def start(self, server) -> None:
         if self.tls and self.ssl_context is None:
             self.ssl_context = tls.self_signed_context_or_stop(server.data_dir)
-        address = self.cfg["tcp"]["address"]
+        address = self.cfg[self.section]["address"]
         try:
             for sock in self.sockets:
                 sock.listen(BACKLOG)
         except OSError as e:
-            raise StartupError(f"TCP cannot listen on {address}: {os_reason(e)}") from None
+            raise StartupError(f"{self.name} cannot listen on {address}: {os_reason(e)}"
+                               ) from None
+
+        def factory():
+            return self.connection(server)
+
         loop = asyncio.get_running_loop()
         for sock in self.sockets:
             if self.ssl_context is None:
-                self.listeners.append(await loop.create_server(
-                    lambda: TcpConnection(server, "TCP"), sock=sock, backlog=BACKLOG))
+                self.listeners.append(await loop.create_server(factory, sock=sock,
+                                                               backlog=BACKLOG))
             else:
                 # The login deadline starts once the handshake is done: bound the handshake
                 # alike.
                 self.listeners.append(tls.TlsListener(
-                    sock, self.ssl_context, lambda: TcpConnection(server, "TCP"),
-                    server.connections.login_timeout / 1e6))
+                    sock, self.ssl_context, factory, server.connections.login_timeout / 1e6))
         port = self.sockets[0].getsockname()[1]
-        server.listen_ports["tcp"] = port
-        log.info("TCP%s listening on %s:%d", " (TLS)" if self.tls else "",
-                 split_address(address)[0], port)
+        server.listen_ports[self.section] = port
+        self.log.info("%s%s listening on %s:%d", self.name, " (TLS)" if self.tls else "",
+                      split_address(address)[0], port)
 
     def close(self) -> None:
         for listener in self.listeners:

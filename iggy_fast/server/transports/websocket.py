@@ -47,12 +47,10 @@ import socket
 
 from iggy_fast import _websocket as wsf
 from iggy_fast._log import FileRegion
-from iggy_fast.config import parse_size, split_address
+from iggy_fast.config import parse_size
 from iggy_fast.server.connection import Connection
-from iggy_fast.server.core import StartupError
-from iggy_fast.server.transports import Endpoint, tls
-from iggy_fast.server.transports.sockets import BACKLOG, bind, os_reason
-from iggy_fast.server.transports.tcp import HIGH_WATER, LOW_WATER, QUICKACK, TcpConnection
+from iggy_fast.server.transports.tcp import (HIGH_WATER, LOW_WATER, QUICKACK, TcpConnection,
+                                              TcpEndpoint)
 
 log = logging.getLogger("iggy_fast.websocket")
 
@@ -289,57 +287,16 @@ class WebSocketConnection(TcpConnection):
         self.transport.abort()
 
 
-class WebSocketEndpoint(Endpoint):
-    """The WebSocket listener (wss:// when `[websocket.tls] enabled`): sockets bound in
-    __init__."""
+class WebSocketEndpoint(TcpEndpoint):
+    """The WebSocket listener (wss:// when `[websocket.tls] enabled`): the TCP listener with
+    the WebSocket protocol on each connection."""
 
     section, name = "websocket", "WebSocket"
+    log = log
 
     def __init__(self, cfg: dict):
         super().__init__(cfg)
-        section = cfg["websocket"]
-        tls_cfg = section["tls"]
-        self.tls = tls_cfg["enabled"]
-        self.ssl_context = (tls.configured_context(tls_cfg, "websocket.tls") if self.tls
-                            else None)
-        self.max_message_size = parse_size(section["max_message_size"])
-        self.sockets = bind(self.name, section["address"])
-        self.listeners: list = []    # asyncio Servers, or TlsListeners
+        self.max_message_size = parse_size(cfg["websocket"]["max_message_size"])
 
-    async def start(self, server) -> None:
-        if self.tls and self.ssl_context is None:
-            self.ssl_context = tls.self_signed_context_or_stop(server.data_dir)
-        address = self.cfg["websocket"]["address"]
-        try:
-            for sock in self.sockets:
-                sock.listen(BACKLOG)
-        except OSError as e:
-            raise StartupError(f"WebSocket cannot listen on {address}: {os_reason(e)}"
-                               ) from None
-
-        def factory():
-            return WebSocketConnection(server, self.max_message_size)
-
-        loop = asyncio.get_running_loop()
-        for sock in self.sockets:
-            if self.ssl_context is None:
-                self.listeners.append(await loop.create_server(factory, sock=sock,
-                                                               backlog=BACKLOG))
-            else:
-                self.listeners.append(tls.TlsListener(
-                    sock, self.ssl_context, factory, server.connections.login_timeout / 1e6))
-        port = self.sockets[0].getsockname()[1]
-        server.listen_ports["websocket"] = port
-        log.info("WebSocket%s listening on %s:%d", " (TLS)" if self.tls else "",
-                 split_address(address)[0], port)
-
-    def close(self) -> None:
-        for listener in self.listeners:
-            listener.close()
-        if not self.listeners:
-            for sock in self.sockets:
-                sock.close()
-
-    async def wait_closed(self) -> None:
-        for listener in self.listeners:
-            await listener.wait_closed()
+    def connection(self, server) -> WebSocketConnection:
+        return WebSocketConnection(server, self.max_message_size)
