@@ -131,6 +131,13 @@ class ServerProcess:
         ports = other_transport_env()
         self.quic_port, self.http_port, self.websocket_port = (
             int(ports[name].rpartition(":")[2]) for name in ports)
+        self.chosen_ports = {self.tcp_port, self.quic_port, self.http_port, self.websocket_port}
+        # A cluster node's replication listener is one more port to choose (and choose anew).
+        if self.extra_env.get("IGGY_CLUSTER_ENABLED") == "true" \
+                and "IGGY_CLUSTER_REPLICATION_ADDRESS" not in self.extra_env:
+            replication_port = free_port()
+            self.chosen_ports.add(replication_port)
+            ports["IGGY_CLUSTER_REPLICATION_ADDRESS"] = f"127.0.0.1:{replication_port}"
         self.env = {**os.environ, **ports, **self.extra_env}
         if self.by_env:
             self.env.update(IGGY_TCP_ADDRESS=self.address, IGGY_SYSTEM_PATH=self.data_dir)
@@ -169,9 +176,8 @@ class ServerProcess:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 message = f"server exited with {self.proc.returncode}:\n{self.log()}"
-                ours = {self.tcp_port, self.quic_port, self.http_port, self.websocket_port}
                 if any(f"cannot listen on 127.0.0.1:{port}: address already in use" in message
-                       for port in ours):
+                       for port in self.chosen_ports):
                     self.proc = None
                     self._log.close()
                     raise _PortTaken(message)

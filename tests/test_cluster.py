@@ -313,6 +313,20 @@ def test_same_name_other_data_directory_is_refused(cluster, etcd, tmp_path):
                      "data directory"], twin.log()
 
 
+def test_a_taken_replication_address_is_refused_with_one_line(cluster, etcd, tmp_path):
+    taken = cluster[0].env["IGGY_CLUSTER_REPLICATION_ADDRESS"]      # node1 listens there
+    late = node("node8", etcd.endpoint, cluster="test", lease_ttl=TTL,
+                data_dir=str(tmp_path / "late"),
+                env={"IGGY_CLUSTER_REPLICATION_ADDRESS": taken})
+    with pytest.raises(RuntimeError) as failed:
+        late.start()
+    assert "exited with" in str(failed.value)
+    assert "Traceback" not in late.log(), late.log()
+    assert f"iggy-fast: replication cannot listen on {taken}: address already in use" \
+        in late.log(), late.log()
+    late.cleanup()
+
+
 def test_another_clusters_data_directory_is_refused(cluster, etcd):
     stranger = node("node9", etcd.endpoint, cluster="other", lease_ttl=TTL,
                     data_dir=cluster[0].data_dir)

@@ -84,7 +84,6 @@ def node(name: str, endpoints: str, cluster: str = "dev", replication_factor: in
         "IGGY_CLUSTER_ENABLED": "true", "IGGY_CLUSTER_NAME": cluster,
         "IGGY_CLUSTER_NODE_NAME": name, "IGGY_CLUSTER_ETCD_ENDPOINTS": endpoints,
         "IGGY_CLUSTER_REPLICATION_FACTOR": str(replication_factor),
-        "IGGY_CLUSTER_REPLICATION_ADDRESS": f"127.0.0.1:{free_port()}",
         "IGGY_CLUSTER_LEASE_TTL": lease_ttl,
         **(env or {}),
     }

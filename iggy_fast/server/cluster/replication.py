@@ -96,6 +96,7 @@ from iggy_fast.protocol.results import Sent
 from iggy_fast.server.cluster import etcd as e
 from iggy_fast.server.connection import reply_bytes
 from iggy_fast.server.dispatch import COMMANDS, FORWARDED
+from iggy_fast.server.transports.sockets import BACKLOG, bind
 from iggy_fast.server.metadata.etcd import encode
 
 log = logging.getLogger("iggy_fast.replication")
@@ -243,7 +244,7 @@ class Replication:
         self.node = node
         self.placements = placements
         self.lag_max = parse_duration_us(server.cfg["cluster"]["replica_lag_max"]) / 1e6
-        self._server: asyncio.AbstractServer | None = None
+        self._servers: list[asyncio.AbstractServer] = []
         self._followers: dict[int, asyncio.Task] = {}      # identity -> fetch task
         self._ends: dict[int, dict[str, int]] = {}         # identity -> follower -> log end
         self._caught_up: dict[int, dict[str, float]] = {}  # ... -> when it last was
@@ -267,15 +268,18 @@ class Replication:
     # -- life ----------------------------------------------------------------------------
 
     async def start(self) -> None:
-        host, port = split_address(self.node.replication_address)
-        self._server = await asyncio.start_server(self._serve, host, port)
-        log.info("replication listening on %s:%d", host, port)
+        # bind() first: a taken port is one StartupError line naming the replication
+        # listener, as for every transport, not a traceback.
+        for sock in bind("replication", self.node.replication_address):
+            self._servers.append(await asyncio.start_server(self._serve, sock=sock,
+                                                            backlog=BACKLOG))
+        log.info("replication listening on %s", self.node.replication_address)
         self._isr_task = asyncio.ensure_future(self._watch_isr())
         self.follow_placements()
 
     def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
+        for listener in self._servers:
+            listener.close()
         for task in [*self._followers.values(), self._isr_task]:
             if task is not None:
                 task.cancel()
