@@ -75,6 +75,11 @@ class TcpConnection(asyncio.BufferedProtocol):
     # -- asyncio protocol ----------------------------------------------------------------
 
     def connection_made(self, transport) -> None:
+        self.driver = Connection(self.server, self, self.transport_name, self._adopt(transport))
+
+    def _adopt(self, transport) -> str:
+        """Take the accepted transport: write limits, no Nagle, quick ACKs and sendfile where
+        the socket allows them; returns the peer's address."""
         self.transport = transport
         transport.set_write_buffer_limits(HIGH_WATER, LOW_WATER)
         sock = transport.get_extra_info("socket")
@@ -86,8 +91,7 @@ class TcpConnection(asyncio.BufferedProtocol):
                     and self.server.cfg["tcp"]["sendfile"]):
                 self.sendfile_fd = sock.fileno()
         peer = transport.get_extra_info("peername")
-        address = f"{peer[0]}:{peer[1]}" if peer else "unknown"
-        self.driver = Connection(self.server, self, self.transport_name, address)
+        return f"{peer[0]}:{peer[1]}" if peer else "unknown"
 
     def get_buffer(self, sizehint: int):
         return self.driver.frames.get_buffer(sizehint)

@@ -49,8 +49,7 @@ from iggy_fast import _websocket as wsf
 from iggy_fast._log import FileRegion
 from iggy_fast.config import parse_size
 from iggy_fast.server.connection import Connection
-from iggy_fast.server.transports.tcp import (HIGH_WATER, LOW_WATER, QUICKACK, TcpConnection,
-                                              TcpEndpoint)
+from iggy_fast.server.transports.tcp import QUICKACK, TcpConnection, TcpEndpoint
 
 log = logging.getLogger("iggy_fast.websocket")
 
@@ -120,18 +119,7 @@ class WebSocketConnection(TcpConnection):
     # -- asyncio protocol ----------------------------------------------------------------
 
     def connection_made(self, transport) -> None:
-        self.transport = transport
-        transport.set_write_buffer_limits(HIGH_WATER, LOW_WATER)
-        sock = transport.get_extra_info("socket")
-        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            if QUICKACK is not None and self.server.cfg["tcp"]["quickack"]:
-                self.socket = sock
-            if (transport.get_extra_info("ssl_object") is None
-                    and self.server.cfg["tcp"]["sendfile"]):
-                self.sendfile_fd = sock.fileno()
-        peer = transport.get_extra_info("peername")
-        self.address = f"{peer[0]}:{peer[1]}" if peer else "unknown"
+        self.address = self._adopt(transport)     # the driver is made once upgraded
         timeout = min(HANDSHAKE_TIMEOUT, self.server.connections.login_timeout / 1e6)
         self.timer = asyncio.get_running_loop().call_later(timeout, self._no_upgrade, timeout)
 
