@@ -866,12 +866,12 @@ def send_from_json(const uint8_t[::1] raw not None, uint64_t origin_timestamp):
                 st64(o + pos + 40, 0)
                 st64(o + pos, iggy_xxh3_64(o + pos + 8, MSG_HDR - 8 + m.size))
                 pos += MSG_HDR + m.size
-            st64(o + 24, origin_timestamp)
-            st64(o + 32, <uint64_t>total)
-            st32(o + 48, <uint32_t>ms.n)
-            st64(o + 40, batch_checksum_at(o))
-        if not ok:
+        if not ok:      # frames past the bad payload were never written: no checksum walk
             return None
+        st64(o + 24, origin_timestamp)
+        st64(o + 32, <uint64_t>total)
+        st32(o + 48, <uint32_t>ms.n)
+        st64(o + 40, batch_checksum_at(o))
         return (None if kind == NULL else (<const char *>kind)[:kind_n].decode(),
                 None if value == NULL else (<const char *>value)[:value_n].decode(),
                 out, ms.n)
@@ -984,6 +984,8 @@ def polled_from_json(const uint8_t[::1] raw not None):
                     st32(f + 36, <uint32_t>m.size)
                     st64(f + 40, m.reserved)
                     f += MSG_HDR + m.size
+                if not ok:      # the run's later frames were never written: no checksum
+                    break
                 st64(b + 32, <uint64_t>(f - b))
                 st64(b + 40, batch_checksum_at(b))
                 b = f
