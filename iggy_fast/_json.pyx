@@ -271,8 +271,8 @@ cdef extern from *:
         return out + 19;
     }
 
-    /* A u128 as at most three u64 parts of 19 digits: two 128-bit divisions at most, not one
-       per digit (an Iggy SDK's random ids have 38-39 digits). */
+    /* A u128 as at most three u64 parts of 19 digits: two or three 128-bit divisions, not
+       one per digit (an Iggy SDK's random ids have 38-39 digits). */
     static char *iggy_u128(char *out, unsigned long long lo, unsigned long long hi) {
         const unsigned long long P19 = 10000000000000000000ULL;
         if (!hi)
