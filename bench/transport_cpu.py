@@ -7,7 +7,8 @@ One server (fsync off); per transport one client of bench/links.py (what
 `iggy-fast bench` actors use: BlockingClient for TCP, the async client's Link otherwise),
 driven in this process: `--batches` sends of one batch of 1000 x 1000 B, then polls by offset
 until all are read back. For each phase: wall ms per batch, this process's CPU ms per batch
-(time.process_time) and the server's (utime + stime from /proc/PID/stat).
+(os.times) and the server's (utime + stime from /proc/PID/stat), each also as the part spent
+in the kernel ("sys"): on loopback that is mostly the copies into and out of the sockets.
 """
 
 from __future__ import annotations
@@ -24,11 +25,18 @@ from iggy_fast.bench.runner import LocalServer, local_address
 MESSAGES, SIZE = 1000, 1000
 
 
-def server_cpu(pid: int) -> float:
-    """Seconds of CPU the process has used (user + system)."""
+def server_cpu(pid: int) -> tuple[float, float]:
+    """Seconds of CPU the process has used: (user + system, system)."""
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    tick = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / tick, int(fields[12]) / tick
+
+
+def client_cpu() -> tuple[float, float]:
+    """Seconds of CPU this process has used: (user + system, system)."""
+    times = os.times()
+    return times.user + times.system, times.system
 
 
 def main() -> None:
@@ -59,13 +67,13 @@ def main() -> None:
                     offset += int.from_bytes(reply.body[12:16], "little")
 
             for phase, run in (("send", produce), ("poll", consume)):
-                wall, cpu, srv = time.perf_counter(), time.process_time(), server_cpu(
-                    server.proc.pid)
+                wall, cpu, srv = time.perf_counter(), client_cpu(), server_cpu(server.proc.pid)
                 run()
                 n = args.batches / 1000
+                cpu2, srv2 = client_cpu(), server_cpu(server.proc.pid)
                 print(f"{transport:<6}{phase:<5} wall {(time.perf_counter() - wall) / n:6.2f}"
-                      f"  client cpu {(time.process_time() - cpu) / n:5.2f}"
-                      f"  server cpu {(server_cpu(server.proc.pid) - srv) / n:5.2f}")
+                      f"  client cpu {(cpu2[0] - cpu[0]) / n:5.2f} (sys {(cpu2[1] - cpu[1]) / n:4.2f})"
+                      f"  server cpu {(srv2[0] - srv[0]) / n:5.2f} (sys {(srv2[1] - srv[1]) / n:4.2f})")
             client.close()
     finally:
         server.stop()

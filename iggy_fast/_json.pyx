@@ -49,6 +49,7 @@ cdef extern from *:
         "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     static unsigned short B64_PAIRS[4096];
     static signed char B64_VALUE[256];
+    static unsigned char PLAIN_STOP[256];   /* what ends a plain string's scan: '"', '\\', < 32 */
     static int iggy_have_avx2;          /* set by iggy_b64_init */
 
     static void iggy_b64_init(void) {
@@ -57,6 +58,7 @@ cdef extern from *:
         iggy_have_avx2 = __builtin_cpu_supports("avx2");
     #endif
         for (int i = 0; i < 256; i++) B64_VALUE[i] = -1;
+        for (int i = 0; i < 256; i++) PLAIN_STOP[i] = i < 32 || i == '"' || i == 92;
         for (int i = 0; i < 64; i++) B64_VALUE[(unsigned char)B64[i]] = (signed char)i;
         for (int i = 0; i < 4096; i++) {
             char pair[2] = {B64[i >> 6], B64[i & 63]};
@@ -233,21 +235,59 @@ cdef extern from *:
         return iggy_b64_decode_scalar(out, in, n);
     }
 
+    /* Decimal digits two at a time from a table: a division by 100 per pair instead of one
+       by 10 per digit (a poll reply writes eight numbers per message, most of 16-20 digits). */
+    static const char IGGY_PAIRS[201] =
+        "00010203040506070809101112131415161718192021222324252627282930313233343536373839"
+        "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
+        "8081828384858687888990919293949596979899";
+
     static char *iggy_u64(char *out, unsigned long long v) {
         char tmp[20];
-        int k = 0;
-        do { tmp[k++] = (char)('0' + v % 10); v /= 10; } while (v);
-        while (k) *out++ = tmp[--k];
-        return out;
+        char *t = tmp + 20;
+        while (v >= 100) {
+            unsigned r = (unsigned)(v % 100);
+            v /= 100;
+            t -= 2;
+            memcpy(t, IGGY_PAIRS + 2 * r, 2);
+        }
+        if (v >= 10) {
+            t -= 2;
+            memcpy(t, IGGY_PAIRS + 2 * v, 2);
+        } else {
+            *--t = (char)('0' + v);
+        }
+        memcpy(out, t, (size_t)(tmp + 20 - t));
+        return out + (tmp + 20 - t);
     }
 
+    /* Exactly 19 digits, leading zeros kept (the lower parts of a u128). */
+    static char *iggy_u64_19(char *out, unsigned long long v) {
+        for (int k = 17; k >= 1; k -= 2) {
+            memcpy(out + k, IGGY_PAIRS + 2 * (v % 100), 2);
+            v /= 100;
+        }
+        out[0] = (char)('0' + v);
+        return out + 19;
+    }
+
+    /* A u128 as at most three u64 parts of 19 digits: two or three 128-bit divisions, not
+       one per digit (an Iggy SDK's random ids have 38-39 digits). */
     static char *iggy_u128(char *out, unsigned long long lo, unsigned long long hi) {
+        const unsigned long long P19 = 10000000000000000000ULL;
+        if (!hi)
+            return iggy_u64(out, lo);
         unsigned __int128 v = ((unsigned __int128)hi << 64) | lo;
-        char tmp[40];
-        int k = 0;
-        do { tmp[k++] = (char)('0' + (int)(v % 10)); v /= 10; } while (v);
-        while (k) *out++ = tmp[--k];
-        return out;
+        unsigned __int128 top = v / P19;
+        unsigned long long low = (unsigned long long)(v - top * P19);
+        if (top >= P19) {
+            unsigned long long mid = (unsigned long long)(top % P19);
+            out = iggy_u64(out, (unsigned long long)(top / P19));
+            out = iggy_u64_19(out, mid);
+        } else {
+            out = iggy_u64(out, (unsigned long long)top);
+        }
+        return iggy_u64_19(out, low);
     }
 
     static const char *IGGY_KIND_NAMES[16] = {
@@ -269,6 +309,7 @@ cdef extern from *:
     }
 
     static inline int iggy_take(iggy_cur *c, unsigned char ch) {
+        if (c->p < c->end && *c->p == ch) { c->p++; return 1; }    /* compact JSON */
         iggy_ws(c);
         if (c->p < c->end && *c->p == ch) { c->p++; return 1; }
         return 0;
@@ -278,11 +319,8 @@ cdef extern from *:
     static int iggy_plain(iggy_cur *c, const unsigned char **s, size_t *n) {
         if (!iggy_take(c, '"')) return 0;
         const unsigned char *q = c->p;
-        while (q < c->end && *q != '"') {
-            if (*q == 92 || *q < 32) return 0;      /* an escape, a control character */
-            q++;
-        }
-        if (q == c->end) return 0;
+        while (q < c->end && !PLAIN_STOP[*q]) q++;
+        if (q == c->end || *q != '"') return 0;     /* an escape, a control character */
         *s = c->p; *n = (size_t)(q - c->p); c->p = q + 1;
         return 1;
     }
@@ -290,6 +328,16 @@ cdef extern from *:
     /* An object key and its colon. */
     static int iggy_key(iggy_cur *c, const unsigned char **s, size_t *n) {
         return iggy_plain(c, s, n) && iggy_take(c, ':');
+    }
+
+    /* The i-th member of an object (from 0), the one loop of every object these readers
+       take: the '{' before the first, a ',' before any other. 1: its key (*s, *n) and colon
+       were read, its value is next; 0: the object ended; -1: not the plain shape. */
+    static int iggy_member(iggy_cur *c, size_t i, const unsigned char **s, size_t *n) {
+        if (i == 0 && !iggy_take(c, '{')) return -1;
+        if (iggy_take(c, '}')) return 0;
+        if (i && !iggy_take(c, ',')) return -1;
+        return iggy_key(c, s, n) ? 1 : -1;
     }
 
     static inline int iggy_is(const unsigned char *s, size_t n, const char *name) {
@@ -306,20 +354,25 @@ cdef extern from *:
         return 1;
     }
 
-    /* A non-negative integer of JSON up to 2^128 - 1 (no sign, fraction or exponent). */
+    /* A non-negative integer of JSON up to 2^128 - 1 (no sign, fraction or exponent): its
+       first 19 digits in 64-bit arithmetic (they cannot overflow it), any more in 128-bit. */
     static int iggy_uint(iggy_cur *c, uint64_t *lo, uint64_t *hi) {
         const unsigned __int128 max = ~(unsigned __int128)0;
-        unsigned __int128 v = 0;
         iggy_ws(c);
-        const unsigned char *q = c->p;
-        if (q == c->end || *q < '0' || *q > '9') return 0;
-        if (*q == '0' && q + 1 < c->end && q[1] >= '0' && q[1] <= '9') return 0;
-        while (q < c->end && *q >= '0' && *q <= '9') {
-            unsigned d = *q++ - '0';
+        const unsigned char *q = c->p, *end = c->end;
+        if (q == end || (unsigned)(*q - '0') > 9) return 0;
+        if (*q == '0' && q + 1 < end && (unsigned)(q[1] - '0') <= 9) return 0;
+        const unsigned char *fast_end = end - q > 19 ? q + 19 : end;
+        uint64_t small = 0;
+        while (q < fast_end && (unsigned)(*q - '0') <= 9)
+            small = small * 10 + (unsigned)(*q++ - '0');
+        unsigned __int128 v = small;
+        while (q < end && (unsigned)(*q - '0') <= 9) {
+            unsigned d = (unsigned)(*q++ - '0');
             if (v > max / 10 || (v == max / 10 && d > max % 10)) return 0;
             v = v * 10 + d;
         }
-        if (q < c->end && (*q == '.' || *q == 'e' || *q == 'E')) return 0;
+        if (q < end && (*q == '.' || *q == 'e' || *q == 'E')) return 0;
         *lo = (uint64_t)v; *hi = (uint64_t)(v >> 64); c->p = q;
         return 1;
     }
@@ -349,7 +402,7 @@ cdef extern from *:
         const uint8_t *p
         const uint8_t *end
     bint iggy_take(iggy_cur *c, uint8_t ch) nogil
-    bint iggy_key(iggy_cur *c, const uint8_t **s, size_t *n) nogil
+    int iggy_member(iggy_cur *c, size_t i, const uint8_t **s, size_t *n) nogil
     bint iggy_is(const uint8_t *s, size_t n, const char *name) nogil
     bint iggy_plain(iggy_cur *c, const uint8_t **s, size_t *n) nogil
     bint iggy_b64_text(iggy_cur *c, const uint8_t **s, size_t *n) nogil
@@ -658,8 +711,6 @@ cdef enum:
     T_PARTITION_ID = 1 << 2
     T_CURRENT_OFFSET = 1 << 3
     T_COUNT = 1 << 4
-    T_KIND = 1 << 5
-    T_VALUE = 1 << 6
 
 
 cdef struct Msg:
@@ -679,16 +730,15 @@ cdef struct Msgs:
 cdef bint scan_header(iggy_cur *c, Msg *m) noexcept nogil:
     """{"checksum":…,"id":…,"offset":…,…}: Iggy's message header, any of its fields."""
     cdef const uint8_t *k
-    cdef size_t n
+    cdef size_t n, i = 0
+    cdef int r
     cdef uint64_t *field
     cdef uint32_t bit
-    if not iggy_take(c, c'{'):
-        return False
-    if iggy_take(c, c'}'):
-        return True
     while True:
-        if not iggy_key(c, &k, &n):
-            return False
+        r = iggy_member(c, i, &k, &n)
+        if r <= 0:
+            return r == 0
+        i += 1
         if iggy_is(k, n, "id"):
             if m.seen & F_ID or not iggy_uint(c, &m.id_lo, &m.id_hi):
                 return False
@@ -713,23 +763,22 @@ cdef bint scan_header(iggy_cur *c, Msg *m) noexcept nogil:
             if m.seen & bit or not iggy_u64_value(c, field):
                 return False
         m.seen |= bit
-        if iggy_take(c, c'}'):
-            return True
-        if not iggy_take(c, c','):
-            return False
 
 
 cdef bint scan_message(iggy_cur *c, Msg *m) noexcept nogil:
     """{"header":{…},"payload":"<base64>","user_headers":[]} (or "id" beside the payload)."""
     cdef const uint8_t *k
-    cdef size_t n
+    cdef size_t n, i = 0
+    cdef int r
     cdef uint32_t bit
     memset(m, 0, sizeof(Msg))
-    if not iggy_take(c, c'{'):
-        return False
     while True:
-        if not iggy_key(c, &k, &n):
+        r = iggy_member(c, i, &k, &n)
+        if r < 0:
             return False
+        if r == 0:
+            break
+        i += 1
         if iggy_is(k, n, "payload"):
             bit = F_PAYLOAD
             if m.seen & bit or not iggy_b64_text(c, &m.text, &m.text_len):
@@ -749,10 +798,6 @@ cdef bint scan_message(iggy_cur *c, Msg *m) noexcept nogil:
         else:
             return False
         m.seen |= bit
-        if iggy_take(c, c'}'):
-            break
-        if not iggy_take(c, c','):
-            return False
     if not m.seen & F_PAYLOAD:
         return False
     m.size = decoded_size(<const char *>m.text, m.text_len)
@@ -782,64 +827,104 @@ cdef bint scan_messages(iggy_cur *c, Msgs *ms) noexcept nogil:
             return False
 
 
-cdef bint at_end(iggy_cur *c) noexcept nogil:
-    iggy_ws(c)
-    return c.p == c.end
+cdef struct Doc:
+    # The top level of a message document, as scan_document found it (`seen`: its keys).
+    Msgs ms
+    uint32_t seen
+    uint64_t partition_id, current_offset, count
+    const uint8_t *kind             # a send's partitioning, as given (NULL: absent)
+    const uint8_t *value
+    size_t kind_n, value_n
+
+
+cdef bint scan_partitioning(iggy_cur *c, Doc *d) noexcept nogil:
+    """{"kind":"…","value":"…"}, each at most once (the caller checks what it needs)."""
+    cdef const uint8_t *k
+    cdef size_t n, i = 0
+    cdef int r
+    while True:
+        r = iggy_member(c, i, &k, &n)
+        if r <= 0:
+            return r == 0
+        i += 1
+        if iggy_is(k, n, "kind") and d.kind == NULL:
+            if not iggy_plain(c, &d.kind, &d.kind_n):
+                return False
+        elif iggy_is(k, n, "value") and d.value == NULL:
+            if not iggy_plain(c, &d.value, &d.value_n):
+                return False
+        else:
+            return False
+
+
+cdef bint scan_document(const uint8_t[::1] raw, Doc *d) noexcept nogil:
+    """The whole text as one of the two message documents: a send's
+    {"partitioning":…,"messages":[…]} or a poll reply's
+    {"partition_id":…,"current_offset":…,"count":…,"messages":[…]}, each key at most once
+    and nothing after the object. Each caller checks that `d.seen` holds only its keys, and
+    frees `d.ms.items` (allocated even when this fails)."""
+    cdef iggy_cur c
+    cdef const uint8_t *k
+    cdef size_t n, i = 0
+    cdef int r
+    cdef uint32_t bit
+    cdef bint ok
+    memset(d, 0, sizeof(Doc))
+    c.p = &raw[0] if raw.shape[0] else NULL
+    c.end = c.p + raw.shape[0]
+    while True:
+        r = iggy_member(&c, i, &k, &n)
+        if r <= 0:
+            iggy_ws(&c)
+            return r == 0 and c.p == c.end
+        i += 1
+        if iggy_is(k, n, "messages"):
+            bit = T_MESSAGES
+        elif iggy_is(k, n, "partitioning"):
+            bit = T_PARTITIONING
+        elif iggy_is(k, n, "partition_id"):
+            bit = T_PARTITION_ID
+        elif iggy_is(k, n, "current_offset"):
+            bit = T_CURRENT_OFFSET
+        elif iggy_is(k, n, "count"):
+            bit = T_COUNT
+        else:
+            return False
+        if d.seen & bit:
+            return False
+        d.seen |= bit
+        if bit == T_MESSAGES:
+            ok = scan_messages(&c, &d.ms)
+        elif bit == T_PARTITIONING:
+            ok = scan_partitioning(&c, d)
+        elif bit == T_PARTITION_ID:
+            ok = iggy_u64_value(&c, &d.partition_id) and d.partition_id <= <uint64_t>0xFFFFFFFF
+        elif bit == T_CURRENT_OFFSET:
+            ok = iggy_u64_value(&c, &d.current_offset)
+        else:
+            ok = iggy_u64_value(&c, &d.count)
+        if not ok:
+            return False
 
 
 def send_from_json(const uint8_t[::1] raw not None, uint64_t origin_timestamp):
     """A send's body, `{"partitioning":{"kind":…,"value":…},"messages":[…]}`, read straight
     into `(kind, value, batch, count)`: the partitioning's kind and value as given (str;
-    kind None without a partitioning, value None without a value), and the producer batch `batch_from_messages` would make of the
-    messages. None when the body is not of the plain shape (see above) or has no message."""
-    cdef iggy_cur c
-    cdef Msgs ms
-    cdef const uint8_t *k
-    cdef const uint8_t *kind = NULL
-    cdef const uint8_t *value = NULL
-    cdef size_t n, kind_n = 0, value_n = 0
-    cdef uint32_t seen = 0, bit
+    kind None without a partitioning, value None without a value), and the producer batch
+    `batch_from_messages` would make of the messages. None when the body is not of the plain
+    shape (see above) or has no message."""
+    cdef Doc d
     cdef bint ok = True
     cdef Py_ssize_t total = HDR, i, pos
     cdef Msg *m
     cdef uint8_t *o
-    c.p = &raw[0] if raw.shape[0] else NULL
-    c.end = c.p + raw.shape[0]
-    ms.items, ms.n, ms.cap = NULL, 0, 0
+    cdef Msgs ms
     try:
         with nogil:
-            ok = iggy_take(&c, c'{')
-            while ok:
-                ok = iggy_key(&c, &k, &n)
-                if not ok:
-                    break
-                if iggy_is(k, n, "messages"):
-                    bit = T_MESSAGES
-                    ok = not seen & bit and scan_messages(&c, &ms)
-                elif iggy_is(k, n, "partitioning"):
-                    bit = T_PARTITIONING
-                    ok = not seen & bit and iggy_take(&c, c'{')
-                    while ok:
-                        ok = iggy_key(&c, &k, &n)
-                        if ok and iggy_is(k, n, "kind") and not seen & T_KIND:
-                            ok = iggy_plain(&c, &kind, &kind_n)
-                            seen |= T_KIND
-                        elif ok and iggy_is(k, n, "value") and not seen & T_VALUE:
-                            ok = iggy_plain(&c, &value, &value_n)
-                            seen |= T_VALUE
-                        else:
-                            ok = False
-                        if ok and iggy_take(&c, c'}'):
-                            break
-                        ok = ok and iggy_take(&c, c',')
-                else:
-                    ok = False
-                seen |= bit
-                if ok and iggy_take(&c, c'}'):
-                    ok = at_end(&c)
-                    break
-                ok = ok and iggy_take(&c, c',')
-        if not ok or ms.n == 0 or (seen & T_PARTITIONING and kind == NULL):
+            ok = scan_document(raw, &d)
+        ms = d.ms
+        if (not ok or d.seen & ~(T_MESSAGES | T_PARTITIONING) or ms.n == 0
+                or (d.seen & T_PARTITIONING and d.kind == NULL)):
             return None
         for i in range(<Py_ssize_t>ms.n):
             total += MSG_HDR + ms.items[i].size
@@ -866,19 +951,19 @@ def send_from_json(const uint8_t[::1] raw not None, uint64_t origin_timestamp):
                 st64(o + pos + 40, 0)
                 st64(o + pos, iggy_xxh3_64(o + pos + 8, MSG_HDR - 8 + m.size))
                 pos += MSG_HDR + m.size
-            st64(o + 24, origin_timestamp)
-            st64(o + 32, <uint64_t>total)
-            st32(o + 48, <uint32_t>ms.n)
-            st64(o + 40, batch_checksum_at(o))
-        if not ok:
+        if not ok:      # frames past the bad payload were never written: no checksum walk
             return None
-        return (None if kind == NULL else (<const char *>kind)[:kind_n].decode(),
-                None if value == NULL else (<const char *>value)[:value_n].decode(),
+        st64(o + 24, origin_timestamp)
+        st64(o + 32, <uint64_t>total)
+        st32(o + 48, <uint32_t>ms.n)
+        st64(o + 40, batch_checksum_at(o))
+        return (None if d.kind == NULL else (<const char *>d.kind)[:d.kind_n].decode(),
+                None if d.value == NULL else (<const char *>d.value)[:d.value_n].decode(),
                 out, ms.n)
     except UnicodeDecodeError:
         return None
     finally:
-        free(ms.items)
+        free(d.ms.items)
 
 
 cdef inline bint same_run(const Msg *first, const Msg *m, size_t k) noexcept nogil:
@@ -893,12 +978,10 @@ def polled_from_json(const uint8_t[::1] raw not None):
     decodes (§7.5): the 16-byte head, then one batch per run of messages stored together
     (same_run), each message's checksum as the server reported it. None when the reply is
     not of the plain shape (see above)."""
-    cdef iggy_cur c
+    cdef Doc d
     cdef Msgs ms
-    cdef const uint8_t *k
-    cdef size_t n, start, end, i
-    cdef uint32_t seen = 0, bit
-    cdef uint64_t partition_id = 0, current_offset = 0, count
+    cdef size_t start, end, i
+    cdef uint64_t partition_id, current_offset
     cdef bint ok = True
     cdef Py_ssize_t total = 16
     cdef const Msg *first
@@ -906,38 +989,15 @@ def polled_from_json(const uint8_t[::1] raw not None):
     cdef uint8_t *o
     cdef uint8_t *b
     cdef uint8_t *f
-    c.p = &raw[0] if raw.shape[0] else NULL
-    c.end = c.p + raw.shape[0]
-    ms.items, ms.n, ms.cap = NULL, 0, 0
     try:
         with nogil:
-            ok = iggy_take(&c, c'{')
-            while ok:
-                ok = iggy_key(&c, &k, &n)
-                if not ok:
-                    break
-                if iggy_is(k, n, "messages"):
-                    bit = T_MESSAGES
-                    ok = not seen & bit and scan_messages(&c, &ms)
-                elif iggy_is(k, n, "partition_id"):
-                    bit = T_PARTITION_ID
-                    ok = (not seen & bit and iggy_u64_value(&c, &partition_id)
-                          and partition_id <= <uint64_t>0xFFFFFFFF)
-                elif iggy_is(k, n, "current_offset"):
-                    bit = T_CURRENT_OFFSET
-                    ok = not seen & bit and iggy_u64_value(&c, &current_offset)
-                elif iggy_is(k, n, "count"):
-                    bit = T_COUNT
-                    ok = not seen & bit and iggy_u64_value(&c, &count)
-                else:
-                    ok = False
-                seen |= bit
-                if ok and iggy_take(&c, c'}'):
-                    ok = at_end(&c)
-                    break
-                ok = ok and iggy_take(&c, c',')
-            ok = ok and seen & (T_MESSAGES | T_PARTITION_ID | T_CURRENT_OFFSET) == (
-                T_MESSAGES | T_PARTITION_ID | T_CURRENT_OFFSET)
+            ok = scan_document(raw, &d)
+            ms = d.ms
+            partition_id, current_offset = d.partition_id, d.current_offset
+            # count is optional; the messages, partition_id and current_offset are not
+            ok = ok and d.seen & ~T_PARTITIONING == d.seen and (
+                d.seen & (T_MESSAGES | T_PARTITION_ID | T_CURRENT_OFFSET)
+                == (T_MESSAGES | T_PARTITION_ID | T_CURRENT_OFFSET))
             i = 0
             while ok and i < ms.n:              # the plain shape, and the size
                 m = &ms.items[i]
@@ -984,10 +1044,12 @@ def polled_from_json(const uint8_t[::1] raw not None):
                     st32(f + 36, <uint32_t>m.size)
                     st64(f + 40, m.reserved)
                     f += MSG_HDR + m.size
+                if not ok:      # the run's later frames were never written: no checksum
+                    break
                 st64(b + 32, <uint64_t>(f - b))
                 st64(b + 40, batch_checksum_at(b))
                 b = f
                 start = end
         return out if ok else None
     finally:
-        free(ms.items)
+        free(d.ms.items)

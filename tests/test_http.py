@@ -467,7 +467,9 @@ async def test_malformed_json_wrong_types_and_unknown_routes(root, http):
     for bad in ({"messages": []}, {"messages": [{"payload": "%%%"}]},
                 {"messages": [{"id": -1, "payload": ""}]}, {"messages": "nope"},
                 {"partitioning": {"kind": "sideways"}, "messages": [{"payload": "eA=="}]},
-                {"messages": [{"payload": "eA==", "user_headers": [{"key": 1}]}]}):
+                {"messages": [{"payload": "eA==", "user_headers": [{"key": 1}]}]},
+                # a bad character in the first of many payloads (this crashed the server)
+                {"messages": [{"payload": "AA*A"}] + [{"payload": b64(b"x" * 99)}] * 50}):
         assert_error(*await root.post("/streams/http-bad/topics/t/messages", bad), 400, 4)
     assert_error(*await root.get("/streams/http-bad/topics/t/messages",
                                  params={"consumer_id": "1", "count": "many"}), 400, 4)

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from iggy_fast import _wire
-from iggy_fast._json import polled_json
+from iggy_fast._json import polled_json, send_json
 from iggy_fast.protocol import json as js
 from iggy_fast.protocol.errors import InvalidCommand, InvalidFormat
 
@@ -126,3 +126,17 @@ def test_a_payload_that_is_not_padded_base64_is_refused(payload):
     with pytest.raises(InvalidFormat):
         js.decode_send({"stream_id": "s", "topic_id": "t"}, {},
                        {"messages": [{"id": 1, "payload": payload}]})
+
+
+@pytest.mark.parametrize("mid", [0, 9, 10, 99, 100, 10**19 - 1, 10**19, 10**19 + 1, 2**64 - 1,
+                                 2**64, 10**38 - 1, 10**38, 2 * 10**38 + 7, 2**128 - 1])
+def test_ids_and_numbers_are_written_exactly_at_the_digit_boundaries(mid):
+    """The writers split a u128 into parts of 19 digits and write digit pairs: every part
+    boundary and pair boundary, through the poll reply and the send body."""
+    chunk = bytearray(_wire.build_batch([(mid, b"x", b"", 0)], mid % 2**64))
+    _wire.stamp_batch(chunk, 0, mid % 2**64, mid >> 64)
+    doc = json.loads(bytes(polled_json(0, mid % 2**64, [bytes(chunk)])))
+    header = doc["messages"][0]["header"]
+    assert (header["id"], header["offset"], header["timestamp"], doc["current_offset"]) == (
+        mid, mid % 2**64, mid >> 64, mid % 2**64)
+    assert json.loads(bytes(send_json(b"null", chunk)))["messages"][0]["id"] == mid

@@ -173,3 +173,25 @@ def test_base64_both_ways_at_every_length_around_the_vector_steps(size):
         for at in (0, 31, 32, 47, len(text) // 2, len(text) - 5):
             broken = body.replace(text, text[:at] + b"-" + text[at + 1:])
             assert _json.send_from_json(broken, 1) is None
+
+
+def test_a_bad_character_in_an_early_payload_is_refused_without_reading_unwritten_frames():
+    """The batch checksum is taken only over frames that were written: with the first
+    payload undecodable, the frames after it are whatever the allocator left there (here
+    0xFF bytes, freed just before at the same size), and walking them read far out of
+    bounds (a crash of the server on one HTTP send)."""
+    good = b64(b"x" * 99)
+    body = ('{"messages":[' + ",".join('{"id":%d,"payload":"%s"}' % (i, good if i else "AA*A")
+                                        for i in range(100)) + "]}").encode()
+    sizes = 256 + 100 * 48 + 99 * 99 + 3
+    chunk = bytearray(_wire.build_batch([(i, b"y" * 99, b"", 0) for i in range(100)], 1))
+    _wire.stamp_batch(chunk, 0, 0, 2)
+    reply = bytes(_json.polled_json(0, 99, [bytes(chunk)]))
+    broken_reply = reply.replace(b'"payload":"', b'"payload":"*', 1).replace(b'eXl5', b'eXl', 1)
+    for _ in range(20):
+        junk = [bytearray(b"\xff" * size) for size in (sizes, sizes + 16, len(chunk) + 16)]
+        del junk
+        assert _json.send_from_json(body, 1) is None
+        junk = [bytearray(b"\xff" * size) for size in (len(chunk) + 16, len(chunk) + 256)]
+        del junk
+        assert _json.polled_from_json(broken_reply) is None
