@@ -6,6 +6,10 @@
 * a move onto a new node when the leader's log no longer starts at 0 (its early segments
   deleted): the new replica begins its copy at the leader's start, catches up, joins the
   in-sync set, holds the leader's log byte for byte from there, and serves polls as leader;
+* a follower restarted as after a reboot, its offset mark leaving a gap of offsets after its
+  log end (storage/log.py, OffsetMark): its fetch beyond the leader's end is answered "truncate
+  to my end", it goes back to where its data ends and catches up (it used to be refused as
+  "ahead of the leader" for good);
 * a returning follower joins the in-sync set only once it has the leader's newest consumer
   offsets, and counts for acknowledgements while its joining is being written: a stored
   offset and an acknowledged send survive the leader's death right after. The follower's
@@ -155,6 +159,55 @@ async def test_a_divergent_tail_over_several_segments_is_cut_when_the_old_leader
         read = await read_partition(to_new, "ts", "t", 0)
         assert [o for o, _ in read] == list(range(cut + 1))
         assert [p for _, p in read] == acked + [b"after-failover"]
+        await to_new.close()
+        await admin.close()
+    finally:
+        stop_all(etcd, nodes)
+
+
+async def test_a_follower_restarted_with_a_gap_of_offsets_goes_back_and_catches_up(tmp_path):
+    etcd, nodes = cluster(tmp_path, "gp", 2)
+    try:
+        for n in nodes.values():
+            n.start()
+        assert wait_for(lambda: len(live(etcd, "gp")) == 2, 20)
+        admin = await connect(nodes["node1"], timeout=30)
+        await admin.create_stream("gp")
+        await admin.create_topic("gp", "t", 1)
+        assert await until(lambda: placed(etcd, "gp", 1), 20)
+        assert status(etcd, "gp")["partitions"][0]["leader"] == "node1"
+        sent = []
+        for i in range(8):
+            payloads = [f"m{i}-{k}".encode() for k in range(5)]
+            await admin.send_messages("gp", "t", 0, payloads)
+            sent += payloads
+            if i == 4:
+                # Killed with everything so far; its lease runs out and sends go on.
+                nodes["node2"].stop(signal.SIGKILL)
+        # As after a reboot: the offset mark's reservation (65536 offsets past the log end)
+        # is no longer this boot's, so the log reopens with a gap of offsets up to it.
+        mark = os.path.join(partition_dirs(nodes["node2"])[0], "offsets.mark")
+        with open(mark) as f:
+            reserved = int(f.read().split()[0])
+        assert reserved > len(sent)
+        with open(mark, "w") as f:
+            f.write(f"{reserved:020d} {'another-boot':<36}\n")
+
+        nodes["node2"].start()
+        assert await until(lambda: placed(etcd, "gp", 1) and sorted(
+            status(etcd, "gp")["partitions"][0]["isr"]) == ["node1", "node2"], 30), \
+            nodes["node2"].log()[-3000:]
+        assert f"truncated from {reserved} to {len(sent)}" in nodes["node2"].log()
+        assert await until(lambda: segments(nodes["node1"]) == segments(nodes["node2"]), 20)
+        await admin.send_messages("gp", "t", 0, [b"after"])
+        nodes["node1"].stop(signal.SIGKILL)         # node2 leads with everything, densely
+        assert await until(lambda: status(etcd, "gp")["partitions"][0]["leader"] == "node2",
+                           20)
+        to_new = await connect(nodes["node2"], timeout=30)
+        await send_until_accepted(to_new, "gp", 0, b"on-node2")
+        read = await read_partition(to_new, "gp", "t", 0)
+        assert [o for o, _ in read] == list(range(len(sent) + 2))
+        assert [p for _, p in read] == sent + [b"after", b"on-node2"]
         await to_new.close()
         await admin.close()
     finally:

@@ -155,7 +155,7 @@ def test_a_cut_then_a_reopen_before_anything_else_is_appended(tmp_path):
     again.close()
 
 
-def test_a_cut_inside_a_batch_or_a_gap_changes_nothing(tmp_path):
+def test_a_cut_inside_a_batch_changes_nothing(tmp_path):
     leader = leader_log(tmp_path)
     names, data = files(leader), disk_bytes(leader)
     end = leader.next_offset
@@ -233,4 +233,32 @@ def test_restart_at_begins_a_copy_at_the_leaders_log_start(tmp_path):
     empty = PartitionLog(str(tmp_path / "empty"), 0, SEGMENT)
     assert empty.next_offset == empty.first_offset == start
     empty.close()
+    leader.close()
+
+
+def test_a_cut_in_a_gap_of_offsets_goes_back_to_where_the_gap_starts(tmp_path):
+    """A follower restarted after a reboot: its offset mark (a reservation of the old boot)
+    leaves a gap of offsets after its log end. Cut anywhere in the gap, the log goes on from
+    the gap's start, so it can fetch what it lacks from there and stay a copy."""
+    leader = leader_log(tmp_path)
+    follower = PartitionLog(str(tmp_path / "follower"), 0, SEGMENT)
+    mine = stored_batches(leader)
+    for b in mine[:12]:
+        follower.append_replicated(bytearray(b))
+    data_end = follower.next_offset
+    follower.close()
+    with open(os.path.join(follower.directory, "offsets.mark"), "w") as f:
+        f.write(f"{data_end + 500:020d} {'another-boot':<36}\n")
+    follower = PartitionLog(str(tmp_path / "follower"), 0, SEGMENT)
+    assert follower.next_offset == data_end + 500          # the gap
+    follower.truncate(data_end + 20)
+    assert follower.next_offset == data_end
+    check_facts(follower)
+    copy(leader, follower)
+    assert stored_batches(follower) == mine
+    follower.sync()
+    assert disk_bytes(follower) == disk_bytes(leader)
+    again = reopen(follower)
+    assert again.next_offset == leader.next_offset
+    again.close()
     leader.close()

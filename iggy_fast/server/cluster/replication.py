@@ -10,7 +10,8 @@ and its connection closed.
     fetch    {"op", "p": partition identity, "offset", "epoch", "node"}  -> the stored batches
              from `offset` (whole batches, at most FETCH_BYTES) and {"end", "hw"}; when the
              follower is caught up the leader holds the request up to LONG_POLL seconds for a
-             new append.
+             new append; or {"truncate"} / {"start", "epoch"} when the follower's log must
+             first be cut or begin anew (below).
     forward  {"op", "code", "user", "pid", "p", "node", "client", "retry"?} + the request
              body -> {"status", "moved"?} + the encoded result, exactly as this node would
              have answered it (a consumer group member is known by its node and client id:
@@ -71,7 +72,13 @@ than the leader keeps messages) is answered {"start", "epoch"}: the replica empt
 to go on from that offset (PartitionLog.restart_at, which a restart keeps), records the
 leader's epoch (an empty log is a prefix of any) and fetches from there; its log is then
 byte-identical to the leader's from the leader's start, and it joins the in-sync set as any
-follower. Offsets below the start are not served by it either, as by the leader.
+follower. Offsets below the start are not served by it either, as by the leader. A fetch
+beyond the leader's log end is answered "truncate to my end": after a reboot a replica's log
+reopens with a gap of offsets after its end (its offset mark, storage/log.py, keeps offsets
+from being handed out twice), and the cut, falling in the gap, takes it back to where its data
+ends; a replica holding more than the leader (the leader lost an unsynced tail) is cut to the
+leader's log. (Not handled: a gap inside the leader's own log, where a follower's fetch would
+return batches from after the gap that the follower cannot append.)
 
 Consumer offsets travel with their partition: a fetch carries a digest of the follower's
 offsets and the leader answers with its own when they differ (a store wakes a long-polling
@@ -440,7 +447,7 @@ class Replication:
     @staticmethod
     def _truncate(part, offset: int) -> None:
         log.warning("partition %s: log truncated from %d to %d, where it diverges from the "
-                    "new leader's", part.key, part.log.next_offset, offset)
+                    "leader's", part.key, part.log.next_offset, offset)
         try:
             part.log.truncate(offset)
         except ValueError as e:     # not a batch boundary here: copy it all again
@@ -522,9 +529,8 @@ class Replication:
             later = [start for epoch, start in record["starts"].items() if int(epoch) > last]
             if later and offset > min(later):
                 return frame({"truncate": min(later)})
-        if offset > plog.next_offset:
-            return frame({"error": f"follower at {offset} is ahead of the leader's "
-                                   f"{plog.next_offset}"})
+        if offset > plog.next_offset:       # a gap its restart left, or what this lost
+            return frame({"truncate": plog.next_offset})
         if offset < plog.first_offset:      # deleted here: the follower begins at the start
             return frame({"start": plog.first_offset, "epoch": record["epoch"]})
         echoed = h.get("ov")

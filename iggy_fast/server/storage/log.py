@@ -410,8 +410,10 @@ class PartitionLog:
         tail diverged from its new leader's log), in whichever segment it falls: the segments
         after that one are deleted, that one is cut at the batch and becomes the active
         segment again. An `offset` at or before the log's start empties the log, which then
-        goes on from `offset` (`restart_at`). ValueError when `offset` is inside a batch or in
-        a gap of offsets (the caller copies the log anew instead); nothing is changed then.
+        goes on from `offset` (`restart_at`); one in a gap of offsets (left at recovery so
+        that no offset is handed out twice) cuts at the gap's start, where the log then goes
+        on (below `offset`: a follower fetches what it lacks from there). ValueError when
+        `offset` is inside a batch (the caller copies the log anew); nothing changes then.
 
         Made durable before it returns (a sync: file sizes, deleted and renamed files, the
         offset mark): the follower records its new leader epoch right after, and a cut tail that
@@ -444,19 +446,18 @@ class PartitionLog:
                 os.rename(seg.log_path, stem + ".log")
                 os.rename(seg.index_path, stem + ".index")
             self.segments[i] = self._open_segment(seg.base_offset)
-        self._mark.reset(offset)
+        self._mark.reset(self.next_offset)
         self.last_timestamp = max((s.last_timestamp for s in self.segments), default=0)
         self.sync()
 
     def _batch_position(self, seg: Segment, offset: int) -> int:
         """Where in `seg`'s log file the batch starting at `offset` is (its size when
-        `offset` is its end); ValueError when no stored batch starts there."""
+        `offset` is its end or in the gap after it); ValueError when no stored batch starts
+        there."""
         if offset == seg.base_offset:
             return 0
-        if offset == seg.end_offset:
+        if offset >= seg.end_offset:
             return seg.size
-        if offset > seg.end_offset:
-            raise ValueError(f"offset {offset} is in a gap of offsets after {seg.end_offset}")
         self._files.use(seg, SEGMENT_FDS)
         parts = seg.read(offset, seg.end_offset - 1, True)[0]      # whole batches
         if not parts or type(parts[0]) is not FileRegion or \
