@@ -94,7 +94,9 @@ in the in-sync set (the leader's own included); a send is acknowledged once the 
 covers it. A follower whose log end has not reached the leader's for `replica_lag_max` leaves
 the in-sync set, and one that reaches it returns (below); the leader writes either change into
 the partition's record with a compare-and-swap on the record it read (so a controller's move,
-or a newer epoch, wins over it).
+or a newer epoch, wins over it). A leader that learns it no longer leads fails the sends still
+waiting for acknowledgement: it never acknowledges after losing leadership (its followers
+fetch from the new leader, so its high watermark cannot move anyway).
 
 Joining the in-sync set. A follower in the set may be made leader, so it must hold
 everything acknowledged: the log and the consumer offsets. Both had a gap. Offsets travel
@@ -107,9 +109,7 @@ version; a follower that had none of this leader's offsets counts as version -1,
 leader's 0). And a send or store acknowledged between the decision and the record's write
 would be missing from a follower the record then names: so from the decision until the write
 is settled the follower already counts for acknowledgements (`_in_sync`; Kafka's "maximal
-ISR"), which only ever makes them wait for one more copy. A leader that learns it no longer leads fails the sends still
-waiting for acknowledgement: it never acknowledges after losing leadership (its followers
-fetch from the new leader, so its high watermark cannot move anyway).
+ISR"), which only ever makes them wait for one more copy.
 """
 
 from __future__ import annotations
@@ -566,10 +566,11 @@ class Replication:
         joining = self._joining.setdefault(identity, set())
         # It returns once it has the whole log and the leader's offsets at their current
         # version (see "Joining the in-sync set" in the module docstring).
-        if record and offset >= end and follower in record["replicas"] \
+        version = self._ov_at.get(identity, {}).get(follower, -1)
+        has_offsets = version >= self._ov.get(identity, 0)
+        if record and offset >= end and has_offsets and follower in record["replicas"] \
                 and follower not in record["isr"] and follower in self.node.nodes \
-                and follower not in joining \
-                and self._ov_at.get(identity, {}).get(follower, -1) >= self._ov.get(identity, 0):
+                and follower not in joining:
             joining.add(follower)
             asyncio.ensure_future(self._join_isr(identity, record, follower))
         self._check_waiters(identity)
@@ -585,18 +586,19 @@ class Replication:
             self._joining.get(identity, set()).discard(follower)
             self._check_waiters(identity)
 
-    def _in_sync(self, identity: int) -> list[str]:
-        """The followers whose copies acknowledgements wait for: the in-sync set's and those
-        being written into it."""
-        record = self.placements.records.get(identity) or {}
-        members = [m for m in record.get("isr", ()) if m != self.node.name]
-        return members + [m for m in self._joining.get(identity, ()) if m not in members]
+    def _in_sync(self, identity: int):
+        """The replicas whose copies acknowledgements wait for (this leader among them): the
+        in-sync set and the followers being written into it."""
+        isr = (self.placements.records.get(identity) or {}).get("isr", ())
+        joining = self._joining.get(identity)
+        return [*isr, *(m for m in joining if m not in isr)] if joining else isr
 
     def high_watermark(self, part) -> int:
         ends = self._ends.get(part.identity, {})
         hw = part.log.next_offset
         for member in self._in_sync(part.identity):
-            hw = min(hw, ends.get(member, 0))
+            if member != self.node.name:
+                hw = min(hw, ends.get(member, 0))
         return hw
 
     def appended(self, partition, reply):
@@ -630,7 +632,8 @@ class Replication:
 
     def _offsets_in_sync(self, identity: int, version: int) -> bool:
         have = self._ov_at.get(identity, {})
-        return all(have.get(m, -1) >= version for m in self._in_sync(identity))
+        return all(have.get(m, -1) >= version for m in self._in_sync(identity)
+                   if m != self.node.name)
 
     def _check_offset_waiters(self, identity: int | None) -> None:
         for pid in ([identity] if identity is not None else list(self._ov_waiters)):
