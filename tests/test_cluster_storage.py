@@ -1,6 +1,7 @@
 """PartitionLog.truncate, which a cluster follower uses to cut a tail its new leader does not
-have: it cuts at a batch boundary of the active segment, appends continue from there, and a
-reopen finds the same log; anywhere else it refuses (the follower then copies the log anew)."""
+have: it cuts at a batch boundary (here of the active segment; across segments:
+test_log_truncate.py), appends continue from there, and a reopen finds the same log; inside a
+batch it refuses (the follower then copies the log anew)."""
 
 from __future__ import annotations
 

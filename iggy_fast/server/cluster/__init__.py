@@ -22,7 +22,9 @@ Why no acknowledged message is lost when any one node dies: a send is acknowledg
 every in-sync replica has it, and only an in-sync replica may become leader (when none is
 live the partition waits for one rather than electing a replica that may lack acknowledged
 messages). A follower that falls behind leaves the in-sync set before sends stop waiting for
-it, so the set always holds every acknowledged message. The price is availability: with the
+it, and one returns only with the whole log and the newest consumer offsets (counting for
+acknowledgements from the moment its return is decided), so the set always holds every
+acknowledged message and offset. The price is availability: with the
 in-sync set down to the leader (its follower dead), the leader's death leaves the partition
 without a leader until one of the two returns.
 
@@ -64,8 +66,9 @@ acknowledges a stored offset only once the in-sync follower has it (replication.
 committed offset survives its leader's death and the group never reads committed messages
 again (tests/test_cluster_soak.py, test_cluster_fencing.py).
 
-Not done yet (issue 12): truncation cuts only within the active segment (otherwise the
-replica copies the whole log again); a node that has not yet seen a stream's or topic's
+Not done yet (issue 12): a gap of offsets inside a leader's log (its restart after a
+reboot, storage/log.py) stops a follower that reaches it (replication.py, "Where a copy
+starts"); a node that has not yet seen a stream's or topic's
 deletion may still answer for it for a few milliseconds (a name it does not know makes it
 catch up with etcd first); renames are not guarded across nodes (creations are, by the
 identity counter).

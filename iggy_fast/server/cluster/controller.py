@@ -31,8 +31,9 @@ replica whose node has been gone longer than `replica_replace_after`, or (a canc
 leftovers) from having more replicas than its factor. Each step is one write:
 
 1. the target's new nodes join `replicas` (not the in-sync set): each starts fetching the
-   whole log from the leader, and the leader adds it to the in-sync set once it has caught
-   up (replication.py), as it does for a follower that returns;
+   whole log from the leader (from the leader's log start, when retention has deleted its
+   early segments), and the leader adds it to the in-sync set once it has caught up, log and
+   consumer offsets (replication.py), as it does for a follower that returns;
 2. once every target node is in the in-sync set, `replicas` becomes the target, the others
    leave `replicas` and the in-sync set, and, when the target names another leader, the
    leadership moves to it (an in-sync replica) with the epoch bumped, all in one write.

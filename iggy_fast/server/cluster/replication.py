@@ -10,7 +10,8 @@ and its connection closed.
     fetch    {"op", "p": partition identity, "offset", "epoch", "node"}  -> the stored batches
              from `offset` (whole batches, at most FETCH_BYTES) and {"end", "hw"}; when the
              follower is caught up the leader holds the request up to LONG_POLL seconds for a
-             new append.
+             new append; or {"truncate"} / {"start", "epoch"} when the follower's log must
+             first be cut or begin anew (below).
     forward  {"op", "code", "user", "pid", "p", "node", "client", "retry"?} + the request
              body -> {"status", "moved"?} + the encoded result, exactly as this node would
              have answered it (a consumer group member is known by its node and client id:
@@ -57,7 +58,27 @@ agreed with. A fetch carries it; when it is older than the leader's, the replica
 hold batches no later leader has (appended by a leader that died before replicating them),
 so the leader answers "truncate to the start of the first epoch after yours" when the
 replica's log goes past it. The replica cuts its log there, records the epoch and fetches
-on: its log stays a prefix of the leader's, byte for byte.
+on: its log stays a prefix of the leader's, byte for byte. The cut is at a batch boundary
+(an epoch starts where a batch does) in whichever segment it falls: the later segments go,
+that one is cut and becomes the active one again (PartitionLog.truncate), and it is durable
+before the new epoch is recorded (a tail back after a power loss would never be cut again).
+Only a cut that is not a batch boundary here (a log that does not match the leader's, which
+the epochs should make impossible) makes the replica copy the whole log anew.
+
+Where a copy starts. A replica's log need not start at 0: retention (message expiry, topic
+size) and `delete_segments` delete a log's oldest segments. A fetch below the leader's log
+start (a new replica, from a move or a replacement, fetches from 0; a follower away longer
+than the leader keeps messages) is answered {"start", "epoch"}: the replica empties its log
+to go on from that offset (PartitionLog.restart_at, which a restart keeps), records the
+leader's epoch (an empty log is a prefix of any) and fetches from there; its log is then
+byte-identical to the leader's from the leader's start, and it joins the in-sync set as any
+follower. Offsets below the start are not served by it either, as by the leader. A fetch
+beyond the leader's log end is answered "truncate to my end": after a reboot a replica's log
+reopens with a gap of offsets after its end (its offset mark, storage/log.py, keeps offsets
+from being handed out twice), and the cut, falling in the gap, takes it back to where its data
+ends; a replica holding more than the leader (the leader lost an unsynced tail) is cut to the
+leader's log. (Not handled: a gap inside the leader's own log, where a follower's fetch would
+return batches from after the gap that the follower cannot append.)
 
 Consumer offsets travel with their partition: a fetch carries a digest of the follower's
 offsets and the leader answers with its own when they differ (a store wakes a long-polling
@@ -71,11 +92,24 @@ a write rate etcd is not built for.
 Leaders. A follower's fetch offset is its log end. The high watermark is the smallest log end
 in the in-sync set (the leader's own included); a send is acknowledged once the high watermark
 covers it. A follower whose log end has not reached the leader's for `replica_lag_max` leaves
-the in-sync set, and one that reaches it returns; the leader writes either change into the
-partition's record with a compare-and-swap on the record it read (so a controller's move, or a
-newer epoch, wins over it). A leader that learns it no longer leads fails the sends still
+the in-sync set, and one that reaches it returns (below); the leader writes either change into
+the partition's record with a compare-and-swap on the record it read (so a controller's move,
+or a newer epoch, wins over it). A leader that learns it no longer leads fails the sends still
 waiting for acknowledgement: it never acknowledges after losing leadership (its followers
 fetch from the new leader, so its high watermark cannot move anyway).
+
+Joining the in-sync set. A follower in the set may be made leader, so it must hold
+everything acknowledged: the log and the consumer offsets. Both had a gap. Offsets travel
+with fetches, and the fetch that showed a returning follower at the log end used to put it in
+the set while the offsets stored (and acknowledged without it) while it was away were still
+on their way to it in that fetch's answer: a leader dying then left a new leader without the
+newest stored offset. So a follower returns only once its fetch shows it has the leader's
+offsets at their current version too (its digest equals the leader's, or it echoes that
+version; a follower that had none of this leader's offsets counts as version -1, below a new
+leader's 0). And a send or store acknowledged between the decision and the record's write
+would be missing from a follower the record then names: so from the decision until the write
+is settled the follower already counts for acknowledgements (`_in_sync`; Kafka's "maximal
+ISR"), which only ever makes them wait for one more copy.
 """
 
 from __future__ import annotations
@@ -254,6 +288,7 @@ class Replication:
         self._ov_at: dict[int, dict[str, int]] = {}        # ... -> follower -> its version
         self._ov_waiters: dict[int, list] = {}             # identity -> [(version, future)]
         self._ov_have: dict[int, list] = {}                # (follower) -> [epoch, version]
+        self._joining: dict[int, set[str]] = {}            # identity -> followers joining
         self._idle: dict[str, list[Peer]] = {}             # address -> idle forward links
         self._leader_changes: dict[tuple, asyncio.Future] = {}  # (identity, leader) -> ...
         # How long a forwarded request keeps going to whichever node leads: a dead leader's
@@ -385,6 +420,9 @@ class Replication:
             if "truncate" in header:
                 self._truncate(part, int(header["truncate"]))
                 continue
+            if "start" in header:
+                self._start_at(part, int(header["start"]), header["epoch"])
+                continue
             if local_epoch(part) != header["epoch"]:
                 set_local_epoch(part, header["epoch"])
             if "offsets" in header:
@@ -409,13 +447,25 @@ class Replication:
     @staticmethod
     def _truncate(part, offset: int) -> None:
         log.warning("partition %s: log truncated from %d to %d, where it diverges from the "
-                    "new leader's", part.key, part.log.next_offset, offset)
+                    "leader's", part.key, part.log.next_offset, offset)
         try:
             part.log.truncate(offset)
-        except ValueError as e:     # not within the active segment: copy it all again
-            log.warning("partition %s: %s; copying the leader's log from the start",
+        except ValueError as e:     # not a batch boundary here: copy it all again
+            log.warning("partition %s: %s; copying the leader's log from its start",
                         part.key, e)
             part.log.purge()
+        except OSError as e:        # not made durable: the next fetch is told again
+            log.error("partition %s: truncation failed: %s", part.key, e)
+
+    @staticmethod
+    def _start_at(part, start: int, epoch: int) -> None:
+        """The leader's log starts at `start`, after this replica's end: retention deleted
+        what this replica still lacks. Its copy begins anew there, an empty log (which
+        agrees with the leader's current epoch)."""
+        log.info("partition %s: the leader's log starts at %d, after this copy's end %d: "
+                 "the copy begins there", part.key, start, part.log.next_offset)
+        part.log.restart_at(start)
+        set_local_epoch(part, epoch)
 
     @staticmethod
     def _copy_offsets(part, offsets: dict) -> None:
@@ -479,11 +529,14 @@ class Replication:
             later = [start for epoch, start in record["starts"].items() if int(epoch) > last]
             if later and offset > min(later):
                 return frame({"truncate": min(later)})
-        if offset > plog.next_offset:
-            return frame({"error": f"follower at {offset} is ahead of the leader's "
-                                   f"{plog.next_offset}"})
+        if offset > plog.next_offset:       # a gap its restart left, or what this lost
+            return frame({"truncate": plog.next_offset})
+        if offset < plog.first_offset:      # deleted here: the follower begins at the start
+            return frame({"start": plog.first_offset, "epoch": record["epoch"]})
         echoed = h.get("ov")
-        have = echoed[1] if isinstance(echoed, list) and echoed[0] == record["epoch"] else 0
+        # -1: it has had none of this leader's offsets (version 0 is a leader's before its
+        # first store), so it cannot join the in-sync set yet (_follower_at).
+        have = echoed[1] if isinstance(echoed, list) and echoed[0] == record["epoch"] else -1
         if h.get("offsets") == offsets_digest(part):
             have = self._ov.get(identity, 0)        # it has these very offsets
         self._ov_at.setdefault(identity, {})[follower] = have
@@ -510,16 +563,40 @@ class Replication:
         if offset >= end:
             self._caught_up.setdefault(identity, {})[follower] = time.monotonic()
         record = self.placements.records.get(identity)
-        if record and offset >= end and follower in record["replicas"] \
-                and follower not in record["isr"] and follower in self.node.nodes:
-            asyncio.ensure_future(self._set_isr(identity, record, [*record["isr"], follower]))
+        joining = self._joining.setdefault(identity, set())
+        # It returns once it has the whole log and the leader's offsets at their current
+        # version (see "Joining the in-sync set" in the module docstring).
+        version = self._ov_at.get(identity, {}).get(follower, -1)
+        has_offsets = version >= self._ov.get(identity, 0)
+        if record and offset >= end and has_offsets and follower in record["replicas"] \
+                and follower not in record["isr"] and follower in self.node.nodes \
+                and follower not in joining:
+            joining.add(follower)
+            asyncio.ensure_future(self._join_isr(identity, record, follower))
         self._check_waiters(identity)
 
+    async def _join_isr(self, identity: int, record: dict, follower: str) -> None:
+        """Write `follower` into the in-sync set. Until the write is settled the follower
+        already counts as in sync for acknowledgements (`_in_sync`): a send or offset
+        acknowledged meanwhile without it could be missing from it once the record names it,
+        and it may then be made leader."""
+        try:
+            await self._set_isr(identity, record, [*record["isr"], follower])
+        finally:
+            self._joining.get(identity, set()).discard(follower)
+            self._check_waiters(identity)
+
+    def _in_sync(self, identity: int):
+        """The replicas whose copies acknowledgements wait for (this leader among them): the
+        in-sync set and the followers being written into it."""
+        isr = (self.placements.records.get(identity) or {}).get("isr", ())
+        joining = self._joining.get(identity)
+        return [*isr, *(m for m in joining if m not in isr)] if joining else isr
+
     def high_watermark(self, part) -> int:
-        record = self.placements.records.get(part.identity) or {}
         ends = self._ends.get(part.identity, {})
         hw = part.log.next_offset
-        for member in record.get("isr", ()):
+        for member in self._in_sync(part.identity):
             if member != self.node.name:
                 hw = min(hw, ends.get(member, 0))
         return hw
@@ -554,9 +631,8 @@ class Replication:
         return _after(reply, future)
 
     def _offsets_in_sync(self, identity: int, version: int) -> bool:
-        record = self.placements.records.get(identity) or {}
         have = self._ov_at.get(identity, {})
-        return all(have.get(m, 0) >= version for m in record.get("isr", ())
+        return all(have.get(m, -1) >= version for m in self._in_sync(identity)
                    if m != self.node.name)
 
     def _check_offset_waiters(self, identity: int | None) -> None:

@@ -45,6 +45,9 @@ Offsets are never handed out twice, even when recovery has to cut acknowledged b
 corrupt last batch) or a reboot lost unsynced ones: `OffsetMark` keeps a high-water mark that
 the next offset after a restart never goes below when the log alone cannot be trusted for it.
 A gap of offsets is the price (reads skip it); reuse would make one offset name two messages.
+The exceptions are a cluster follower's: `truncate` cuts a tail its new leader does not have
+(at any batch boundary, across segments), and `restart_at` empties the log to go on from its
+leader's log start; both set the mark to where the log now goes on.
 """
 
 from __future__ import annotations
@@ -65,6 +68,7 @@ from iggy_fast.protocol.errors import InvalidBatchChecksum, InvalidCommand
 log = logging.getLogger("iggy_fast.storage")
 
 SEGMENT_FDS = 2        # a segment's log and index, as counted by the open-files budget
+INDEX_ENTRY = 24       # bytes of one index entry (_log.pyx): u32 offset delta first
 
 
 def fsync_dir(path: str) -> None:
@@ -196,10 +200,12 @@ class OffsetMark:
         finally:
             os.close(fd)
 
-    def reset(self) -> None:
-        """Offsets start again at 0 (a purge)."""
-        self._write(0, "exact")
-        self.reserved = 0
+    def reset(self, offset: int = 0) -> None:
+        """Offsets go on from `offset` (a purge: 0; a follower's truncation or new start at its
+        leader's offsets), made durable by the next sync. The next append reserves again."""
+        self._write(offset, "exact")
+        self.reserved = offset
+        self._dirty = True
 
     def close(self, next_offset: int | None) -> None:
         """Record the exact next offset, so a clean restart leaves no gap (None: the
@@ -400,29 +406,95 @@ class PartitionLog:
         return base
 
     def truncate(self, offset: int) -> None:
-        """Drop every message at or after `offset`, a batch boundary in the active segment (a
-        cluster follower whose tail diverged from its new leader's log). The segment is
-        closed, its log file cut at that batch and its index rebuilt from the log on reopen.
-        ValueError when `offset` is not such a boundary (the caller purges instead)."""
+        """Drop every message at or after `offset`, a batch boundary (a cluster follower whose
+        tail diverged from its new leader's log), in whichever segment it falls: the segments
+        after that one are deleted, that one is cut at the batch and becomes the active
+        segment again. An `offset` at or before the log's start empties the log, which then
+        goes on from `offset` (`restart_at`); one in a gap of offsets (left at recovery so
+        that no offset is handed out twice) cuts at the gap's start, where the log then goes
+        on (below `offset`: a follower fetches what it lacks from there). ValueError when
+        `offset` is inside a batch (the caller copies the log anew); nothing changes then.
+
+        Made durable before it returns (a sync: file sizes, deleted and renamed files, the
+        offset mark): the follower records its new leader epoch right after, and a cut tail that
+        came back after a power loss would then never be cut again. A truncation is rare
+        (a follower after a failover), so the event loop pays for those fsyncs."""
         if offset >= self.next_offset:
             return
-        seg = self.segments[-1]
-        if offset < seg.base_offset:
-            raise ValueError(f"offset {offset} is before the active segment")
-        position = 0
-        if offset > seg.base_offset:
-            parts = seg.read(offset, seg.end_offset - 1, True)[0]      # whole batches
-            if not parts or type(parts[0]) is not FileRegion or \
-                    _wire.batch_info(os.pread(parts[0].fd, 256, parts[0].offset))[0] != offset:
-                raise ValueError(f"offset {offset} is not where a stored batch starts")
-            position = parts[0].offset
-        with self._io_lock, self._lock:
+        if offset <= self.segments[0].base_offset:
+            self.restart_at(offset)
+            self.sync()
+            return
+        i = bisect.bisect_right(self._bases, offset) - 1
+        seg = self.segments[i]
+        position = self._batch_position(seg, offset)
+        with self._lock:            # the later segments go at once, as retention's do
+            doomed = self.segments[i + 1:]
+            del self.segments[i + 1:]
+            del self._bases[i + 1:]
+            self._drop(doomed)
+        with self._io_lock, self._lock:     # no sync is using the segment being cut
             self._files.forget(seg)
+            if seg in self._sealing:
+                self._sealing.remove(seg)
             seg.close()
+            entries = self._index_entries_before(seg.index_path, offset - seg.base_offset)
             os.truncate(seg.log_path, position)
-            os.truncate(seg.index_path, 0)
-            self.segments[-1] = self._open_segment(seg.base_offset)
+            os.truncate(seg.index_path, entries * INDEX_ENTRY)
+            stem = os.path.join(self.directory, segment_name(seg.base_offset))
+            if seg.log_path != stem + ".log":         # sealed and named by its range
+                os.rename(seg.log_path, stem + ".log")
+                os.rename(seg.index_path, stem + ".index")
+            self.segments[i] = self._open_segment(seg.base_offset)
+        self._mark.reset(self.next_offset)
         self.last_timestamp = max((s.last_timestamp for s in self.segments), default=0)
+        self.sync()
+
+    def _batch_position(self, seg: Segment, offset: int) -> int:
+        """Where in `seg`'s log file the batch starting at `offset` is (its size when
+        `offset` is its end or in the gap after it); ValueError when no stored batch starts
+        there."""
+        if offset == seg.base_offset:
+            return 0
+        if offset >= seg.end_offset:
+            return seg.size
+        self._files.use(seg, SEGMENT_FDS)
+        parts = seg.read(offset, seg.end_offset - 1, True)[0]      # whole batches
+        if not parts or type(parts[0]) is not FileRegion or \
+                _wire.batch_info(os.pread(parts[0].fd, 256, parts[0].offset))[0] != offset:
+            raise ValueError(f"offset {offset} is not where a stored batch starts")
+        return parts[0].offset
+
+    @staticmethod
+    def _index_entries_before(path: str, delta: int) -> int:
+        """How many of the index file's entries describe batches before `delta` (offsets
+        from the segment's base), found by bisection: the index keeps them and recovery
+        only checks the last one, rather than reading the whole segment again."""
+        with open(path, "rb") as f:
+            lo, hi = 0, os.fstat(f.fileno()).st_size // INDEX_ENTRY
+            while lo < hi:
+                mid = (lo + hi) // 2
+                if int.from_bytes(os.pread(f.fileno(), 4, mid * INDEX_ENTRY), "little") < delta:
+                    lo = mid + 1
+                else:
+                    hi = mid
+        return lo
+
+    def restart_at(self, offset: int) -> None:
+        """Remove every message; the log goes on from `offset`, as an empty active segment
+        there (a purge: 0; a cluster follower whose leader's log starts later, its early
+        segments deleted by retention, begins its copy at the leader's start). Offsets
+        below `offset` are never served here: `first_offset` is `offset`."""
+        with self._lock:
+            doomed, self.segments = self.segments, []
+            self._drop(doomed)
+            self.segments = [self._open_segment(offset)]
+            self._unsynced_dirs.append(self.directory)
+            self._mark.reset(offset)
+        self._bases = [offset]
+        self.last_timestamp = 0
+        self.durable = self.appended
+        self.durable_messages = self.appended_messages
 
     def sync(self) -> int:
         """Make everything appended so far durable, with the directory entries it needs;
@@ -602,16 +674,7 @@ class PartitionLog:
 
     def purge(self) -> None:
         """Remove every message; offsets start again at 0."""
-        with self._lock:
-            doomed, self.segments = self.segments, []
-            self._drop(doomed)
-            self.segments = [self._open_segment(0)]
-            self._unsynced_dirs.append(self.directory)
-            self._mark.reset()
-        self._bases = [0]
-        self.last_timestamp = 0
-        self.durable = self.appended
-        self.durable_messages = self.appended_messages
+        self.restart_at(0)
 
     def close(self) -> None:
         with self._io_lock:
