@@ -257,9 +257,11 @@ class IggyProducer:
             waiting.append(_Part(request, i, payloads, a, b, block, size))
         self._waiting_count[partition_id] += count
         self._waiting_bytes[partition_id] += nbytes
-        if (self._waiting_count[partition_id] >= self.batch_length
-                or self._waiting_bytes[partition_id] >= self.batch_bytes or self.linger <= 0):
+        if self.linger <= 0:
             self._flush_partition(partition_id)
+        elif (self._waiting_count[partition_id] >= self.batch_length
+                or self._waiting_bytes[partition_id] >= self.batch_bytes):
+            self._flush_partition(partition_id, everything=False)
         elif partition_id not in self._timers:
             self._timers[partition_id] = asyncio.get_running_loop().call_later(
                 self.linger, self._flush_partition, partition_id)
@@ -312,28 +314,40 @@ class IggyProducer:
                 if not waiter.done():
                     waiter.set_result(None)
 
-    def _flush_partition(self, partition_id: int) -> None:
-        """Cut what waits for `partition_id` into batches, ready for the workers."""
-        timer = self._timers.pop(partition_id, None)
-        if timer is not None:
-            timer.cancel()
+    def _flush_partition(self, partition_id: int, everything: bool = True) -> None:
+        """Cut what waits for `partition_id` into batches, ready for the workers. Unless
+        `everything` (linger expired, flush), a last batch that is not full keeps waiting for
+        more sends, so batches stay full when sends do not divide them evenly."""
         parts = self._waiting.pop(partition_id, None)
         self._waiting_count.pop(partition_id, None)
         self._waiting_bytes.pop(partition_id, None)
-        if not parts:
-            return
-        batch: list[_Part] = []
-        count = nbytes = 0
-        for part in parts:
-            n = part.stop - part.start
-            if batch and (count + n > self.batch_length or nbytes + part.nbytes > self.batch_bytes):
+        if parts:
+            batch: list[_Part] = []
+            count = nbytes = 0
+            for part in parts:
+                n = part.stop - part.start
+                if batch and (count + n > self.batch_length
+                              or nbytes + part.nbytes > self.batch_bytes):
+                    self._ready.append((partition_id, batch, count, nbytes))
+                    batch, count, nbytes = [], 0, 0
+                batch.append(part)
+                count += n
+                nbytes += part.nbytes
+            if everything or (count >= self.batch_length or nbytes >= self.batch_bytes):
                 self._ready.append((partition_id, batch, count, nbytes))
-                batch, count, nbytes = [], 0, 0
-            batch.append(part)
-            count += n
-            nbytes += part.nbytes
-        self._ready.append((partition_id, batch, count, nbytes))
-        self._spawn()
+            else:
+                self._waiting[partition_id] = batch
+                self._waiting_count[partition_id] = count
+                self._waiting_bytes[partition_id] = nbytes
+            self._spawn()
+        if partition_id in self._waiting:
+            if partition_id not in self._timers:
+                self._timers[partition_id] = asyncio.get_running_loop().call_later(
+                    self.linger, self._flush_partition, partition_id)
+        else:
+            timer = self._timers.pop(partition_id, None)
+            if timer is not None:
+                timer.cancel()
 
     def _spawn(self) -> None:
         """Start workers for the ready batches no worker is about to take, up to
