@@ -12,7 +12,11 @@ caller's buffer) straight to the socket when asyncio's transport has nothing que
 it, so the server is woken once per request and nothing is copied in user space; what the
 socket does not take, and every write while something is queued, goes through the transport
 (which then keeps the order). TLS writes go through the transport (asyncio's SSL layer
-encrypts them). `tls_ca_file` is the CA to verify the server against, and without it the
+encrypts them).
+
+Timeouts: answers come in request order, so one timer, at the oldest unanswered request's
+deadline, bounds every wait (the same RequestTimeout, and the link closed, as FramedLink's
+wait_for per request, without a timer and a wrapper future per request). `tls_ca_file` is the CA to verify the server against, and without it the
 certificate is not verified (fine on loopback, not beyond).
 """
 
@@ -22,11 +26,12 @@ import asyncio
 import socket
 import ssl
 import struct
+from collections import deque
 
 from iggy_fast.client.core import Failure
 from iggy_fast.client.transports import FramedLink, _nbytes
 from iggy_fast.protocol.codes import HEADER_SIZE
-from iggy_fast.protocol.errors import ProtocolViolation
+from iggy_fast.protocol.errors import ProtocolViolation, RequestTimeout
 
 _SCRATCH = 64 * 1024        # what one read between frames may take
 _SIZE = struct.Struct("<I")  # a reply header's frame size, at offset 48
@@ -102,6 +107,10 @@ class TcpLink(FramedLink):
         self.sock: socket.socket | None = None      # plain TCP: written to directly
         self._scratch = memoryview(bytearray(_SCRATCH))
         self._in_frame = False      # reading the rest of a frame into the core's buffer
+        # (deadline, pending, future) of the requests out, oldest first, and the one timer
+        # that watches the oldest (instead of a wait_for, and its timer, per request).
+        self._deadlines: deque = deque()
+        self._watchdog: asyncio.TimerHandle | None = None
 
     @classmethod
     def from_config(cls, address: str, config) -> "TcpLink":
@@ -126,6 +135,44 @@ class TcpLink(FramedLink):
             self.sock = sock
         if self.nodelay and sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    # -- requests ----------------------------------------------------------------------------
+
+    async def _send(self, pending, pieces: list) -> memoryview:
+        """FramedLink's _send, with the same timeout: an unanswered request raises
+        RequestTimeout and closes the link. Answers come in request order, so one timer
+        at the oldest request's deadline watches them all."""
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        self.waiters[pending] = fut
+        self._write(pieces)
+        deadlines = self._deadlines
+        while deadlines and deadlines[0][2].done():
+            deadlines.popleft()
+        deadline = loop.time() + self.timeout
+        deadlines.append((deadline, pending, fut))
+        if self._watchdog is None:
+            self._watchdog = loop.call_at(deadline, self._check_deadlines)
+        return await fut
+
+    def _check_deadlines(self) -> None:
+        self._watchdog = None
+        deadlines = self._deadlines
+        while deadlines and deadlines[0][2].done():
+            deadlines.popleft()
+        if not deadlines:
+            return
+        deadline, pending, fut = deadlines[0]
+        loop = asyncio.get_running_loop()
+        if deadline > loop.time():
+            self._watchdog = loop.call_at(deadline, self._check_deadlines)
+            return
+        deadlines.popleft()
+        self.waiters.pop(pending, None)
+        fut.set_exception(RequestTimeout(
+            f"no answer to {pending} from {self.address} within {self.timeout} s; connection "
+            f"closed (is the server overloaded, or the timeout too short?)"))
+        self._lost(RequestTimeout(f"no answer to {pending} within {self.timeout} s"))
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -202,5 +249,9 @@ class TcpLink(FramedLink):
             transport.write(b"".join(run))
 
     def _close(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
+        self._deadlines.clear()
         if self.transport is not None:
             self.transport.close()
