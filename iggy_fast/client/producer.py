@@ -196,8 +196,8 @@ class IggyProducer:
             raise ProducerClosed(f"producer for {self.stream}/{self.topic} is closed")
         if self._in_flight is None:
             await self.init()
-        if type(payloads) is not list:
-            payloads = payloads if isinstance(payloads, list) else [payloads]
+        if type(payloads) is not list:             # one payload (a list subclass: copied)
+            payloads = list(payloads) if isinstance(payloads, list) else [payloads]
         partition_id = self._partition(key, partition)
         block = encode_headers(headers) if headers else None
         n = len(payloads)
