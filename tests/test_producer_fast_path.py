@@ -227,3 +227,31 @@ async def test_replies_small_many_and_large(ours, unique):
         producer.send(b"last"))
     assert [len(list(p)) for p in more[:3]] == [1000, 1000, 1000]
     assert more[3].offsets == [3000]
+
+
+@pytest.mark.parametrize("transport", ["tcp", "quic", "ws", "http"])
+async def test_producer_over_every_transport(server, transport, unique):
+    """Reused batch buffers handed as memoryviews to each transport: what is stored is what
+    was sent, direct and background."""
+    from iggy_fast.client import aio
+    spec = aio.TRANSPORTS[transport].partition(":")[0]
+    if __import__("importlib").util.find_spec(spec) is None:
+        pytest.skip(f"no {transport} link in this build")
+    port = {"tcp": server.tcp_port, "quic": server.quic_port, "ws": server.websocket_port,
+            "http": server.http_port}[transport]
+    async with IggyClient(f"iggy+{transport}://iggy:iggy@127.0.0.1:{port}") as client:
+        stream = await topic(client, unique)
+        sent = []
+        direct = IggyProducer(client, stream, "t", batch_length=40)
+        for k in range(3):
+            payloads = [f"{transport}-{k}-{i}".encode() * 3 for i in range(100)]
+            sent += payloads
+            assert len(await direct.send(payloads)) == 100
+        background = IggyProducer(client, stream, "t", background=True, batch_length=70,
+                                  linger=0.001)
+        for k in range(5):
+            payloads = [os.urandom(10 + k) for _ in range(30)]
+            sent += payloads
+            await background.send(payloads)
+        await background.close()
+        assert [bytes(m.payload) for m in await read_all(client, stream)] == sent

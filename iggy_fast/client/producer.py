@@ -5,7 +5,8 @@ Two modes.
 * Direct (the default): `await producer.send(payloads, key=..., headers=...)` sends the
   caller's messages now, cut into batches of at most `batch_length` messages and about
   `batch_bytes` bytes, and returns the offsets the server gave them (a `Delivered`) or raises.
-  The batches of one send are pipelined on the connection, at most `max_in_flight` at a time.
+  The batches of one send are pipelined on the connection, at most `max_in_flight` at a time
+  (one at a time over HTTP, whose concurrent requests may be applied out of order).
 * Background (`background=True`): `await producer.send(...)` returns as soon as the messages
   are accepted into a bounded buffer, with a future of their `Delivered`. Messages waiting
   for one partition are sent together when `batch_length` messages or `batch_bytes` bytes
@@ -147,6 +148,7 @@ class IggyProducer:
         self.partitions_count = 0
         self.closed = False
         self._in_flight: asyncio.Semaphore | None = None
+        self._window = max_in_flight            # batches in flight at most (1 over HTTP)
         self._pool: list[bytearray] = []        # batch buffers free for reuse
         # Background state: what waits per partition, batches ready to go, the workers
         # sending them, and what is accepted and not yet confirmed.
@@ -167,7 +169,11 @@ class IggyProducer:
         if topic is None:
             raise TopicIdNotFound(f"topic {self.topic!r} of stream {self.stream!r} not found")
         self.partitions_count = topic.partitions_count
-        self._in_flight = asyncio.Semaphore(self.max_in_flight)
+        # HTTP runs concurrent requests in parallel over several connections, so they may be
+        # applied out of order: one batch at a time keeps a partition in send order there.
+        transport = getattr(getattr(self.client, "config", None), "transport", None)
+        self._window = 1 if transport == "http" else self.max_in_flight
+        self._in_flight = asyncio.Semaphore(self._window)
         return self
 
     async def __aenter__(self) -> "IggyProducer":
@@ -233,7 +239,7 @@ class IggyProducer:
                 if self.stats is not None:
                     self.stats.error(e)
                 raise
-        if len(self._pool) < self.max_in_flight and len(buf) <= _POOL_MAX_BYTES:
+        if len(self._pool) < self._window and len(buf) <= _POOL_MAX_BYTES:
             self._pool.append(buf)
         if self.stats is not None:
             self.stats.sent(count, nbytes, time.perf_counter() - t0)
@@ -354,7 +360,7 @@ class IggyProducer:
         max_in_flight. Workers take batches in order and write each before they yield, so a
         partition's batches go out in the order they were cut."""
         loop = asyncio.get_running_loop()
-        while (len(self._workers) < self.max_in_flight
+        while (len(self._workers) < self._window
                and len(self._workers) - self._busy < len(self._ready)):
             self._workers.add(loop.create_task(self._work()))
 
