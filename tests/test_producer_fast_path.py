@@ -255,3 +255,18 @@ async def test_producer_over_every_transport(server, transport, unique):
             await background.send(payloads)
         await background.close()
         assert [bytes(m.payload) for m in await read_all(client, stream)] == sent
+
+
+def test_build_batch_plain_payloads_in_c_and_send_messages_as_before():
+    from iggy_fast.client.types import SendMessage, build_batch
+    payloads = [b"a", "é", memoryview(b"xyz"), bytearray(b"q")] * 50
+    batch, count = build_batch(payloads)
+    assert count == 200 and _wire.validate_batch(batch, 200) == 0
+    ids = ids_of(batch, len(batch))
+    assert len(set(ids)) == 200 and all((i >> 76) & 0xF == 4 for i in ids)
+    mixed, count = build_batch([b"plain", SendMessage(b"own", None, 7)])
+    assert count == 2 and ids_of(mixed, len(mixed))[1] == 7
+    with pytest.raises(ValueError):
+        build_batch([])
+    with pytest.raises(TypeError):
+        build_batch([b"ok", 5])
