@@ -176,8 +176,9 @@ def build_batch(messages) -> tuple[bytearray, int]:
             batch, _ = _wire.encode_parts(None, [(messages, 0, len(messages), None)],
                                           time.time_ns() // 1000, os.urandom(32))
             return batch, len(messages)
-        except TypeError:
-            pass                        # not all plain buffers: SendMessages among them
+        except (TypeError, TooBigMessagePayload):
+            pass                        # SendMessages among them, or a payload the general
+                                        # path refuses with the SDK's own words
     rows = []
     for m in messages:
         if isinstance(m, SendMessage):
