@@ -126,3 +126,13 @@ def poll_summary(body: Buffer) -> tuple[int, int, int, int, int, int]:
     PollMessages reply body, every frame bound checked (offsets -1 when empty)."""
 def poll_payloads(body: Buffer) -> list[memoryview]:
     """Each payload of a PollMessages reply body, as a memoryview slice of it (no copy)."""
+def payload_spans(payloads: list[Buffer | str], start: int, stop: int, batch_length: int,
+                  batch_bytes: int) -> list[tuple[int, int, int]]:
+    """payloads[start:stop] cut into (start, stop, payload bytes) spans of at most
+    `batch_length` messages and `batch_bytes` bytes (a bigger payload alone); sizes read in C."""
+def encode_parts(buf: bytearray | None,
+                 parts: list[tuple[list[Buffer | str], int, int, Buffer | None]],
+                 origin_timestamp: int, seed: Buffer | None = None) -> tuple[bytearray, int]:
+    """One producer batch from parts (payloads, start, stop, headers block) written into `buf`
+    when large enough (else a new bytearray): (buffer, batch length). `seed`: 32 random bytes
+    for UUIDv4 ids drawn by xoshiro256**, or None for ids 0."""
