@@ -124,6 +124,23 @@ async def test_each_partition_is_served_by_its_leader_without_forwarding(tmp_pat
             # (read_partition polls until an empty answer: two polls per partition)
             assert polls == {name: 2.0 * by_node[name] for name in nodes}, polls
 
+            # A fresh client's pipelined producer: its first batches wait for the leaders to
+            # be learnt rather than overtaking each other through the dialled node, so each
+            # partition stores them in the order they were sent.
+            fresh = await connect(nodes[dialled])
+            piped = IggyProducer(fresh, "s", "t", background=True, batch_length=5,
+                                 linger=0.001, max_in_flight=8)
+            await piped.init()
+            futures = [await piped.send([f"o{i}".encode()], partition=i % 3)
+                       for i in range(300)]
+            await piped.flush()
+            assert all(f.result() for f in futures)
+            for pid in range(3):
+                order = [p for _, p in await read_partition(client, "s", "t", pid)
+                         if p.startswith(b"o")]
+                assert order == [f"o{i}".encode() for i in range(pid, 300, 3)]
+            await fresh.close()
+
             # The same client without routing: the dialled node gets (and forwards) them all,
             # so the counts above could tell.
             plain = IggyClient(client.config, route_to_leaders=False)

@@ -335,25 +335,40 @@ class IggyClient:
     async def _partition_call(self, stream, topic, partition_id: int, code: int, body,
                               extra=()) -> memoryview:
         """A request for one partition: over its leader's link when the router knows it
-        (client/cluster.py), else over the main connection (whose node forwards it)."""
+        (client/cluster.py), else over the main connection (whose node forwards it); in
+        order with the partition's earlier requests when the route changes."""
         router = self._router
         if router is None or not router.supported:
             return await self._call(code, body, extra)
         link = router.pick(stream, topic, partition_id)
         if link is None:
             link = await router.find(stream, topic, partition_id)
-            if link is None:
-                return await self._call(code, body, extra)
+        main = link is None
+        if main:
+            link = self._link
+            if link is None or link.closed:
+                link = await self._ready()
+        key = (stream, topic, partition_id)
+        lane = router.lanes.get(key)
+        if lane is None or lane.link is not link:
+            lane = await router.switch(key, link)
+        lane.pending += 1
         try:
-            return await link.request(code, body, extra)
+            reply = await link.request(code, body, extra)
         except (ConnectionError, TimeoutError):
             # Not sent again (it may have been applied): the caller decides, as on the main
             # connection; the next request goes where the cluster says the leader is now.
-            router.failed(link, stream, topic)
+            if not main:
+                router.failed(link, stream, topic)
             raise
         except TransientNotAccepted:
             router.stale(stream, topic)
             raise
+        finally:
+            lane.done()
+        if main:
+            self._idle_since = time.monotonic()
+        return reply
 
     # -- session -----------------------------------------------------------------------------
 

@@ -99,6 +99,7 @@ class Router:
         self.asked: dict[tuple, float] = {}     # topic -> when it was last asked
         self.links: dict[str, object] = {}      # leader address -> its Link
         self.down: dict[str, float] = {}        # leader address -> when its link last failed
+        self.lanes: dict[tuple, Lane] = {}      # (stream, topic, partition) -> its lane
         self._refreshing: dict[tuple, asyncio.Task] = {}
         self._opening: dict[str, asyncio.Task] = {}
 
@@ -128,11 +129,15 @@ class Router:
         key = (stream, topic)
         leaders = self.topics.get(key)
         if leaders is None:
-            if key in self.asked and _monotonic() - self.asked[key] < MIN_REFRESH:
-                return None                     # just asked, and it did not answer a map
-            await self._wait(self.refresh(key), self.client.config.timeout)
+            # Requests arriving meanwhile wait for the same answer, so they go in their order.
+            task = self._refreshing.get(key)
+            if task is None or task.done():
+                if _monotonic() - self.asked.get(key, -MIN_REFRESH) < MIN_REFRESH:
+                    return None                 # just asked, and it did not answer a map
+                task = self.refresh(key)
+            await self._wait(task, self.client.config.timeout)
             leaders = self.topics.get(key)
-            if leaders is None:
+            if leaders is None or not self.supported:
                 return None
         leader = leaders.get(partition_id)
         if leader is None or not leader.address:
@@ -150,10 +155,26 @@ class Router:
             if _monotonic() - failed_at >= RETRY_DOWN:
                 self.open(address)
             return None
+        # (shared by the requests arriving meanwhile, as the map is)
         await self._wait(self.open(address), self.client.config.connect_timeout
                          + self.client.config.timeout)
         link = self.links.get(address)
         return link if link is not None and not link.closed else None
+
+    async def switch(self, key: tuple, link) -> "Lane":
+        """The partition's lane onto `link`, once the requests still in flight on its
+        previous link are answered: a partition's requests are not reordered when its route
+        changes (a pipelined producer's batches would be stored out of order otherwise)."""
+        while True:
+            lane = self.lanes.get(key)
+            if lane is not None and lane.link is link:
+                return lane
+            if lane is None or lane.pending == 0:
+                lane = self.lanes[key] = Lane(link)
+                return lane
+            if lane.drained is None:
+                lane.drained = asyncio.get_running_loop().create_future()
+            await asyncio.shield(lane.drained)
 
     def failed(self, link, stream, topic) -> None:
         """A request on a leader's link failed with a connection error or a timeout: drop
@@ -277,6 +298,23 @@ class Router:
         links, self.links = list(self.links.values()), {}
         for link in links:
             await link.close()
+
+
+class Lane:
+    """The link a partition's requests go over now, and how many are in flight on it."""
+    __slots__ = ("link", "pending", "drained")
+
+    def __init__(self, link):
+        self.link = link
+        self.pending = 0
+        self.drained: asyncio.Future | None = None     # set once pending is back to 0
+
+    def done(self) -> None:
+        self.pending -= 1
+        if self.pending == 0 and self.drained is not None:
+            if not self.drained.done():
+                self.drained.set_result(None)
+            self.drained = None
 
 
 def _reachable(address: str, dialled: str | None) -> str:
