@@ -257,3 +257,11 @@ async def test_a_single_node_is_asked_once_and_serves_everything(server):
         assert metrics[LEADERS] == 2.0      # the call above, and the router's one question
     finally:
         await client.close()
+
+
+def test_a_leader_registered_on_a_wildcard_host_is_reached_at_the_host_dialled():
+    from iggy_fast.client.cluster import _reachable
+    assert _reachable("0.0.0.0:8090", "10.0.0.5:9000") == "10.0.0.5:8090"
+    assert _reachable("[::]:8090", "10.0.0.5:9000") == "10.0.0.5:8090"
+    assert _reachable("10.0.0.7:8090", "10.0.0.5:9000") == "10.0.0.7:8090"
+    assert _reachable("", "10.0.0.5:9000") == ""

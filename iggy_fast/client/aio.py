@@ -308,7 +308,7 @@ class IggyClient:
             await asyncio.sleep(max(0.05, self._idle_since + interval - time.monotonic()))
             if self._router is not None and time.monotonic() - pool_pinged >= interval:
                 pool_pinged = time.monotonic()      # (the leaders' links: not timed per use)
-                await self._router.ping()
+                self._router.heartbeat()
             link = self._link
             if link is None or link.closed:
                 if self._reconnecting is None or self._reconnecting.done():

@@ -102,6 +102,7 @@ class Router:
         self.lanes: dict[tuple, Lane] = {}      # (stream, topic, partition) -> its lane
         self._refreshing: dict[tuple, asyncio.Task] = {}
         self._opening: dict[str, asyncio.Task] = {}
+        self._pinging: asyncio.Task | None = None
 
     # -- the request path -----------------------------------------------------------------
 
@@ -126,6 +127,7 @@ class Router:
         when nothing has failed yet; None sends the request over the main connection."""
         if not self.supported:
             return None
+        deadline = _monotonic() + self.client.config.timeout    # for all of it
         key = (stream, topic)
         leaders = self.topics.get(key)
         if leaders is None:
@@ -135,7 +137,7 @@ class Router:
                 if _monotonic() - self.asked.get(key, -MIN_REFRESH) < MIN_REFRESH:
                     return None                 # just asked, and it did not answer a map
                 task = self.refresh(key)
-            await self._wait(task, self.client.config.timeout)
+            await self._wait(task, deadline - _monotonic())
             leaders = self.topics.get(key)
             if leaders is None or not self.supported:
                 return None
@@ -156,8 +158,7 @@ class Router:
                 self.open(address)
             return None
         # (shared by the requests arriving meanwhile, as the map is)
-        await self._wait(self.open(address), self.client.config.connect_timeout
-                         + self.client.config.timeout)
+        await self._wait(self.open(address), deadline - _monotonic())
         link = self.links.get(address)
         return link if link is not None and not link.closed else None
 
@@ -273,6 +274,8 @@ class Router:
 
     @staticmethod
     async def _wait(task: asyncio.Task, timeout: float) -> None:
+        if timeout <= 0:
+            return
         try:
             await asyncio.wait_for(asyncio.shield(task), timeout)
         except (asyncio.TimeoutError, TimeoutError):
@@ -280,19 +283,27 @@ class Router:
 
     # -- upkeep ---------------------------------------------------------------------------
 
-    async def ping(self) -> None:
-        """Keep the leaders' links alive past the server's idle timeout (the heartbeat)."""
+    def heartbeat(self) -> None:
+        """Ping the leaders' links (the client's heartbeat calls this every interval), in a
+        task of its own so that a leader slow to answer does not hold up the main link's."""
+        if self._pinging is None or self._pinging.done():
+            self._pinging = asyncio.get_running_loop().create_task(self._ping())
+
+    async def _ping(self) -> None:
+        """Keep the leaders' links alive past the server's idle timeout."""
         for address, link in list(self.links.items()):
             if link.closed:
                 continue
             try:
                 await link.request(1)
             except (ConnectionError, TimeoutError) as e:
+                self.down[address] = _monotonic()   # reopened in the background when needed
                 log.warning("heartbeat to the leader at %s failed: %s", address, e)
 
     async def close(self) -> None:
-        for task in (*self._refreshing.values(), *self._opening.values()):
-            task.cancel()
+        for task in (*self._refreshing.values(), *self._opening.values(), self._pinging):
+            if task is not None:
+                task.cancel()
         self._refreshing.clear()
         self._opening.clear()
         links, self.links = list(self.links.values()), {}
