@@ -31,7 +31,7 @@ from iggy_fast.client.producer import IggyProducer
 from iggy_fast.server.cluster.dev import EtcdProcess, find_etcd, node
 
 SENDS = 2000
-BIG = 100
+BIG = 200
 
 
 def load() -> str:

@@ -35,7 +35,15 @@ map is asked again in the background: every REFRESH seconds while the topic is i
 leader moved by a rebalance is found within that; meanwhile the old leader forwards), when
 a partition has no known leader, and when a request answers TransientNotAccepted or a
 leader's link fails. An answer never replaces a partition's leader with one of an older
-epoch (the node asked may not have seen the latest placement yet).
+epoch (the node asked may not have seen the latest placement yet). There is no "not leader"
+answer to react to: a node that does not (or no longer) lead a partition serves its requests
+by forwarding them, so a stale map costs a hop until the next refresh, never an error.
+
+Order. A partition's requests keep the order they were made in (a pipelined producer's
+batches are stored in send order): requests arriving while a topic's leaders are being learnt
+or the leader's link opened wait for that same answer, and when a partition's route changes
+(main connection to leader, or one leader to the next) the new link is used only once the
+requests still in flight on the old one are answered (`Lane`).
 
 Failover (a leader killed). The request in flight on the dead leader's link fails with
 Disconnected or RequestTimeout, as a request on the main connection does: the client does
