@@ -13,9 +13,10 @@ an IggyProducer (balanced, partition ids chosen on the client) and plain sends, 
 offsets for every partition of a 3-partition RF2 topic are served by the partitions' leaders,
 every message where it was sent; a leader killed with SIGKILL under an IggyProducer: the
 producer goes on, every acknowledged message is stored, and within the failover time its sends
-go straight to the new leader (the dialled node stops counting them). Against a single node
-the client asks once, learns the node serves every partition itself, and uses its one
-connection for everything. Skipped only without `etcd`.
+go straight to the new leader (the dialled node stops counting them). A client given one
+address sends what it always did (no routing); one asked to route against a single node asks
+once, learns the node serves every partition itself, and uses its one connection for
+everything. Skipped only without `etcd`.
 """
 
 from __future__ import annotations
@@ -68,6 +69,13 @@ def delta(after: dict, before: dict) -> dict:
     return {name: after[name] - before[name] for name in after}
 
 
+async def dial(nodes: dict, first: str) -> IggyClient:
+    """Our client given every node's address (so it routes), connected to `first`."""
+    client = await connect(nodes[first], *(n for name, n in nodes.items() if name != first))
+    assert client.address == nodes[first].address
+    return client
+
+
 def leaders_of(etcd, cluster: str, partitions: int) -> dict[int, str]:
     """partition id -> leader name, once every partition has a leader that may serve."""
     def ready():
@@ -89,7 +97,7 @@ async def test_each_partition_is_served_by_its_leader_without_forwarding(tmp_pat
         dialled = min(nodes, key=lambda n: (list(leaders.values()).count(n), n))
         by_node = {name: sum(1 for v in leaders.values() if v == name) for name in nodes}
 
-        client = await connect(nodes[dialled])
+        client = await dial(nodes, dialled)
         answer = await client.get_partition_leaders("s", "t")
         assert [(p.partition_id, p.node, p.address) for p in answer] == [
             (pid, leaders[pid], nodes[leaders[pid]].address) for pid in range(3)]
@@ -127,7 +135,7 @@ async def test_each_partition_is_served_by_its_leader_without_forwarding(tmp_pat
             # A fresh client's pipelined producer: its first batches wait for the leaders to
             # be learnt rather than overtaking each other through the dialled node, so each
             # partition stores them in the order they were sent.
-            fresh = await connect(nodes[dialled])
+            fresh = await dial(nodes, dialled)
             piped = IggyProducer(fresh, "s", "t", background=True, batch_length=5,
                                  linger=0.001, max_in_flight=8)
             await piped.init()
@@ -169,7 +177,7 @@ async def test_a_producer_follows_its_partitions_leader_killed_with_sigkill(tmp_
         bystander = next(n for n in nodes if n not in record["replicas"])
 
         # Dialling the node that holds no replica: every send it got would be forwarded.
-        client = await connect(nodes[bystander])
+        client = await dial(nodes, bystander)
         producer = await IggyProducer(client, "s", "t", partitioning=0).init()
         acked: list[bytes] = []
         failures: list[str] = []
@@ -234,29 +242,36 @@ async def test_a_producer_follows_its_partitions_leader_killed_with_sigkill(tmp_
         stop_cluster(etcd, nodes)
 
 
-async def test_a_single_node_is_asked_once_and_serves_everything(server):
+async def test_against_a_single_node_the_client_sends_what_it_always_sent(server):
+    # One address: no routing, not one request more than before.
     client = IggyClient(f"iggy://iggy:iggy@{server.address}")
     await client.connect()
+    # Asked to route anyway: it asks once, learns the node serves every partition itself,
+    # and uses its one connection for everything.
+    routing = IggyClient(f"iggy://iggy:iggy@{server.address}", route_to_leaders=True)
+    await routing.connect()
     try:
+        assert client._router is None
         with pytest.raises(FeatureUnavailable):
             await client.get_partition_leaders("nope", "t")
         await client.create_stream("one")
         await client.create_topic("one", "t", partitions_count=2)
-        for i in range(20):
-            await client.send_messages("one", "t", i % 2, [f"x{i}".encode()])
-        polled = await client.poll_messages("one", "t", partition_id=1, count=100,
-                                            polling_strategy=None, consumer=3)
-        assert len(polled) == 10
-        # The client learnt once that this server has no leaders to tell, and opened no
-        # other connection.
-        assert client._router.supported is False
-        assert client._router.links == {}
-        assert len(await client.get_clients()) == 1
+        for c in (client, routing):
+            for i in range(20):
+                await c.send_messages("one", "t", i % 2, [f"x{i}".encode()])
+            polled = await c.poll_messages("one", "t", partition_id=1, count=100,
+                                           polling_strategy=None, consumer=3)
+            assert len(polled) == 10
+            await c.store_consumer_offset("one", "t", 9, partition_id=1, consumer=3)
+        assert routing._router.supported is False
+        assert routing._router.links == {}
+        assert len(await client.get_clients()) == 2
         async with aiohttp.ClientSession() as session:
             metrics = await scrape(session, server)
-        assert metrics[LEADERS] == 2.0      # the call above, and the router's one question
+        assert metrics[LEADERS] == 2.0      # the call above, and the routing client's one
     finally:
         await client.close()
+        await routing.close()
 
 
 def test_a_leader_registered_on_a_wildcard_host_is_reached_at_the_host_dialled():

@@ -33,8 +33,10 @@ naming a partition) go straight to the partition's leader, over a small pool of 
 the client dialled, which would forward them; the leaders are learnt with GetPartitionLeaders
 (an iggy-fast extension) and learnt again when a leader fails or moves. Everything else stays
 on the main connection, and against a server that does not know that command (one node, an
-Apache Iggy server) every request does: client/cluster.py. `route_to_leaders=False` turns it
-off.
+Apache Iggy server) every request does: client/cluster.py. It is on when the client is given
+several addresses (a cluster's nodes); a client given one address sends exactly what it sent
+before (not one request more) unless `route_to_leaders=True`; `route_to_leaders=False` turns
+it off.
 
 Errors, all IggyError subclasses (protocol/errors.py): a server status as its class
 (StreamIdNotFound...); InvalidCredentials / InvalidPersonalAccessToken for a refused login;
@@ -137,14 +139,16 @@ class IggyClient:
     `conn` is a connection string (`iggy://user:pass@host:port?options`, see
     connection_string.py), a plain `host:port` (TCP, no automatic login), or a ClientConfig;
     keyword arguments override config fields (`IggyClient(url, timeout=5)`).
-    `route_to_leaders` (default True) sends a partition's requests to its leader in an
-    iggy-fast cluster (client/cluster.py).
+    `route_to_leaders` sends a partition's requests to its leader in an iggy-fast cluster
+    (client/cluster.py); None (the default): when several addresses are given.
     """
 
     def __init__(self, conn: str | ClientConfig | None = None, *,
-                 route_to_leaders: bool = True, **options):
+                 route_to_leaders: bool | None = None, **options):
         self.config = _config(conn, options)
         c = self.config
+        if route_to_leaders is None:
+            route_to_leaders = len(c.addresses) > 1
         # The leader map and the leaders' links (None: every request on the one connection).
         self._router = cluster.Router(self) if route_to_leaders and cluster.routable(
             c.transport) else None
@@ -336,23 +340,20 @@ class IggyClient:
                               extra=()) -> memoryview:
         """A request for one partition: over its leader's link when the router knows it
         (client/cluster.py), else over the main connection (whose node forwards it); in
-        order with the partition's earlier requests when the route changes."""
+        order with the partition's earlier requests even when its route changes."""
         router = self._router
         if router is None or not router.supported:
             return await self._call(code, body, extra)
-        link = router.pick(stream, topic, partition_id)
-        if link is None:
-            link = await router.find(stream, topic, partition_id)
-        main = link is None
-        if main:
-            link = self._link
-            if link is None or link.closed:
-                link = await self._ready()
         key = (stream, topic, partition_id)
         lane = router.lanes.get(key)
-        if lane is None or lane.link is not link:
-            lane = await router.switch(key, link)
-        lane.pending += 1
+        link = router.pick(stream, topic, partition_id)
+        if link is None or lane is None or lane.link is not link or lane.waiting:
+            if lane is None:
+                lane = router.lane(key)
+            link = await self._route(lane, stream, topic, partition_id)
+        else:
+            lane.pending += 1
+        main = link is self._link
         try:
             reply = await link.request(code, body, extra)
         except (ConnectionError, TimeoutError):
@@ -369,6 +370,29 @@ class IggyClient:
         if main:
             self._idle_since = time.monotonic()
         return reply
+
+    async def _route(self, lane, stream, topic, partition_id: int) -> Link:
+        """The slow path of a partition request: find its link (the leader's, or the main
+        connection) in turn with the partition's other requests, and count it in flight.
+        The lane's lock is released with no await before the caller writes the request, so
+        the next request in line cannot overtake it."""
+        router = self._router
+        lane.waiting += 1       # (until counted in flight: the fast path must queue too)
+        try:
+            async with lane.lock:
+                link = router.pick(stream, topic, partition_id)
+                if link is None:
+                    link = await router.find(stream, topic, partition_id)
+                if link is None:
+                    link = self._link
+                    if link is None or link.closed:
+                        link = await self._ready()
+                if lane.link is not link:
+                    await lane.move(link)
+                lane.pending += 1
+        finally:
+            lane.waiting -= 1
+        return link
 
     # -- session -----------------------------------------------------------------------------
 

@@ -19,6 +19,12 @@ to ask again whenever in doubt. A server that does not know the command (a singl
 node answers FeatureUnavailable, an Apache Iggy server InvalidCommand) turns routing off for
 the client's life: every request then goes over the one connection, as before.
 
+When. Routing is on by default for a client given several addresses (a cluster's nodes, which
+a cluster client lists anyway to fail over between them); a client given one address sends
+exactly the requests it always did, not one more, unless asked to route
+(`IggyClient(..., route_to_leaders=True)`): one address is usually one server, and asking it
+for leaders would be a request on the wire that no single server needs.
+
 What goes to a leader: sends to a partition the client names (send_messages/send_batch with
 a partition id, so every IggyProducer send: its partitioners choose the id on the client),
 polls, offset reads, stores and deletions of a single consumer naming its partition, and
@@ -43,7 +49,8 @@ Order. A partition's requests keep the order they were made in (a pipelined prod
 batches are stored in send order): requests arriving while a topic's leaders are being learnt
 or the leader's link opened wait for that same answer, and when a partition's route changes
 (main connection to leader, or one leader to the next) the new link is used only once the
-requests still in flight on the old one are answered (`Lane`).
+requests still in flight on the old one are answered (`Lane`). The cost on the hot path, once
+the route is known: two dict lookups, a clock read and a counter.
 
 Failover (a leader killed). The request in flight on the dead leader's link fails with
 Disconnected or RequestTimeout, as a request on the main connection does: the client does
@@ -170,20 +177,11 @@ class Router:
         link = self.links.get(address)
         return link if link is not None and not link.closed else None
 
-    async def switch(self, key: tuple, link) -> "Lane":
-        """The partition's lane onto `link`, once the requests still in flight on its
-        previous link are answered: a partition's requests are not reordered when its route
-        changes (a pipelined producer's batches would be stored out of order otherwise)."""
-        while True:
-            lane = self.lanes.get(key)
-            if lane is not None and lane.link is link:
-                return lane
-            if lane is None or lane.pending == 0:
-                lane = self.lanes[key] = Lane(link)
-                return lane
-            if lane.drained is None:
-                lane.drained = asyncio.get_running_loop().create_future()
-            await asyncio.shield(lane.drained)
+    def lane(self, key: tuple) -> "Lane":
+        lane = self.lanes.get(key)
+        if lane is None:
+            lane = self.lanes[key] = Lane()
+        return lane
 
     def failed(self, link, stream, topic) -> None:
         """A request on a leader's link failed with a connection error or a timeout: drop
@@ -320,13 +318,30 @@ class Router:
 
 
 class Lane:
-    """The link a partition's requests go over now, and how many are in flight on it."""
-    __slots__ = ("link", "pending", "drained")
+    """One partition's route: the link its requests go over now and how many are in flight on
+    it. A request that must find its route (the leader not known yet, its link not open, or
+    the route changing) holds `lock` while it does, so the partition's later requests queue
+    behind it in their order (asyncio.Lock is FIFO) instead of overtaking it; `waiting` counts
+    the requests on that path (a released lock reads unlocked before its next waiter has run,
+    so the fast path looks at this count, not at the lock); and the route changes only once
+    the requests in flight on the old link are answered."""
+    __slots__ = ("link", "pending", "drained", "lock", "waiting")
 
-    def __init__(self, link):
-        self.link = link
+    def __init__(self):
+        self.link = None
         self.pending = 0
         self.drained: asyncio.Future | None = None     # set once pending is back to 0
+        self.lock = asyncio.Lock()
+        self.waiting = 0
+
+    async def move(self, link) -> None:
+        """Route the partition over `link`, once what is in flight on the old one is done
+        (called holding `lock`, so nothing new goes out on the old link meanwhile)."""
+        while self.pending:
+            if self.drained is None:
+                self.drained = asyncio.get_running_loop().create_future()
+            await self.drained
+        self.link = link
 
     def done(self) -> None:
         self.pending -= 1
