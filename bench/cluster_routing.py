@@ -6,7 +6,7 @@ forwards them) against the same client sending straight to the leader, side by s
 Starts etcd and three `iggy-fast server` nodes (replication factor 2) on loopback and a topic
 of one partition, then dials the node that holds no replica of it with our IggyClient twice:
 `route_to_leaders=False` (every send goes to that node, which forwards it to the leader over
-the replication address) and the default (the client learns the leader with
+the replication address) and `route_to_leaders=True` (the client learns the leader with
 GetPartitionLeaders and sends over its own connection to it). Both are logged in, warmed up
 and alternate within each round (which goes first alternates too), so load drifts hit both:
 
@@ -92,7 +92,7 @@ async def main(rounds: int) -> None:
         print(f"leader {leader} (epoch {leaders[0].epoch}), replicas {replicas}, clients "
               f"dial {dialled}; {load()}")
         clients = {"forwarded": IggyClient(url, route_to_leaders=False),
-                   "to the leader": IggyClient(url)}
+                   "to the leader": IggyClient(url, route_to_leaders=True)}
         for c in clients.values():
             await c.connect()
             await latency(c, 50)                # log in, learn the leader, warm up

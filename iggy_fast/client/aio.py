@@ -644,7 +644,8 @@ class IggyClient:
         p = Partitioning.of(partitioning)
         body = codec.send_messages(stream, topic, p.kind, p.value, count)
         pieces = tuple(batch) if isinstance(batch, (list, tuple)) else (batch,)
-        if p.kind != PARTITION_ID:          # the server chooses the partition: its node does
+        if self._router is None or p.kind != PARTITION_ID:
+            # One server, or the server chooses the partition (then the node dialled does).
             return codec.read_sent(await self._call(101, body, pieces), count)
         partition_id = partitioning if type(partitioning) is int else \
             int.from_bytes(p.value, "little")
@@ -674,7 +675,7 @@ class IggyClient:
         """A poll or offset request: a single consumer's naming its partition goes to the
         leader; a group member's stays on the connection that joined (the leader checks the
         member owns the partition), and one naming no partition where the server picks."""
-        if c.kind == CONSUMER_KIND and partition_id is not None:
+        if self._router is not None and c.kind == CONSUMER_KIND and partition_id is not None:
             return self._partition_call(stream, topic, partition_id, code, body)
         return self._call(code, body)
 
