@@ -15,7 +15,9 @@ and alternate within each round (which goes first alternates too), so load drift
 2. throughput: an IggyProducer (direct mode) sending `big` batches of 1000 messages of
    1000 B, one send at a time: messages per second.
 
-Prints one line per round and mode and the load average before and after. Needs `etcd`.
+Prints one line per round and mode (with, for the throughput part, the CPU milliseconds each
+node's process spent per batch: less noisy than rates on a shared machine) and the load
+average. Needs `etcd`.
 """
 
 import asyncio
@@ -32,6 +34,12 @@ from iggy_fast.server.cluster.dev import EtcdProcess, find_etcd, node
 
 SENDS = 2000
 BIG = 200
+
+
+def cpu(srv) -> float:
+    """CPU seconds (user + system) the node's process has used so far."""
+    fields = open(f"/proc/{srv.proc.pid}/stat").read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def load() -> str:
@@ -101,11 +109,14 @@ async def main(rounds: int) -> None:
             order = list(clients) if r % 2 == 0 else list(clients)[::-1]
             for mode in order:
                 p50, p99, rate = await latency(clients[mode], SENDS)
+                before = {name: cpu(n) for name, n in nodes.items()}
                 msgs = await throughput(clients[mode], BIG)
+                used = {name: cpu(n) - before[name] for name, n in nodes.items()}
                 results[mode].append((p50, p99, rate, msgs))
+                per_batch = " ".join(f"{name} {used[name] / BIG * 1e3:5.2f}" for name in nodes)
                 print(f"round {r + 1} {mode:<14} send p50 {p50:6.3f} ms  p99 {p99:6.3f} ms  "
-                      f"{rate:7.0f} sends/s   1000x1000 B batches: {msgs:9,.0f} msg/s   "
-                      f"{load()}")
+                      f"{rate:7.0f} sends/s   1000x1000 B batches: {msgs:9,.0f} msg/s, "
+                      f"CPU ms per batch {per_batch}   {load()}")
         for mode, rows in results.items():
             p50s = sorted(row[0] for row in rows)
             msgs = sorted(row[3] for row in rows)
