@@ -30,7 +30,7 @@ import pytest
 
 from cluster_helpers import ETCD, connect, name_of, read_partition, start_cluster, stop_cluster
 from conftest import wait_for
-from iggy_fast.client import IggyClient
+from iggy_fast.client import IggyClient, SyncIggyClient
 from iggy_fast.client.producer import IggyProducer
 from iggy_fast.protocol.errors import FeatureUnavailable
 from test_cluster import status
@@ -148,6 +148,19 @@ async def test_each_partition_is_served_by_its_leader_without_forwarding(tmp_pat
                          if p.startswith(b"o")]
                 assert order == [f"o{i}".encode() for i in range(pid, 300, 3)]
             await fresh.close()
+
+            # The blocking client is the same client on a loop thread: it routes too.
+            addresses = ",".join([nodes[dialled].address] + [
+                n.address for name, n in nodes.items() if name != dialled])
+            before = await counts(session, nodes, SENDS)
+
+            def blocking_sends() -> None:
+                with SyncIggyClient(f"iggy://iggy:iggy@{addresses}") as sync:
+                    for pid in range(3):
+                        sync.send_messages("s", "t", pid, [b"sync"])
+            await asyncio.get_running_loop().run_in_executor(None, blocking_sends)
+            assert delta(await counts(session, nodes, SENDS), before) == {
+                name: 1.0 * by_node[name] for name in nodes}
 
             # The same client without routing: the dialled node gets (and forwards) them all,
             # so the counts above could tell.
