@@ -293,3 +293,40 @@ def test_a_leader_registered_on_a_wildcard_host_is_reached_at_the_host_dialled()
     assert _reachable("[::]:8090", "10.0.0.5:9000") == "10.0.0.5:8090"
     assert _reachable("10.0.0.7:8090", "10.0.0.5:9000") == "10.0.0.7:8090"
     assert _reachable("", "10.0.0.5:9000") == ""
+
+
+async def test_the_heartbeat_keeps_the_leaders_links_open(tmp_path):
+    """Nodes that close a connection idle for 2 s: a client pinging every 0.5 s keeps its
+    leaders' links (not only its main connection) past that, and sends over the same links."""
+    from iggy_fast.server.cluster.dev import EtcdProcess, node
+    from test_cluster import live
+
+    etcd = EtcdProcess(ETCD).start()
+    nodes = {f"node{i}": node(f"node{i}", etcd.endpoint, cluster="idle", lease_ttl="3 s",
+                              data_dir=str(tmp_path / f"node{i}"),
+                              env={"IGGY_CONNECTIONS_IDLE_TIMEOUT": "2 s"})
+             for i in (1, 2)}
+    try:
+        for n in nodes.values():
+            n.start()
+        assert wait_for(lambda: len(live(etcd, "idle")) == 2, 30)
+        admin = await connect(nodes["node1"])
+        await admin.create_stream("s")
+        await admin.create_topic("s", "t", partitions_count=2)
+        leaders_of(etcd, "idle", 2)
+        client = IggyClient(f"iggy://iggy:iggy@{nodes['node1'].address},"
+                            f"{nodes['node2'].address}", heartbeat_interval=0.5)
+        await client.connect()
+        for pid in (0, 1):
+            await client.send_messages("s", "t", pid, [b"before"])
+        links = dict(client._router.links)
+        assert len(links) == 2                  # one per leader (the two nodes)
+        await asyncio.sleep(5)                  # idle, past the nodes' 2 s
+        assert not [address for address, link in links.items() if link.closed]
+        for pid in (0, 1):
+            await client.send_messages("s", "t", pid, [b"after"])
+        assert client._router.links == links    # the same links, not reopened
+        await client.close()
+        await admin.close()
+    finally:
+        stop_cluster(etcd, nodes)
