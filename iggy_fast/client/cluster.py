@@ -9,7 +9,7 @@ partition request over the leader's link. Everything else (metadata, logins, gro
 membership) stays on the client's main connection.
 
 How the leaders are learnt: GetPartitionLeaders (code 9000), an iggy-fast extension
-(docs/protocol.md §5.8): for one topic and the client's transport, per partition the leader's
+(docs/protocol.md §5.7): for one topic and the client's transport, per partition the leader's
 node name, its leader epoch and that node's address. Why a command of our own rather than
 GetClusterMetadata (12): that answer's shape is fixed by PROTOCOL.md and parsed by the
 official SDK, and it lists nodes, not partitions; and why not the official SDK's poll routing
@@ -46,11 +46,15 @@ answer to react to: a node that does not (or no longer) lead a partition serves 
 by forwarding them, so a stale map costs a hop until the next refresh, never an error.
 
 Order. A partition's requests keep the order they were made in (a pipelined producer's
-batches are stored in send order): requests arriving while a topic's leaders are being learnt
-or the leader's link opened wait for that same answer, and when a partition's route changes
-(main connection to leader, or one leader to the next) the new link is used only once the
-requests still in flight on the old one are answered (`Lane`). The cost on the hot path, once
-the route is known: two dict lookups, a clock read and a counter.
+batches are stored in send order): a request that must find its route (the leaders being
+learnt, the leader's link being opened, the route changing) does so in its turn under the
+partition's FIFO lock, its later requests queue behind it, and when the route changes (main
+connection to leader, or one leader to the next) the new link is used only once the requests
+still in flight on the old one are answered (`Lane`). The cost on the hot path, once the route
+is known: three dict lookups, a clock read and a counter.
+
+Upkeep. The client's heartbeat pings the leaders' links too (a task of its own), so a node's
+idle timeout does not close them between bursts.
 
 Failover (a leader killed). The request in flight on the dead leader's link fails with
 Disconnected or RequestTimeout, as a request on the main connection does: the client does
