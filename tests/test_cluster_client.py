@@ -28,7 +28,7 @@ import time
 import aiohttp
 import pytest
 
-from cluster_helpers import ETCD, connect, name_of, read_partition, start_cluster, stop_cluster
+from cluster_helpers import ETCD, connect, read_partition, start_cluster, stop_cluster
 from conftest import wait_for
 from iggy_fast.client import IggyClient, SyncIggyClient
 from iggy_fast.client.producer import IggyProducer

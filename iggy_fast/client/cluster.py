@@ -221,7 +221,7 @@ class Router:
         return task
 
     def refresh_soon(self, key: tuple) -> None:
-        if _monotonic() - self.asked.get(key, 0.0) >= MIN_REFRESH:
+        if _monotonic() - self.asked.get(key, -MIN_REFRESH) >= MIN_REFRESH:
             self.refresh(key)
 
     async def _refresh(self, key: tuple) -> None:
