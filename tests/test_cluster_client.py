@@ -162,6 +162,21 @@ async def test_each_partition_is_served_by_its_leader_without_forwarding(tmp_pat
             assert delta(await counts(session, nodes, SENDS), before) == {
                 name: 1.0 * by_node[name] for name in nodes}
 
+            # Over WebSocket the leaders' WebSocket addresses are learnt and used.
+            ws_sends = SENDS.replace('"tcp"', '"websocket"')
+            ws_addresses = ",".join([f"127.0.0.1:{nodes[dialled].websocket_port}"] + [
+                f"127.0.0.1:{n.websocket_port}" for name, n in nodes.items() if name != dialled])
+            before = await counts(session, nodes, ws_sends)
+            ws = IggyClient(f"iggy+ws://iggy:iggy@{ws_addresses}")
+            await ws.connect()
+            for pid in range(3):
+                await ws.send_messages("s", "t", pid, [b"ws"])
+            assert set(ws._router.links) == {
+                f"127.0.0.1:{nodes[leaders[pid]].websocket_port}" for pid in range(3)}
+            assert delta(await counts(session, nodes, ws_sends), before) == {
+                name: 1.0 * by_node[name] for name in nodes}
+            await ws.close()
+
             # The same client without routing: the dialled node gets (and forwards) them all,
             # so the counts above could tell.
             plain = IggyClient(client.config, route_to_leaders=False)
