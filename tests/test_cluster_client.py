@@ -32,7 +32,7 @@ from cluster_helpers import ETCD, connect, read_partition, start_cluster, stop_c
 from conftest import wait_for
 from iggy_fast.client import IggyClient, SyncIggyClient
 from iggy_fast.client.producer import IggyProducer
-from iggy_fast.protocol.errors import FeatureUnavailable
+from iggy_fast.protocol.errors import FeatureUnavailable, TopicIdNotFound, Unauthorized
 from test_cluster import status
 from test_http import started
 
@@ -102,6 +102,16 @@ async def test_each_partition_is_served_by_its_leader_without_forwarding(tmp_pat
         assert [(p.partition_id, p.node, p.address) for p in answer] == [
             (pid, leaders[pid], nodes[leaders[pid]].address) for pid in range(3)]
         assert all(p.epoch >= 0 for p in answer)
+        # Asked as any topic request: a missing topic is 2010 to root, and a user who may not
+        # send to, poll or read the topic learns nothing (41).
+        with pytest.raises(TopicIdNotFound):
+            await client.get_partition_leaders("s", "nope")
+        await admin.create_user("nobody", "secret123")
+        nobody = IggyClient(f"iggy://nobody:secret123@{nodes[dialled].address}")
+        await nobody.connect()
+        with pytest.raises(Unauthorized):
+            await nobody.get_partition_leaders("s", "t")
+        await nobody.close()
 
         async with aiohttp.ClientSession() as session:
             # Routed: plain sends naming the partition, then a balanced IggyProducer.
