@@ -26,6 +26,18 @@ doubling to `reconnection_max`, logging in again, then running the `on_reconnect
 (a consumer rejoins its group there). Requests made meanwhile wait for it, at most `timeout`
 seconds each.
 
+Cluster routing. Against an iggy-fast cluster, a partition's requests (sends to a partition
+the client names, which every IggyProducer send is, and a single consumer's polls and offsets
+naming a partition) go straight to the partition's leader, over a small pool of connections
+(one per leader node, opened and logged in when first needed), instead of through the node
+the client dialled, which would forward them; the leaders are learnt with GetPartitionLeaders
+(an iggy-fast extension) and learnt again when a leader fails or moves. Everything else stays
+on the main connection, and against a server that does not know that command (one node, an
+Apache Iggy server) every request does: client/cluster.py. It is on when the client is given
+several addresses (a cluster's nodes); a client given one address sends exactly what it sent
+before (not one request more) unless `route_to_leaders=True`; `route_to_leaders=False` turns
+it off.
+
 Errors, all IggyError subclasses (protocol/errors.py): a server status as its class
 (StreamIdNotFound...); InvalidCredentials / InvalidPersonalAccessToken for a refused login;
 CannotEstablishConnection when no address answers; Disconnected when the connection ends
@@ -44,13 +56,16 @@ import logging
 import ssl
 import time
 
+from iggy_fast.client import cluster
 from iggy_fast.client.connection_string import ClientConfig, parse
 from iggy_fast.client.transports import Link
-from iggy_fast.client.types import Consumer, Partitioning, PollingStrategy, build_batch
+from iggy_fast.client.types import (CONSUMER_KIND, Consumer, Partitioning, PollingStrategy,
+                                    build_batch)
 from iggy_fast.protocol import client_codec as codec
-from iggy_fast.protocol.codes import STREAM_SCOPE, TOPIC_SCOPE, USER_SCOPE
+from iggy_fast.protocol.codes import PARTITION_ID, STREAM_SCOPE, TOPIC_SCOPE, USER_SCOPE
 from iggy_fast.protocol.errors import (CannotEstablishConnection, FeatureUnavailable,
-                                       IggyError, InvalidConfiguration, NotConnected)
+                                       IggyError, InvalidConfiguration, NotConnected,
+                                       TransientNotAccepted)
 from iggy_fast.protocol.models import (ClientInfo, ClientInfoDetails, ConsumerGroup,
                                        ConsumerGroupDetails, ConsumerOffset, Identity,
                                        OptionSpec, Permissions, PersonalAccessToken,
@@ -124,11 +139,19 @@ class IggyClient:
     `conn` is a connection string (`iggy://user:pass@host:port?options`, see
     connection_string.py), a plain `host:port` (TCP, no automatic login), or a ClientConfig;
     keyword arguments override config fields (`IggyClient(url, timeout=5)`).
+    `route_to_leaders` sends a partition's requests to its leader in an iggy-fast cluster
+    (client/cluster.py); None (the default): when several addresses are given.
     """
 
-    def __init__(self, conn: str | ClientConfig | None = None, **options):
+    def __init__(self, conn: str | ClientConfig | None = None, *,
+                 route_to_leaders: bool | None = None, **options):
         self.config = _config(conn, options)
         c = self.config
+        if route_to_leaders is None:
+            route_to_leaders = len(c.addresses) > 1
+        # The leader map and the leaders' links (None: every request on the one connection).
+        self._router = cluster.Router(self) if route_to_leaders and cluster.routable(
+            c.transport) else None
         self._credentials: tuple | None = (
             ("password", c.username, c.password) if c.username is not None
             else ("token", c.token) if c.token is not None else None)
@@ -181,6 +204,8 @@ class IggyClient:
             if task is not None:
                 task.cancel()
         self._heartbeat = self._reconnecting = None
+        if self._router is not None:
+            await self._router.close()
         if self._link is not None:
             await self._link.close()
             self._link = None
@@ -282,8 +307,12 @@ class IggyClient:
 
     async def _heartbeat_loop(self) -> None:
         interval = self.config.heartbeat_interval
+        pool_pinged = time.monotonic()
         while True:
             await asyncio.sleep(max(0.05, self._idle_since + interval - time.monotonic()))
+            if self._router is not None and time.monotonic() - pool_pinged >= interval:
+                pool_pinged = time.monotonic()      # (the leaders' links: not timed per use)
+                self._router.heartbeat()
             link = self._link
             if link is None or link.closed:
                 if self._reconnecting is None or self._reconnecting.done():
@@ -306,6 +335,64 @@ class IggyClient:
         reply = await link.request(code, body, extra)
         self._idle_since = time.monotonic()
         return reply
+
+    async def _partition_call(self, stream, topic, partition_id: int, code: int, body,
+                              extra=()) -> memoryview:
+        """A request for one partition: over its leader's link when the router knows it
+        (client/cluster.py), else over the main connection (whose node forwards it); in
+        order with the partition's earlier requests even when its route changes."""
+        router = self._router
+        if router is None or not router.supported:
+            return await self._call(code, body, extra)
+        key = (stream, topic, partition_id)
+        lane = router.lanes.get(key)
+        link = router.pick(stream, topic, partition_id)
+        if link is None or lane is None or lane.link is not link or lane.waiting:
+            if lane is None:
+                lane = router.lane(key)
+            link = await self._route(lane, stream, topic, partition_id)
+        else:
+            lane.pending += 1
+        main = link is self._link
+        try:
+            reply = await link.request(code, body, extra)
+        except (ConnectionError, TimeoutError):
+            # Not sent again (it may have been applied): the caller decides, as on the main
+            # connection; the next request goes where the cluster says the leader is now.
+            if not main:
+                router.failed(link, stream, topic)
+            raise
+        except TransientNotAccepted:
+            router.stale(stream, topic)
+            raise
+        finally:
+            lane.done()
+        if main:
+            self._idle_since = time.monotonic()
+        return reply
+
+    async def _route(self, lane, stream, topic, partition_id: int) -> Link:
+        """The slow path of a partition request: find its link (the leader's, or the main
+        connection) in turn with the partition's other requests, and count it in flight.
+        The lane's lock is released with no await before the caller writes the request, so
+        the next request in line cannot overtake it."""
+        router = self._router
+        lane.waiting += 1       # (until counted in flight: the fast path must queue too)
+        try:
+            async with lane.lock:
+                link = router.pick(stream, topic, partition_id)
+                if link is None:
+                    link = await router.find(stream, topic, partition_id)
+                if link is None:
+                    link = self._link
+                    if link is None or link.closed:
+                        link = await self._ready()
+                if lane.link is not link:
+                    await lane.move(link)
+                lane.pending += 1
+        finally:
+            lane.waiting -= 1
+        return link
 
     # -- session -----------------------------------------------------------------------------
 
@@ -519,7 +606,8 @@ class IggyClient:
                                   consumer: Consumer | Ident = 1) -> ConsumerOffset | None:
         c = Consumer.of(consumer)
         body = codec.get_consumer_offset(c.kind, c.id, stream_id, topic_id, partition_id)
-        return codec.read_consumer_offset(await self._call(120, body))
+        return codec.read_consumer_offset(
+            await self._consumer_call(c, stream_id, topic_id, partition_id, 120, body))
 
     async def store_consumer_offset(self, stream_id: Ident, topic_id: Ident, offset: int,
                                     partition_id: int | None = None,
@@ -527,14 +615,14 @@ class IggyClient:
         c = Consumer.of(consumer)
         body = codec.store_consumer_offset(c.kind, c.id, stream_id, topic_id, partition_id,
                                            offset)
-        await self._call(121, body)
+        await self._consumer_call(c, stream_id, topic_id, partition_id, 121, body)
 
     async def delete_consumer_offset(self, stream_id: Ident, topic_id: Ident,
                                      partition_id: int | None = None,
                                      consumer: Consumer | Ident = 1) -> None:
         c = Consumer.of(consumer)
         body = codec.delete_consumer_offset(c.kind, c.id, stream_id, topic_id, partition_id)
-        await self._call(122, body)
+        await self._consumer_call(c, stream_id, topic_id, partition_id, 122, body)
 
     # -- messages ----------------------------------------------------------------------------
 
@@ -556,7 +644,13 @@ class IggyClient:
         p = Partitioning.of(partitioning)
         body = codec.send_messages(stream, topic, p.kind, p.value, count)
         pieces = tuple(batch) if isinstance(batch, (list, tuple)) else (batch,)
-        return codec.read_sent(await self._call(101, body, pieces), count)
+        if self._router is None or p.kind != PARTITION_ID:
+            # One server, or the server chooses the partition (then the node dialled does).
+            return codec.read_sent(await self._call(101, body, pieces), count)
+        partition_id = partitioning if type(partitioning) is int else \
+            int.from_bytes(p.value, "little")
+        return codec.read_sent(
+            await self._partition_call(stream, topic, partition_id, 101, body, pieces), count)
 
     async def poll_messages(self, stream: Ident, topic: Ident, *,
                             partition_id: int | None = None,
@@ -569,12 +663,29 @@ class IggyClient:
         c = Consumer.of(consumer)
         body = codec.poll_messages(c.kind, c.id, stream, topic, partition_id, s.kind, s.value,
                                    count, auto_commit)
-        return codec.read_polled(await self._call(100, body))
+        return codec.read_polled(
+            await self._consumer_call(c, stream, topic, partition_id, 100, body))
 
     async def flush_unsaved_buffer(self, stream_id: Ident, topic_id: Ident,
                                    partition_id: int, fsync: bool = False) -> None:
         body = codec.flush_unsaved_buffer(stream_id, topic_id, partition_id, fsync)
-        await self._call(102, body)
+        await self._partition_call(stream_id, topic_id, partition_id, 102, body)
+
+    def _consumer_call(self, c: Consumer, stream, topic, partition_id, code: int, body):
+        """A poll or offset request: a single consumer's naming its partition goes to the
+        leader; a group member's stays on the connection that joined (the leader checks the
+        member owns the partition), and one naming no partition where the server picks."""
+        if self._router is not None and c.kind == CONSUMER_KIND and partition_id is not None:
+            return self._partition_call(stream, topic, partition_id, code, body)
+        return self._call(code, body)
+
+    async def get_partition_leaders(self, stream: Ident, topic: Ident):
+        """Each partition's leader (an iggy-fast cluster's extension, code 9000): a list of
+        PartitionLeader(partition_id, epoch, node, address) for this client's transport.
+        FeatureUnavailable from a single node, InvalidCommand from an Apache Iggy server."""
+        number = cluster.transport_number(self.config.transport)
+        body = codec.get_partition_leaders(stream, topic, number)
+        return codec.read_partition_leaders(await self._call(9000, body))
 
     async def send_binary_request(self, code: int, payload: bytes = b"") -> bytes:
         """Any command by its code and body; the reply's payload as bytes."""

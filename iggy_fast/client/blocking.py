@@ -203,8 +203,10 @@ class SyncIggyClient:
         self._client = IggyClient(conn, **options)
         self.config = self._client.config
         c = self.config
-        # A backstop only: each call is bounded by the client's own timeouts well before it.
-        self._bound = 2 * c.timeout + c.connect_timeout * len(c.addresses) + 5.0
+        # A backstop only: each call is bounded by the client's own timeouts well before it
+        # (waiting for a reconnection, or for a partition's leader to be learnt, then the
+        # request itself).
+        self._bound = 3 * c.timeout + c.connect_timeout * len(c.addresses) + 5.0
         self._loop = _background_loop()
 
     def _run(self, coro):

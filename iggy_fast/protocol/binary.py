@@ -116,6 +116,16 @@ def decode_describe_options(body) -> rq.DescribeOptions:
     return rq.DescribeOptions(scope)
 
 
+def decode_get_partition_leaders(body) -> rq.GetPartitionLeaders:
+    """[stream Identifier][topic Identifier][transport u8: 1 TCP, 2 QUIC, 3 HTTP, 4 WS]."""
+    r = Reader(body)
+    stream, topic, transport = r.identifier(), r.identifier(), r.u8()
+    r.expect_end()
+    if transport not in TRANSPORTS.values():
+        raise InvalidCommand(f"transport {transport}")
+    return rq.GetPartitionLeaders(stream, topic, transport)
+
+
 def decode_get_client(body) -> rq.GetClient:
     r = Reader(body)
     client_id = r.u32()
@@ -463,6 +473,15 @@ def encode_poll_route(r) -> bytearray:
     w = Writer().raw(r.token).long_string(n.name).long_string(n.ip)
     w.raw(struct.pack("<HHHH", n.tcp_port, n.quic_port, n.http_port, n.websocket_port))
     return w.u8(n.role).u8(n.status).buf
+
+
+def encode_partition_leaders(leaders) -> bytearray:
+    """GetPartitionLeaders (9000): [count u32], then per PartitionLeader [partition_id u32]
+    [epoch u64][node long string][address long string] (both empty when no leader now)."""
+    w = Writer().u32(len(leaders))
+    for p in leaders:
+        w.u32(p.partition_id).u64(p.epoch).long_string(p.node).long_string(p.address)
+    return w.buf
 
 
 def encode_options(entries) -> bytearray:

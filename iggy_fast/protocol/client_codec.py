@@ -30,7 +30,8 @@ from iggy_fast.protocol.models import (ClientInfo, ClientInfoDetails,
                                        PersonalAccessToken, PolledMessages,
                                        RawPersonalAccessToken, Sent, Stream, StreamDetails,
                                        Topic, TopicDetails, User, UserDetails)
-from iggy_fast.protocol.results import ClusterMetadata, ClusterNode, GroupAssignment, Stats
+from iggy_fast.protocol.results import (ClusterMetadata, ClusterNode, GroupAssignment,
+                                        PartitionLeader, Stats)
 
 Ident = int | str
 
@@ -79,6 +80,11 @@ def login_body(username: str, password: str, sdk: str = "iggy-fast",
 
 def describe_options(scope: int) -> bytes:
     return Writer().u8(scope).getvalue()
+
+
+def get_partition_leaders(stream: Ident, topic: Ident, transport: int) -> bytes:
+    """GetPartitionLeaders (9000, an iggy-fast extension); `transport` as codes.TRANSPORTS."""
+    return _w(stream, topic).u8(transport).getvalue()
 
 
 def get_client(client_id: int) -> bytes:
@@ -348,6 +354,15 @@ def read_cluster_metadata(body) -> ClusterMetadata:
         nodes.append(ClusterNode(node_name, ip, *ports, r.u8(), r.u8()))
     r.expect_end()
     return ClusterMetadata(name, nodes)
+
+
+@_decoder("get_partition_leaders")
+def read_partition_leaders(body) -> list[PartitionLeader]:
+    r = Reader(body)
+    out = [PartitionLeader(r.u32(), r.u64(), r.long_string(), r.long_string())
+           for _ in range(r.u32())]
+    r.expect_end()
+    return out
 
 
 @_decoder("describe_options")

@@ -29,6 +29,11 @@ class Operation(IntEnum):
     LOGOUT = 3
 
 
+# GetPartitionLeaders (an iggy-fast extension): each partition's leader node and its address
+# for the asking client's transport, so our client sends straight to the leader.
+GET_PARTITION_LEADERS = 9000
+
+
 class Command(NamedTuple):
     code: int
     name: str
@@ -94,6 +99,9 @@ COMMANDS: dict[int, Command] = {c.code: c for c in (
     Command(604, "join_consumer_group", 148, True),
     Command(605, "leave_consumer_group", 149, True),
     Command(606, "sync_consumer_group", 2, True),
+    # iggy-fast's own commands, at 9000 and up (codes Iggy does not use); an Iggy server
+    # answers them as any unknown code (InvalidCommand, 3). docs/protocol.md §5.8.
+    Command(GET_PARTITION_LEADERS, "get_partition_leaders", 2, True),
 )}
 
 # The legacy login codes: never sent by a 0.11 client; answered with Eviction 15.

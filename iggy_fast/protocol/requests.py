@@ -33,6 +33,13 @@ class DescribeOptions(NamedTuple):
     scope: int                  # codes.TOPIC_SCOPE, STREAM_SCOPE or USER_SCOPE
 
 
+class GetPartitionLeaders(NamedTuple):
+    """An iggy-fast extension (9000): where each partition of a topic is led."""
+    stream: Ident
+    topic: Ident
+    transport: int              # codes.TRANSPORTS: 1 TCP, 2 QUIC, 3 HTTP, 4 WebSocket
+
+
 class GetMe(NamedTuple):
     pass
 

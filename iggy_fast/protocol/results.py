@@ -56,6 +56,14 @@ class ClusterMetadata(NamedTuple):
     nodes: list[ClusterNode]
 
 
+class PartitionLeader(NamedTuple):
+    """One partition of GetPartitionLeaders' answer (9000, an iggy-fast extension)."""
+    partition_id: int
+    epoch: int                  # the leader epoch: grows with every change of leader
+    node: str                   # the leader's node name; "" when it has no live leader now
+    address: str                # "host:port" of that node for the asked transport; "" none
+
+
 class PollRoute(NamedTuple):
     """RoutePoll's answer (103): where the SDK polls, and the token it sends back there."""
     token: bytes                # 32 bytes

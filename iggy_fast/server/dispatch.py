@@ -30,8 +30,8 @@ from iggy_fast.protocol.codes import (LEGACY_LOGIN_CODES, OPERATION_COMMANDS, RE
 from iggy_fast.protocol.errors import (Eviction, IggyError, PartitionNotFound,
                                        StreamIdNotFound, TopicIdNotFound, Unauthenticated)
 from iggy_fast.server.metadata import Conflict
-from iggy_fast.server.service import (Context, groups, messages, routing, session, streams,
-                                     system, users)
+from iggy_fast.server.service import (Context, groups, leaders, messages, routing, session,
+                                     streams, system, users)
 
 log = logging.getLogger("iggy_fast.dispatch")
 
@@ -121,6 +121,9 @@ COMMANDS: dict[int, Command] = {
     605: Command(binary.decode_leave_consumer_group, groups.leave_consumer_group, None),
     606: Command(binary.decode_sync_consumer_group, groups.sync_consumer_group,
                  binary.encode_group_assignment),
+    # iggy-fast's own (codes.py): a partition's leader, for our client to go straight there.
+    9000: Command(binary.decode_get_partition_leaders, leaders.get_partition_leaders,
+                  binary.encode_partition_leaders),
 }
 NEEDS_LOGIN = frozenset(code for code, c in PROTOCOL_COMMANDS.items() if c.auth)
 
