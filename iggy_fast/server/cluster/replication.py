@@ -7,10 +7,11 @@ A frame is `[u32 length][u32 header length][JSON header][payload]`, little-endia
 that sends anything else (a bad length, a header that is not JSON) is named in one log line
 and its connection closed.
 
-    fetch    {"op", "p": partition identity, "offset", "epoch", "node"}  -> the stored batches
-             from `offset` (whole batches, at most FETCH_BYTES) and {"end", "hw"}; when the
-             follower is caught up the leader holds the request up to LONG_POLL seconds for a
-             new append.
+    fetch    {"op", "p": partition identity, "offset", "durable", "epoch", "node"} -> the
+             stored batches from `offset` (whole batches, at most FETCH_BYTES) and {"end",
+             "hw"}; when the follower is caught up the leader holds the request up to
+             LONG_POLL seconds for a new append. `offset` is the follower's log end,
+             `durable` the part of it on the follower's disk.
     forward  {"op", "code", "user", "pid", "p", "node", "client", "retry"?} + the request
              body -> {"status", "moved"?} + the encoded result, exactly as this node would
              have answered it (a consumer group member is known by its node and client id:
@@ -68,10 +69,22 @@ every in-sync replica has it, so a committed offset survives its leader's death 
 never gets committed messages again. Why not etcd: a poll with auto-commit stores an offset,
 a write rate etcd is not built for.
 
-Leaders. A follower's fetch offset is its log end. The high watermark is the smallest log end
-in the in-sync set (the leader's own included); a send is acknowledged once the high watermark
-covers it. A follower whose log end has not reached the leader's for `replica_lag_max` leaves
-the in-sync set, and one that reaches it returns; the leader writes either change into the
+Leaders. A follower's fetch offset is its log end; on a topic that enforces fsync, what
+counts is its durable end (the log end its last fdatasync covered), so a send is acknowledged
+only once every in-sync follower has it on disk, as the leader does (durability.py). The high
+watermark is the smallest such end in the in-sync set (the leader's own log end included); a
+send is acknowledged once the high watermark covers it (and, on an fsync-enforced topic, once
+the leader's own sync covers it).
+A follower of an fsync-enforced topic syncs (through the durability worker, so its syncs are
+grouped with the node's own) before every fetch that would wait at the leader: a caught-up
+fetch is held until the next append, so it must already report everything durable. While the
+leader has more to send (the last reply's end is beyond the follower's log) it fetches on
+first and syncs once it has caught up, or once SYNC_BYTES are unsynced: a backlog is copied
+with one fdatasync per several fetches, not one per fetch. A leader answers a fetch at once,
+instead of holding it, when the follower's durable end lags its log end.
+A follower whose end (as counted above) has not reached the leader's log end for
+`replica_lag_max` leaves the in-sync set, and one that reaches it returns (a follower whose
+disk fails stops fetching, so it leaves); the leader writes either change into the
 partition's record with a compare-and-swap on the record it read (so a controller's move, or a
 newer epoch, wins over it). A leader that learns it no longer leads fails the sends still
 waiting for acknowledgement: it never acknowledges after losing leadership (its followers
@@ -104,6 +117,7 @@ log = logging.getLogger("iggy_fast.replication")
 FRAME = struct.Struct("<II")
 MAX_FRAME = 64 * 1024 * 1024
 FETCH_BYTES = 1024 * 1024
+SYNC_BYTES = 4 * FETCH_BYTES    # a follower catching up syncs at least this often
 LONG_POLL = 0.5
 # How far a node's clock may trail another's: a retried send is looked for among the batches
 # stamped since its first attempt went out, on the forwarding node's clock, less this.
@@ -246,7 +260,9 @@ class Replication:
         self.lag_max = parse_duration_us(server.cfg["cluster"]["replica_lag_max"]) / 1e6
         self._servers: list[asyncio.AbstractServer] = []
         self._followers: dict[int, asyncio.Task] = {}      # identity -> fetch task
-        self._ends: dict[int, dict[str, int]] = {}         # identity -> follower -> log end
+        # identity -> follower -> its end as acknowledgements count it: the log end, or on
+        # an fsync-enforced topic the durable end
+        self._ends: dict[int, dict[str, int]] = {}
         self._caught_up: dict[int, dict[str, float]] = {}  # ... -> when it last was
         self._appended: dict[int, asyncio.Event] = {}      # wakes long-polling fetches
         self._waiters: dict[int, list] = {}                # identity -> [(end, future)]
@@ -354,7 +370,10 @@ class Replication:
             peer.close()
 
     async def _fetch_from(self, identity: int, peer: "Peer") -> None:
+        more = False            # the last reply said the leader has more after it
+        failing = None          # the sync error last reported, to report it once
         while True:
+            fetch_first, more = more, False
             record = self.placements.records.get(identity)
             part = self._partition(identity)
             if record is None or part is None:
@@ -364,15 +383,29 @@ class Replication:
             if address is None:
                 await asyncio.sleep(0.2)
                 continue
+            plog = part.log
+            if (part.topic.settings["enforce_fsync"] and plog.durable_offset < plog.next_offset
+                    and not (fetch_first and plog.unsynced_bytes < SYNC_BYTES)):
+                try:
+                    await self.server.durability.sync_now(part)
+                except IggyError as e:
+                    # The disk failed (sync_error, final until a restart): report nothing
+                    # more as durable; the leader drops this replica from the in-sync set.
+                    if str(e) != failing:
+                        log.warning("partition %s: this replica's log cannot be synced: %s; "
+                                    "fetching stopped", part.key, e)
+                        failing = str(e)
+                    await asyncio.sleep(1)
+                    continue
             if peer.address != address:       # a new leader
                 peer.close()
                 peer.address = address
             try:
                 header, payload = await peer.call(
-                    {"op": "fetch", "p": identity, "offset": part.log.next_offset,
-                     "epoch": record["epoch"], "last_epoch": local_epoch(part),
-                     "offsets": offsets_digest(part), "ov": self._ov_have.get(identity),
-                     "node": self.node.name},
+                    {"op": "fetch", "p": identity, "offset": plog.next_offset,
+                     "durable": plog.durable_offset, "epoch": record["epoch"],
+                     "last_epoch": local_epoch(part), "offsets": offsets_digest(part),
+                     "ov": self._ov_have.get(identity), "node": self.node.name},
                     timeout=LONG_POLL + 5)
             except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, PeerGarbage) as e:
                 log.debug("fetch of partition %s from %s: %s", part.key, address, e)
@@ -396,6 +429,8 @@ class Replication:
                 log.warning("partition %s: the leader's batches cannot be appended here: %s",
                             part.key, e)
                 await asyncio.sleep(1)
+                continue
+            more = int(header.get("end", 0)) > part.log.next_offset
 
     @staticmethod
     def _drop_copy(part) -> None:
@@ -487,9 +522,13 @@ class Replication:
         if h.get("offsets") == offsets_digest(part):
             have = self._ov.get(identity, 0)        # it has these very offsets
         self._ov_at.setdefault(identity, {})[follower] = have
-        self._follower_at(identity, follower, offset, plog.next_offset)
-        # Caught up, offsets included: hold the fetch until there is something new.
-        if offset == plog.next_offset and h.get("offsets") == offsets_digest(part):
+        durable = min(offset, int(h.get("durable", 0)))
+        fsync = part.topic.settings["enforce_fsync"]
+        self._follower_at(identity, follower, durable if fsync else offset, plog.next_offset)
+        # Caught up, offsets included (and synced, where that counts): hold the fetch until
+        # there is something new.
+        if offset == plog.next_offset and h.get("offsets") == offsets_digest(part) \
+                and (durable == offset or not fsync):
             event = self._appended.setdefault(identity, asyncio.Event())
             event.clear()
             try:
