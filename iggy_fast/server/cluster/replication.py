@@ -285,6 +285,8 @@ class FetchLink:
                     loop.create_connection(lambda: _FetchConnection(self), host, port), 3)
             if len(self._buf) > 2 * self.BUFFER:        # let an outsized reply's buffer go
                 self._buf = bytearray(self.BUFFER)
+            if self._conn is None:                      # lost as soon as it was made
+                raise ConnectionResetError(f"the leader at {self.address} closed the link")
             self._have = self._need = 0
             self._reply = asyncio.get_running_loop().create_future()
             self._conn.transport.write(frame(header))
@@ -616,8 +618,9 @@ class Replication:
 
     async def _serve(self, reader, writer) -> None:
         where = "%s:%s" % writer.get_extra_info("peername")[:2]
-        sock = writer.get_extra_info("socket")
-        sendfile = sock.fileno() if sock is not None else None
+        sock = writer.get_extra_info("socket")      # (sendfile only where bytes go as sent)
+        plain = sock is not None and writer.get_extra_info("ssl_object") is None
+        sendfile = sock.fileno() if plain else None
         # drain() then waits for an empty buffer, where stored batches go by sendfile again.
         writer.transport.set_write_buffer_limits(COPY_CHUNK, 0)
         try:
