@@ -1,7 +1,7 @@
 """Ingest with replication factor 2 (and fsync enforced) against one node, same run; then the
 send latency of a producer paced at half the single node's rate, on both.
 
-    python bench/cluster_replication.py [rounds]
+    python bench/cluster_replication.py [rounds] [--baseline DIR]
 
 Each round starts a single node and a two-node cluster (etcd and two `iggy-fast server`
 processes, replication factor 2) side by side, then runs `iggy-fast bench pinned-producer
@@ -18,6 +18,12 @@ by a slow predecessor), and where the partition's leader was (n1 led it, or the 
 forwarded). Issue 12's goals: at full speed the cluster reaches at least R/2; at R/2 its p99
 send latency is under 5 ms. Needs `etcd` on PATH; data directories are removed after each
 round.
+
+`--baseline DIR` also runs, in each round, a second two-node cluster from another build: DIR
+holds that build's `iggy_fast` package (e.g. `git archive <commit> iggy_fast | tar -x -C DIR`
+plus the compiled modules, when its .pyx files are the same), run with DIR as the working
+directory so it is imported first. Both clusters then see the same moment's load, which on a
+shared machine moves the single node's rate by 2x between runs.
 """
 
 import json
@@ -70,7 +76,7 @@ def wait_live(etcd, name: str, count: int) -> None:
     raise RuntimeError(f"the cluster did not come up: {status(etcd, name)}")
 
 
-def leaders_during(etcd, run) -> tuple:
+def leaders_during(etcd, run, cluster: str = "bench") -> tuple:
     """run() while watching the partitions' leaders (the bench deletes its stream at the end:
     look during the run); (run's result, the leaders seen)."""
     seen = []
@@ -78,7 +84,7 @@ def leaders_during(etcd, run) -> tuple:
     def watch():
         for _ in range(120):
             time.sleep(0.25)
-            found = status(etcd, "bench").get("partitions")
+            found = status(etcd, cluster).get("partitions")
             if found:
                 seen.append(sorted({p["leader"] for p in found}))
                 return
@@ -90,34 +96,57 @@ def leaders_during(etcd, run) -> tuple:
 
 
 def main() -> None:
-    rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 1
+    args = sys.argv[1:]
+    baseline = None
+    if "--baseline" in args:
+        at = args.index("--baseline")
+        baseline = os.path.abspath(args[at + 1])
+        del args[at:at + 2]
+    rounds = int(args[0]) if args else 1
     print(f"{time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}, load average "
           f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
     for r in range(rounds):
         tmp = tempfile.mkdtemp()
         single = ServerProcess(f"{tmp}/single").start()
         etcd = EtcdProcess(find_etcd()).start()
-        nodes = [node(f"n{i}", etcd.endpoint, cluster="bench", data_dir=f"{tmp}/n{i}")
-                 for i in (1, 2)]
+        clusters = {"rf 2": ("bench", "")}
+        if baseline:
+            clusters["rf 2, baseline"] = ("base", "b")
+        nodes = {label: [node(f"{prefix}n{i}", etcd.endpoint, cluster=name,
+                              data_dir=f"{tmp}/{prefix}n{i}") for i in (1, 2)]
+                 for label, (name, prefix) in clusters.items()}
+        if baseline:
+            for n in nodes["rf 2, baseline"]:
+                n.cwd = baseline
         try:
-            for n in nodes:
-                n.start()
-            wait_live(etcd, "bench", 2)
+            for label, (name, _) in clusters.items():
+                for n in nodes[label]:
+                    n.start()
+                wait_live(etcd, name, 2)
             full = bench(single.address)
             print(line(f"round {r}, one node", full), flush=True)
-            rf2, leaders = leaders_during(etcd, lambda: bench(nodes[0].address))
-            print(line(f"round {r}, rf 2", rf2) + f"   leader {leaders} (client on n1)",
-                  flush=True)
+            # Every other round the other cluster goes first: neither always runs later.
+            order = list(clusters.items())[::1 if r % 2 == 0 else -1]
+            for label, (name, _) in order:
+                rf2, leaders = leaders_during(etcd, lambda: bench(nodes[label][0].address), name)
+                print(line(f"round {r}, {label}", rf2) + f"   leader {leaders} (client on "
+                      f"{nodes[label][0].env['IGGY_CLUSTER_NODE_NAME']}), "
+                      f"{rf2['messages_per_second'] / full['messages_per_second']:.2f} of one "
+                      f"node", flush=True)
             half = full["messages_per_second"] / 2
             print(f"  paced at {half:,.0f} msg/s (half the single node's rate):", flush=True)
             print(line(f"round {r}, one node, paced", bench(single.address, half)), flush=True)
-            paced, leaders = leaders_during(etcd, lambda: bench(nodes[0].address, half))
-            print(line(f"round {r}, rf 2, paced", paced) + f"   leader {leaders}", flush=True)
+            for label, (name, _) in order:
+                paced, leaders = leaders_during(
+                    etcd, lambda: bench(nodes[label][0].address, half), name)
+                print(line(f"round {r}, {label}, paced", paced) + f"   leader {leaders}",
+                      flush=True)
             print(f"  load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}",
                   flush=True)
         finally:
-            for n in nodes:
-                n.stop()
+            for group in nodes.values():
+                for n in group:
+                    n.stop()
             etcd.cleanup()
             single.stop()
             shutil.rmtree(tmp, ignore_errors=True)

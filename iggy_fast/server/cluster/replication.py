@@ -7,11 +7,12 @@ A frame is `[u32 length][u32 header length][JSON header][payload]`, little-endia
 that sends anything else (a bad length, a header that is not JSON) is named in one log line
 and its connection closed.
 
-    fetch    {"op", "p": partition identity, "offset", "epoch", "node"}  -> the stored batches
-             from `offset` (whole batches, at most FETCH_BYTES) and {"end", "hw"}; when the
-             follower is caught up the leader holds the request up to LONG_POLL seconds for a
-             new append; or {"truncate"} / {"start", "epoch"} when the follower's log must
-             first be cut or begin anew (below).
+    fetch    {"op", "p": partition identity, "offset", "durable", "epoch", "node"} -> the
+             stored batches from `offset` (whole batches, at most FETCH_BYTES) and {"end",
+             "hw"}; when the follower is caught up the leader holds the request up to
+             LONG_POLL seconds for a new append; or {"truncate"} / {"start", "epoch"} when
+             the follower's log must first be cut or begin anew (below). `offset` is the
+             follower's log end, `durable` the part of it on the follower's disk.
     forward  {"op", "code", "user", "pid", "p", "node", "client", "retry"?} + the request
              body -> {"status", "moved"?} + the encoded result, exactly as this node would
              have answered it (a consumer group member is known by its node and client id:
@@ -89,12 +90,24 @@ every in-sync replica has it, so a committed offset survives its leader's death 
 never gets committed messages again. Why not etcd: a poll with auto-commit stores an offset,
 a write rate etcd is not built for.
 
-Leaders. A follower's fetch offset is its log end. The high watermark is the smallest log end
-in the in-sync set (the leader's own included); a send is acknowledged once the high watermark
-covers it. A follower whose log end has not reached the leader's for `replica_lag_max` leaves
-the in-sync set, and one that reaches it returns (below); the leader writes either change into
-the partition's record with a compare-and-swap on the record it read (so a controller's move,
-or a newer epoch, wins over it). A leader that learns it no longer leads fails the sends still
+Leaders. A follower's fetch offset is its log end; on a topic that enforces fsync, what
+counts is its durable end (the log end its last fdatasync covered), so a send is acknowledged
+only once every in-sync follower has it on disk, as the leader does (durability.py). The high
+watermark is the smallest such end in the in-sync set (the leader's own log end included); a
+send is acknowledged once the high watermark covers it (and, on an fsync-enforced topic, once
+the leader's own sync covers it).
+A follower of an fsync-enforced topic syncs (through the durability worker, so its syncs are
+grouped with the node's own) before every fetch that would wait at the leader: a caught-up
+fetch is held until the next append, so it must already report everything durable. While the
+leader has more to send (the last reply's end is beyond the follower's log) it fetches on
+first and syncs once it has caught up, or once SYNC_BYTES are unsynced: a backlog is copied
+with one fdatasync per several fetches, not one per fetch. A leader answers a fetch at once,
+instead of holding it, when the follower's durable end lags its log end.
+A follower whose end (as counted above) has not reached the leader's log end for
+`replica_lag_max` leaves the in-sync set, and one that reaches it returns (a follower whose
+disk fails stops fetching, so it leaves); the leader writes either change into the
+partition's record with a compare-and-swap on the record it read (so a controller's move, or a
+newer epoch, wins over it). A leader that learns it no longer leads fails the sends still
 waiting for acknowledgement: it never acknowledges after losing leadership (its followers
 fetch from the new leader, so its high watermark cannot move anyway).
 
@@ -123,6 +136,7 @@ import time
 import orjson
 
 from iggy_fast import _wire
+from iggy_fast._log import FileRegion
 from iggy_fast.config import parse_duration_us, split_address
 from iggy_fast.protocol.codes import PARTITION_ID
 from iggy_fast.protocol.errors import IggyError, TransientNotAccepted
@@ -138,6 +152,8 @@ log = logging.getLogger("iggy_fast.replication")
 FRAME = struct.Struct("<II")
 MAX_FRAME = 64 * 1024 * 1024
 FETCH_BYTES = 1024 * 1024
+COPY_CHUNK = 256 * 1024         # a fetch reply's batches copied at a time when sendfile waits
+SYNC_BYTES = 4 * FETCH_BYTES    # a follower catching up syncs at least this often
 LONG_POLL = 0.5
 # How far a node's clock may trail another's: a retried send is looked for among the batches
 # stamped since its first attempt went out, on the forwarding node's clock, less this.
@@ -239,10 +255,151 @@ def frame(header: dict, payload: bytes = b"") -> bytes:
 
 
 def frame_pieces(header: dict, pieces: list) -> list:
-    """A frame as pieces to write one after another: a fetch's batches (a megabyte each at
-    full speed) go to the socket without being joined into one buffer first."""
+    """A frame as pieces to write one after another (send_pieces): a fetch's batches (a
+    megabyte each at full speed) go to the socket without being joined into one buffer."""
     head = orjson.dumps(header)
     return [FRAME.pack(len(head) + sum(map(len, pieces)), len(head)) + head, *pieces]
+
+
+async def send_pieces(writer: asyncio.StreamWriter, pieces: list, sock: int | None) -> None:
+    """Write a frame's pieces in order; a stored batch (FileRegion) goes from the page cache
+    to the socket with sendfile(2) while nothing is queued ahead of it (as TCP polls do,
+    transports/tcp.py), so a fetch reply costs the leader no copy through user space. When
+    the socket is full, COPY_CHUNK of it is read and queued instead, and the rest waits for
+    the queue to drain (the connection's low-water mark is 0)."""
+    transport = writer.transport
+    for piece in pieces:
+        if type(piece) is not FileRegion:
+            transport.write(piece)
+            continue
+        at, left = piece.offset, piece.length
+        while left:
+            sent = 0
+            if sock is not None and not transport.get_write_buffer_size():
+                try:
+                    sent = os.sendfile(sock, piece.fd, at, left)
+                except (BlockingIOError, InterruptedError):
+                    pass
+            if not sent:
+                sent = min(left, COPY_CHUNK)
+                data = os.pread(piece.fd, sent, at)
+                if len(data) != sent:
+                    raise OSError(f"short read of {sent} bytes at {at} of a stored batch")
+                transport.write(data)
+                await writer.drain()
+            at += sent
+            left -= sent
+    await writer.drain()
+
+
+class FetchLink:
+    """A follower's connection to its leader for one partition's fetches, lock-step as Peer's
+    but reading each reply straight into a buffer it reuses: a fetch reply (a megabyte at full
+    speed) arrives with the one copy out of the kernel, where a stream reader would copy it
+    three times more (into its buffer, out of it, and the payload out of the frame). The
+    payload handed back is a view of that buffer, valid until the next call (which reads
+    over it; the buffer is replaced, never resized, so an old view never breaks a read)."""
+
+    BUFFER = FETCH_BYTES + 64 * 1024
+
+    def __init__(self, address: str):
+        self.address = address
+        self._conn: _FetchConnection | None = None     # the connection now, if any
+        self._buf = bytearray(self.BUFFER)
+        self._have = 0                  # bytes of the frame received
+        self._need = 0                  # its whole size once the length is known, else 0
+        self._reply: asyncio.Future | None = None
+
+    async def call(self, header: dict, timeout: float) -> tuple[dict, memoryview]:
+        try:
+            if self._conn is None:
+                host, port = split_address(self.address)
+                loop = asyncio.get_running_loop()
+                await asyncio.wait_for(
+                    loop.create_connection(lambda: _FetchConnection(self), host, port), 3)
+            if len(self._buf) > 2 * self.BUFFER:        # let an outsized reply's buffer go
+                self._buf = bytearray(self.BUFFER)
+            if self._conn is None:                      # lost as soon as it was made
+                raise ConnectionResetError(f"the leader at {self.address} closed the link")
+            self._have = self._need = 0
+            self._reply = asyncio.get_running_loop().create_future()
+            self._conn.transport.write(frame(header))
+            await asyncio.wait_for(self._reply, timeout)
+            view = memoryview(self._buf)[FRAME.size:self._need]
+            hlen = FRAME.unpack_from(self._buf)[1]
+            try:
+                answer = orjson.loads(view[:hlen])
+            except orjson.JSONDecodeError:
+                raise PeerGarbage("a frame header that is not JSON") from None
+            if not isinstance(answer, dict):
+                raise PeerGarbage("a frame header that is not an object")
+            return answer, view[hlen:]
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.transport.abort()
+            self._conn = None
+
+    # -- what the connection received (only the current connection's count) ----------------
+
+    def _buffer(self):
+        if self._have == len(self._buf):         # a reply longer than the buffer: grow
+            self._grow(2 * len(self._buf))
+        return memoryview(self._buf)[self._have:]
+
+    def _received(self, nbytes: int) -> None:
+        self._have += nbytes
+        if not self._need and self._have >= FRAME.size:
+            total, hlen = FRAME.unpack_from(self._buf)
+            if total > MAX_FRAME or hlen > total:
+                return self._fail(PeerGarbage(f"a frame of {total} bytes with a {hlen}-byte "
+                                              f"header"))
+            self._need = FRAME.size + total
+            if self._need > len(self._buf):
+                self._grow(self._need)
+        if self._need and self._have >= self._need:
+            if self._have > self._need or self._reply is None or self._reply.done():
+                return self._fail(PeerGarbage("a frame nothing asked for"))
+            self._reply.set_result(None)
+
+    def _grow(self, size: int) -> None:
+        # A new buffer, never a resize: a payload view handed out earlier may still exist.
+        buf = bytearray(size)
+        buf[:self._have] = memoryview(self._buf)[:self._have]
+        self._buf = buf
+
+    def _fail(self, error: BaseException) -> None:
+        if self._reply is not None and not self._reply.done():
+            self._reply.set_exception(error)
+        self.close()
+
+
+class _FetchConnection(asyncio.BufferedProtocol):
+    """One connection of a FetchLink. One that the link has let go of (closed, and maybe
+    already replaced) reads into a scratch buffer and changes nothing."""
+
+    def __init__(self, link: FetchLink):
+        self.link = link
+        self.transport = None
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        self.link._conn = self
+
+    def get_buffer(self, sizehint: int):
+        return self.link._buffer() if self.link._conn is self else bytearray(64 * 1024)
+
+    def buffer_updated(self, nbytes: int) -> None:
+        if self.link._conn is self:
+            self.link._received(nbytes)
+
+    def connection_lost(self, exc) -> None:
+        if self.link._conn is self:
+            self.link._conn = None
+            self.link._fail(exc or asyncio.IncompleteReadError(b"", None))
 
 
 class Peer:
@@ -280,7 +437,9 @@ class Replication:
         self.lag_max = parse_duration_us(server.cfg["cluster"]["replica_lag_max"]) / 1e6
         self._servers: list[asyncio.AbstractServer] = []
         self._followers: dict[int, asyncio.Task] = {}      # identity -> fetch task
-        self._ends: dict[int, dict[str, int]] = {}         # identity -> follower -> log end
+        # identity -> follower -> its end as acknowledgements count it: the log end, or on
+        # an fsync-enforced topic the durable end
+        self._ends: dict[int, dict[str, int]] = {}
         self._caught_up: dict[int, dict[str, float]] = {}  # ... -> when it last was
         self._appended: dict[int, asyncio.Event] = {}      # wakes long-polling fetches
         self._waiters: dict[int, list] = {}                # identity -> [(end, future)]
@@ -382,14 +541,17 @@ class Replication:
     async def _fetch_loop(self, identity: int) -> None:
         # A connection of its own: a fetch long-polls, and must never queue behind a
         # forwarded send that waits for this very fetch.
-        peer = Peer("")
+        peer = FetchLink("")
         try:
             await self._fetch_from(identity, peer)
         finally:
             peer.close()
 
-    async def _fetch_from(self, identity: int, peer: "Peer") -> None:
+    async def _fetch_from(self, identity: int, peer: FetchLink) -> None:
+        more = False            # the last reply said the leader has more after it
+        failing = None          # the sync error last reported, to report it once
         while True:
+            fetch_first, more = more, False
             record = self.placements.records.get(identity)
             part = self._partition(identity)
             if record is None or part is None:
@@ -399,15 +561,29 @@ class Replication:
             if address is None:
                 await asyncio.sleep(0.2)
                 continue
+            plog = part.log
+            if (part.topic.settings["enforce_fsync"] and plog.durable_offset < plog.next_offset
+                    and not (fetch_first and plog.unsynced_bytes < SYNC_BYTES)):
+                try:
+                    await self.server.durability.sync_now(part)
+                except IggyError as e:
+                    # The disk failed (sync_error, final until a restart): report nothing
+                    # more as durable; the leader drops this replica from the in-sync set.
+                    if str(e) != failing:
+                        log.warning("partition %s: this replica's log cannot be synced: %s; "
+                                    "fetching stopped", part.key, e)
+                        failing = str(e)
+                    await asyncio.sleep(1)
+                    continue
             if peer.address != address:       # a new leader
                 peer.close()
                 peer.address = address
             try:
                 header, payload = await peer.call(
-                    {"op": "fetch", "p": identity, "offset": part.log.next_offset,
-                     "epoch": record["epoch"], "last_epoch": local_epoch(part),
-                     "offsets": offsets_digest(part), "ov": self._ov_have.get(identity),
-                     "node": self.node.name},
+                    {"op": "fetch", "p": identity, "offset": plog.next_offset,
+                     "durable": plog.durable_offset, "epoch": record["epoch"],
+                     "last_epoch": local_epoch(part), "offsets": offsets_digest(part),
+                     "ov": self._ov_have.get(identity), "node": self.node.name},
                     timeout=LONG_POLL + 5)
             except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, PeerGarbage) as e:
                 log.debug("fetch of partition %s from %s: %s", part.key, address, e)
@@ -434,6 +610,8 @@ class Replication:
                 log.warning("partition %s: the leader's batches cannot be appended here: %s",
                             part.key, e)
                 await asyncio.sleep(1)
+                continue
+            more = int(header.get("end", 0)) > part.log.next_offset
 
     @staticmethod
     def _drop_copy(part) -> None:
@@ -490,6 +668,11 @@ class Replication:
 
     async def _serve(self, reader, writer) -> None:
         where = "%s:%s" % writer.get_extra_info("peername")[:2]
+        sock = writer.get_extra_info("socket")      # (sendfile only where bytes go as sent)
+        plain = sock is not None and writer.get_extra_info("ssl_object") is None
+        sendfile = sock.fileno() if plain else None
+        # drain() then waits for an empty buffer, where stored batches go by sendfile again.
+        writer.transport.set_write_buffer_limits(COPY_CHUNK, 0)
         try:
             while True:
                 header, payload = await read_frame(reader)
@@ -500,14 +683,16 @@ class Replication:
                 else:
                     raise PeerGarbage(f"unknown operation {header.get('op')!r}")
                 if isinstance(reply, list):
-                    writer.writelines(reply)
+                    await send_pieces(writer, reply, sendfile)
                 else:
                     writer.write(reply)
-                await writer.drain()
+                    await writer.drain()
         except PeerGarbage as e:
             log.warning("replication peer %s refused: it sent %s", where, e)
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
+        except OSError as e:        # reading a stored batch failed: the fetch goes again
+            log.warning("replication peer %s: a fetch reply failed: %s", where, e)
         except asyncio.CancelledError:
             pass            # the node is stopping: end quietly (asyncio logs a re-raise)
         finally:
@@ -540,23 +725,27 @@ class Replication:
         if h.get("offsets") == offsets_digest(part):
             have = self._ov.get(identity, 0)        # it has these very offsets
         self._ov_at.setdefault(identity, {})[follower] = have
-        self._follower_at(identity, follower, offset, plog.next_offset)
-        # Caught up, offsets included: hold the fetch until there is something new.
-        if offset == plog.next_offset and h.get("offsets") == offsets_digest(part):
+        durable = min(offset, int(h.get("durable", 0)))
+        fsync = part.topic.settings["enforce_fsync"]
+        self._follower_at(identity, follower, durable if fsync else offset, plog.next_offset)
+        # Caught up, offsets included (and synced, where that counts): hold the fetch until
+        # there is something new.
+        if offset == plog.next_offset and h.get("offsets") == offsets_digest(part) \
+                and (durable == offset or not fsync):
             event = self._appended.setdefault(identity, asyncio.Event())
             event.clear()
             try:
                 await asyncio.wait_for(event.wait(), LONG_POLL)
             except asyncio.TimeoutError:
                 pass
-        chunks, _, _ = plog.read(offset, 1 << 62, max_bytes=FETCH_BYTES)
+        chunks, _, _ = plog.read(offset, 1 << 62, regions=True, max_bytes=FETCH_BYTES)
         reply = {"end": plog.next_offset, "hw": self.high_watermark(part),
                  "epoch": record["epoch"]}
         if h.get("offsets") != offsets_digest(part):
             reply["offsets"] = part.offsets.values
             reply["ov"] = [record["epoch"], self._ov.get(identity, 0)]
-        # bytes(): a chunk may be a view of a buffer the log reuses.
-        return frame_pieces(reply, [bytes(c) for c in chunks])
+        # bytes(): a chunk that is not a region may be a view of a buffer the log reuses.
+        return frame_pieces(reply, [c if type(c) is FileRegion else bytes(c) for c in chunks])
 
     def _follower_at(self, identity: int, follower: str, offset: int, end: int) -> None:
         self._ends.setdefault(identity, {})[follower] = offset

@@ -20,7 +20,9 @@ The event loop never waits for the disk here; what can take long runs on a worke
   blocks (tens of ms for a large file) runs in an executor.
 
 Durability bookkeeping: `appended` counts bytes appended since start and `durable` the part of
-them known to be on disk. `sync()` runs on the durability worker thread while the event loop
+them known to be on disk; `durable_offset` is the log end the last sync covered (a cluster
+follower reports it, so a leader acknowledges an fsync-enforced send only once the follower's
+copy is on disk too: cluster/replication.py). `sync()` runs on the durability worker thread while the event loop
 appends: it reads the target first, then takes the segments to sync under `_lock` (rollover
 changes them under it too), so everything counted before the call is covered: the segments
 sealed since the last sync and the active one. `_io_lock` keeps files from being closed under
@@ -270,6 +272,11 @@ class PartitionLog:
         self.appended = self.durable = 0
         self.appended_messages = self.durable_messages = 0
         self.sync_error: OSError | None = None
+        # (the active segment, its end offset) as the last sync found them before syncing:
+        # durable_offset. Kept by segment rather than as a bare offset so that a truncation
+        # or purge since (which replaces the active segment) cannot leave it claiming
+        # offsets that were written again and not synced.
+        self._synced_to: tuple = (None, 0)
         self._io_lock = threading.Lock()
         # Guards what the event loop changes and the sync worker reads: the segment list, the
         # segments sealed but not yet synced and named (`_sealing`), and `_unsynced_dirs`.
@@ -342,6 +349,17 @@ class PartitionLog:
     @property
     def unsynced_messages(self) -> int:
         return self.appended_messages - self.durable_messages
+
+    @property
+    def durable_offset(self) -> int:
+        """Every offset below this is on disk (the log end the last sync covered). A lower
+        bound: 0 until a sync, and again after a truncation or purge until the next one."""
+        seg, end = self._synced_to
+        if seg is not None:
+            for s in reversed(self.segments):      # the last one, unless it rolled over since
+                if s is seg:
+                    return end
+        return 0
 
     @property
     def seal_pending(self) -> bool:
@@ -503,8 +521,11 @@ class PartitionLog:
         Runs on the durability worker thread (and at shutdown): it may take long.
         """
         target, messages = self.appended, self.appended_messages
-        with self._io_lock:
+        with self._io_lock:                    # truncate() waits: the segments stay these
+            active = self.segments[-1]
+            end = active.end_offset            # written before it was counted: covered
             self._sync_segment(self._settle())
+            self._synced_to = (active, end)
         if target > self.durable:
             self.durable = target
         if messages > self.durable_messages:
